@@ -1,0 +1,49 @@
+# One entry point for the book. `make book` builds the site, `make test` runs every test.
+# Both create the virtual environment in .venv from requirements.txt first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+
+help:
+	@echo "make book   install everything into .venv and build the site into _build/html"
+	@echo "make test   install everything and run all tests (unit, book build, HTML, browser)"
+	@echo "make sync   rewrite notebook bootstrap cells and the Problem Index after edits"
+	@echo "make clean  remove _build"
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+# Debian's Chromium for the browser test (Playwright drives it; no browser is downloaded).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# A clean build: every notebook executes, warnings are errors, a failing notebook fails the build.
+book: install
+	rm -rf _build
+	$(BIN)/jupyter-book build . -W -n --keep-going 2>&1 | tee _build.log
+	@$(BIN)/python tools/exec_times.py
+	@echo "open _build/html/index.html"
+
+test: install chromium
+	$(BIN)/python -m pytest
+
+sync: install
+	$(BIN)/python -m llmbook.book sync
+
+clean:
+	rm -rf _build _build.log
+
+.PHONY: help install chromium book test sync clean

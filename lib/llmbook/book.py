@@ -1,0 +1,177 @@
+"""Book infrastructure: the Colab bootstrap cell, the Problem Index, the notebook checks.
+
+Run ``python -m llmbook.book sync`` after changing ``repository.url`` in ``_config.yml``
+or adding a question label: it rewrites every notebook's bootstrap cell and the
+Problem Index page. The tests fail while either is out of date.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+BOOTSTRAP_TAG = "bootstrap"
+PARAMETERS_TAG = "parameters"
+LABEL_RE = re.compile(r"^\(([A-Za-z0-9_.-]+)\)=\s*$", re.MULTILINE)
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The folder holding ``_config.yml``, searching upward from ``start`` (default: cwd)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "_config.yml").is_file():
+            return folder
+    raise FileNotFoundError("no _config.yml above the current folder: run this inside the book's repository")
+
+
+def config_repository(root: Path) -> tuple[str, str]:
+    """``(url, branch)`` of ``repository:`` in ``_config.yml`` (read without a YAML dependency)."""
+    text = (root / "_config.yml").read_text()
+    block = re.search(r"^repository:\s*\n((?:[ \t]+.*\n?)+)", text, re.MULTILINE)
+    if not block:
+        raise ValueError("_config.yml has no repository: block")
+    fields = dict(re.findall(r"^\s+(\w+):\s*\"?([^\"\n#]*?)\"?\s*(?:#.*)?$", block.group(1), re.MULTILINE))
+    return fields["url"], fields.get("branch", "main")
+
+
+def bootstrap_source(repo_url: str) -> str:
+    """The identical first code cell of every notebook: install ``llmbook`` only if it is missing."""
+    return (
+        "# Set-up for Colab or a fresh environment: install the book's library if it is missing.\n"
+        "# It uses the torch, numpy and pandas already installed and never replaces them.\n"
+        "try:\n"
+        "    import llmbook\n"
+        "except ImportError:\n"
+        "    import subprocess, sys\n"
+        f"    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'llmbook @ git+{repo_url}'], check=True)\n"
+        "    import llmbook"
+    )
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def cell_text(cell: dict) -> str:
+    src = cell["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+def notebook_problems(nb: dict, repo_url: str) -> list[str]:
+    """What is wrong with a notebook's layout: bootstrap first, parameters second, no outputs."""
+    problems = []
+    cells = code_cells(nb)
+    if len(cells) < 2:
+        return ["needs a bootstrap cell and a parameters cell"]
+    if cell_text(cells[0]) != bootstrap_source(repo_url):
+        problems.append("first code cell is not the current bootstrap cell (run `python -m llmbook.book sync`)")
+    if PARAMETERS_TAG not in cells[1].get("metadata", {}).get("tags", []):
+        problems.append("second code cell is not tagged 'parameters'")
+    tagged = [c for c in cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        problems.append(f"has {len(tagged)} cells tagged 'parameters', wants exactly 1")
+    if any(c.get("outputs") or c.get("execution_count") for c in cells):
+        problems.append("is committed with outputs or execution counts")
+    return problems
+
+
+def read_questions(root: Path) -> list[dict]:
+    """Rows of ``data/questions.csv``: id, source, chapter, asks."""
+    with open(root / "data" / "questions.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def chapter_labels(root: Path) -> dict[str, list[str]]:
+    """Every MyST label ``(name)=`` in ``chapters/*.md``, mapped to the files that define it."""
+    found: dict[str, list[str]] = {}
+    for page in sorted((root / "chapters").glob("*.md")):
+        for label in LABEL_RE.findall(page.read_text()):
+            found.setdefault(label, []).append(page.name)
+    return found
+
+
+SOURCE_NAMES = {
+    "hw11": "Berkeley EECS 182, Homework 11",
+    "genai": "Saarland Generative AI, week 4 (a student's worked answers)",
+    "dls": "UCSD Deep Learning Systems lecture",
+    "scale": "Lecture 18, Scaling",
+    "cme295": "Stanford CME 295 lecture",
+}
+
+
+def render_problem_index(root: Path) -> str:
+    """The Problem Index page: one line per question id, linked where it is answered."""
+    labels = chapter_labels(root)
+    lines = [
+        "(problem-index)=",
+        "# Problem index",
+        "",
+        "Every question and worked result of the sources, by its stable id. A linked id is",
+        "answered in the book; an id without a link belongs to a chapter still being written.",
+        "This page is generated from `data/questions.csv` by `python -m llmbook.book sync`.",
+        "",
+    ]
+    current = None
+    for q in read_questions(root):
+        if q["source"] != current:
+            current = q["source"]
+            lines += ["", f"## {SOURCE_NAMES.get(current, current)}", ""]
+        qid = q["id"]
+        link = f"{{ref}}`{qid} <{qid}>`" if qid in labels else f"`{qid}` (chapter *{q['chapter']}*, to come)"
+        lines.append(f"- {link}: {q['asks']}")
+    return "\n".join(lines) + "\n"
+
+
+def sync(root: Path) -> list[str]:
+    """Rewrite the bootstrap cells and the Problem Index; return the files changed."""
+    url, _ = config_repository(root)
+    changed = []
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        first = code_cells(nb)[0]
+        if cell_text(first) != bootstrap_source(url):
+            first["source"] = bootstrap_source(url)
+            first.setdefault("metadata", {}).setdefault("tags", [])
+            if BOOTSTRAP_TAG not in first["metadata"]["tags"]:
+                first["metadata"]["tags"].append(BOOTSTRAP_TAG)
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(str(path.relative_to(root)))
+    index = root / "chapters" / "problem-index.md"
+    text = render_problem_index(root)
+    if not index.exists() or index.read_text() != text:
+        index.write_text(text)
+        changed.append(str(index.relative_to(root)))
+    return changed
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if sys.argv[1:] != ["sync"]:
+        sys.exit("usage: python -m llmbook.book sync")
+    for name in sync(repo_root()):
+        print("rewrote", name)
+
+
+def execution_times(build_dir: Path) -> list[tuple[str, float]]:
+    """``(notebook, seconds)`` for every notebook executed in a build, from its jupyter-cache."""
+    from jupyter_cache import get_cache
+
+    cache_dir = Path(build_dir) / ".jupyter_cache"
+    if not cache_dir.is_dir():
+        return []
+    rows = []
+    for record in get_cache(str(cache_dir)).list_cache_records():
+        rows.append((Path(record.uri).name, float(record.data.get("execution_seconds", float("nan")))))
+    return sorted(rows)
+
+
+def format_times(rows: list[tuple[str, float]], limit_s: float = 180.0) -> str:
+    """A plain-text table of notebook execution times, flagging any over ``limit_s``."""
+    width = max([len(name) for name, _ in rows] + [len("notebook")])
+    lines = [f"{'notebook':<{width}}  seconds  within {limit_s:.0f} s", "-" * (width + 27)]
+    for name, sec in rows:
+        lines.append(f"{name:<{width}}  {sec:7.1f}  {'yes' if sec < limit_s else 'NO'}")
+    lines.append(f"{'total':<{width}}  {sum(s for _, s in rows):7.1f}")
+    return "\n".join(lines)

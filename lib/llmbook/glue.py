@@ -1,0 +1,70 @@
+"""A shim around ``myst_nb.glue`` so notebooks also run where myst-nb is missing (Colab).
+
+In the book build, ``glue`` stores a value in the notebook's outputs and the prose
+pastes it with ``{glue:text}``. Elsewhere the value is kept in :data:`GLUED` and,
+with ``show=True``, printed, so a reader sees every number the prose would quote.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+try:  # pragma: no cover - which branch runs depends on the environment
+    from myst_nb import glue as _myst_glue
+except ImportError:  # pragma: no cover
+    _myst_glue = None
+
+GLUED: dict[str, Any] = {}
+
+
+def glue(name: str, value: Any, display: bool = False, show: bool = False) -> Any:
+    """Record ``value`` under ``name`` for the prose; return ``value`` unchanged.
+
+    Args:
+        name: the key the chapter pages paste (``{glue:text}`notebook.ipynb::name```).
+        value: any object; strings are pasted as they are, numbers via their repr.
+        display: also show the value as the cell's output (as ``myst_nb.glue`` does).
+        show: without myst-nb, print ``name = value`` (useful in Colab).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    GLUED[name] = value
+    if _myst_glue is not None:
+        _myst_glue(name, value, display=display)
+    elif show or display:
+        print(f"{name} = {value}")
+    return value
+
+
+def has_myst_nb() -> bool:
+    """True when the real ``myst_nb.glue`` is in use."""
+    return _myst_glue is not None
+
+
+def read_glued(notebook: str | Path | dict) -> dict[str, str]:
+    """Return ``{key: text/plain}`` for every value glued in an executed notebook.
+
+    Accepts a path to an ``.ipynb`` file or an already loaded notebook dict. Strings
+    come back without their quotes, as the book pastes them.
+    """
+    from ast import literal_eval
+
+    nb = notebook if isinstance(notebook, dict) else json.loads(Path(notebook).read_text())
+    found: dict[str, str] = {}
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            scrap = out.get("metadata", {}).get("scrapbook", {})
+            key = scrap.get("name")
+            if key is None:
+                continue
+            text = out.get("data", {}).get(scrap.get("mime_prefix", "") + "text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            try:
+                value = literal_eval(text)
+                text = value if isinstance(value, str) else text
+            except (SyntaxError, ValueError):
+                pass
+            found[key] = text
+    return found

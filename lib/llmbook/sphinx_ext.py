@@ -1,0 +1,39 @@
+"""Sphinx extension: serve MathJax from the built site instead of a CDN.
+
+The book builds and is tested offline, and the site should render maths without a
+network. MathJax 3 comes from the ``django-static-mathjax`` wheel (pinned in
+requirements.txt); its ``es5`` folder is copied to ``_static/mathjax``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def _mathjax_es5() -> Path | None:
+    try:
+        import mathjax  # the django-static-mathjax package
+    except ImportError:
+        return None
+    folder = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    return folder if (folder / "tex-mml-chtml.js").is_file() else None
+
+
+def _use_local(app, config) -> None:
+    if _mathjax_es5() is not None:
+        config.mathjax_path = "mathjax/tex-mml-chtml.js"
+
+
+def _copy(app, exception) -> None:
+    source = _mathjax_es5()
+    if exception is None and source is not None and app.builder.format == "html":
+        target = Path(app.outdir) / "_static" / "mathjax"
+        # The speech-rule engine (sre) is only loaded on demand by the accessibility menu.
+        shutil.copytree(source, target, dirs_exist_ok=True)
+
+
+def setup(app):
+    app.connect("config-inited", _use_local)
+    app.connect("build-finished", _copy)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,101 @@
+"""fmt, glue, checks, plotting, data: the small helpers every notebook uses."""
+
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from llmbook import checks, data, fmt, glue, plotting
+
+
+@pytest.mark.parametrize("x, digits, want", [
+    (66182.3, 3, "66,200"), (9.99, 2, "10"), (0.0012345, 2, "0.0012"), (1234.5678, 3, "1,230"),
+    (2.0, 3, "2.00"), (-0.5, 2, "-0.50"), (0, 3, "0"), (148348.9, 3, "148,000"),
+])
+def test_sig(x, digits, want):
+    assert fmt.sig(x, digits) == want
+
+
+@pytest.mark.parametrize("x, digits, want", [
+    (1.7e15, 2, "1.7 × 10¹⁵"), (1e30, 2, "10³⁰"), (9.19e-20, 3, "9.19 × 10⁻²⁰"), (41.67, 3, "41.7"),
+    (8.64e19, 3, "8.64 × 10¹⁹"), (-2.5e-7, 2, "-2.5 × 10⁻⁷"),
+])
+def test_sci(x, digits, want):
+    assert fmt.sci(x, digits) == want
+
+
+def test_words_money_bytes_duration_pct():
+    assert fmt.usd(2.1e11) == "210 billion USD"
+    assert fmt.usd(18.18) == "18.2 USD"
+    assert fmt.words(5.95e9) == "5.95 billion"
+    assert fmt.nbytes(2e14) == "200 TB" and fmt.nbytes(3.5e11) == "350 GB" and fmt.nbytes(512) == "512 B"
+    assert fmt.duration(1.6835e7) == "195 days"
+    assert fmt.duration(30) == "30.0 s"
+    assert fmt.pct(0.0103) == "1.0 %"
+
+
+@pytest.mark.parametrize("call", [lambda: fmt.sci("big"), lambda: fmt.sig(1.0, 0), lambda: fmt.nbytes(float("inf"))])
+def test_fmt_bad_input(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_check_close_passes_and_fails(capsys):
+    assert checks.check_close("same", [1.0, 2.0], [1.0, 2.0 + 1e-12], rtol=1e-9) < 1e-11
+    assert "match" in capsys.readouterr().out
+    with pytest.raises(AssertionError):
+        checks.check_close("differ", 1.0, 1.1)
+    with pytest.raises(ValueError, match="shapes"):
+        checks.check_close("shape", [1, 2], [1, 2, 3])
+
+
+def test_glue_records_and_reads_back(tmp_path):
+    assert glue.glue("answer", "42 USD") == "42 USD"
+    assert glue.GLUED["answer"] == "42 USD"
+    with pytest.raises(ValueError, match="name"):
+        glue.glue("", 1)
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "k", "mime_prefix": "application/papermill.record/"}},
+         "data": {"application/papermill.record/text/plain": "'1.7 × 10¹⁵'"}},
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "n", "mime_prefix": ""}}, "data": {"text/plain": "3.5"}},
+    ]}]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    assert glue.read_glued(path) == {"k": "1.7 × 10¹⁵", "n": "3.5"}
+
+
+def test_plotting_style_and_labels():
+    fig, ax = plotting.new_axes("x (s)", "y (m)", "a title", logx=True)
+    assert ax.get_xlabel() == "x (s)" and ax.get_xscale() == "log"
+    assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0] == plotting.PALETTE[0]
+    with pytest.raises(ValueError, match="ylabel"):
+        plotting.new_axes("x (s)", " ", "t")
+    assert plotting.spans_decades([1, 10, 1000]) and not plotting.spans_decades([1, 5])
+
+
+def test_load_csv_reads_checkout_and_rejects_paths():
+    prices = data.load_csv("storage_prices.csv")
+    assert {"year", "dram_usd_per_mb", "source"} <= set(prices.columns)
+    with pytest.raises(ValueError, match="name"):
+        data.load_csv("../secrets.csv")
+
+
+def test_every_data_table_names_its_source():
+    folder = data.find_data_dir()
+    for path in sorted(folder.glob("*.csv")):
+        if path.name == "questions.csv":
+            continue
+        table = data.load_csv(path.name)
+        assert "source" in table.columns and table["source"].notna().all(), path.name
+
+
+def test_storage_table_relative_columns_agree_with_absolute_prices():
+    prices = data.load_csv("storage_prices.csv").set_index("year")
+    base = prices.loc[2025, "hdd_usd_per_mb"]
+    for kind in ["dram", "ssd", "hdd"]:
+        recomputed = prices[f"{kind}_usd_per_mb"] / base
+        ratio = (prices[f"{kind}_relative_seed"] / recomputed).dropna()
+        assert np.all(np.abs(ratio - 1) < 0.01), kind   # rounding only, under 1 %

@@ -1,0 +1,109 @@
+"""Chinchilla law: the sympy derivation, the closed form, scipy, and the repeat model."""
+
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+from scipy.optimize import minimize_scalar
+
+from llmbook import scaling
+
+
+def test_loss_hand_value():
+    # E1: 1.69 + 406.4 / 67e9**0.34 + 410.7 / 4.1e12**0.28
+    want = 1.69 + 406.4 / 67e9**0.34 + 410.7 / 4.1e12**0.28
+    assert scaling.chinchilla_loss(67e9, 4.1e12) == pytest.approx(want, rel=1e-12)
+    assert scaling.chinchilla_loss(67e9, 4.1e12) == pytest.approx(1.8955, abs=1e-4)
+
+
+def test_loss_broadcasts():
+    out = scaling.chinchilla_loss([1e9, 1e10], 1e12)
+    assert out.shape == (2,) and out[0] > out[1]
+
+
+def test_sympy_derivation_matches_closed_form():
+    sol = scaling.derive_optimum()
+    C, C0, A, B, a, b = sol["symbols"]
+    fit = scaling.ChinchillaFit(A=300.0, B=500.0, alpha=0.3, beta=0.4, L0=1.5)
+    subs = {A: fit.A, B: fit.B, a: fit.alpha, b: fit.beta, C0: 6}
+    for budget in [1e20, 3.7e23, 1e27]:
+        n_sym = float(sol["N_opt"].subs(subs).subs(C, budget))
+        d_sym = float(sol["D_opt"].subs(subs).subs(C, budget))
+        n, d = scaling.optimal_allocation(budget, fit)
+        assert n_sym == pytest.approx(n, rel=1e-10)
+        assert d_sym == pytest.approx(d, rel=1e-10)
+
+
+def test_sympy_balance_condition():
+    sol = scaling.derive_optimum()
+    C, C0, A, B, a, b = sol["symbols"]
+    N, D = sp.symbols("N D", positive=True)
+    # The eliminated condition is alpha A N^-alpha = beta B D^-beta, up to sign.
+    assert sp.simplify(sol["balance"] - (-A * a / N**a + B * b / D**b)) == 0
+
+
+def test_closed_form_against_scipy_minimiser():
+    for budget in [1e21, 1e24, 1e27]:
+        res = minimize_scalar(lambda t: scaling.chinchilla_loss(math.exp(t), budget / (6 * math.exp(t))),
+                              bounds=(math.log(1e6), math.log(1e16)), method="bounded", options={"xatol": 1e-12})
+        n, _ = scaling.optimal_allocation(budget)
+        assert math.exp(res.x) == pytest.approx(n, rel=1e-5)
+
+
+def test_coefficients_hand_values():
+    k = scaling.optimum_coefficients()
+    assert k["aN"] == pytest.approx(0.28 / 0.62)
+    assert k["aD"] == pytest.approx(0.34 / 0.62)
+    G = (0.34 * 406.4 / (0.28 * 410.7)) ** (1 / 0.62)
+    assert k["G"] == pytest.approx(G)
+    assert k["kN"] * k["kD"] == pytest.approx(1 / 6)     # N D = C / 6 for every C
+
+
+def test_direct_fit_and_inverse():
+    assert scaling.compute_for_params(1e14) == pytest.approx(1e30)
+    n, d = scaling.direct_fit_allocation(1e30)
+    assert n == pytest.approx(1e14) and d == pytest.approx(1.7e15)
+
+
+def test_tokens_for_loss_inverts_loss():
+    d = scaling.tokens_for_loss(1.88, 67e9)
+    assert scaling.chinchilla_loss(67e9, d) == pytest.approx(1.88, rel=1e-12)
+    assert d / 1e12 == pytest.approx(6.70, abs=0.01)
+
+
+def test_tokens_for_loss_below_floor_raises():
+    with pytest.raises(ValueError, match="target_loss"):
+        scaling.tokens_for_loss(1.70, 67e9)
+
+
+def test_effective_tokens_series():
+    # one extra epoch: D + D/2; two: D + D/2 + D/4
+    assert scaling.effective_tokens(4.0, 1) == pytest.approx(6.0)
+    assert scaling.effective_tokens(4.0, 2) == pytest.approx(7.0)
+    assert scaling.effective_tokens(4.0, 0) == pytest.approx(4.0)
+
+
+def test_extra_epochs_inverse_and_limits():
+    for x in [0.1, 1.25, 3.0]:
+        assert scaling.extra_epochs_needed(scaling.effective_tokens(4.1e12, x), 4.1e12) == pytest.approx(x)
+    assert scaling.extra_epochs_needed(3e12, 4.1e12) == 0.0
+    # the student's E2: 6.48T effective from 4.1T unique is 1.25 extra epochs
+    assert scaling.extra_epochs_needed(6.48e12, 4.1e12) == pytest.approx(1.2532, abs=1e-3)
+    with pytest.raises(ValueError, match="needed_tokens"):
+        scaling.extra_epochs_needed(8.2e12, 4.1e12)
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: scaling.chinchilla_loss(0, 1e12), "N"),
+    (lambda: scaling.chinchilla_loss(1e9, [1e12, -1]), "D"),
+    (lambda: scaling.chinchilla_loss(1e9, []), "D"),
+    (lambda: scaling.training_flops(1e9, "many"), "D"),
+    (lambda: scaling.optimal_allocation(-1e20), "C"),
+    (lambda: scaling.compute_for_params(1e9, n_coef=0), "n_coef"),
+    (lambda: scaling.effective_tokens(1e12, -1), "extra_epochs"),
+    (lambda: scaling.ChinchillaFit(alpha=-0.3), "alpha"),
+])
+def test_bad_input_names_the_argument(call, arg):
+    with pytest.raises(ValueError, match=arg):
+        call()
