@@ -167,6 +167,18 @@ def execution_times(build_dir: Path) -> list[tuple[str, float]]:
     return sorted(rows)
 
 
+def executed_notebook(build_dir: Path, name: str) -> dict:
+    """The executed copy of notebook ``name`` (e.g. ``"fermi.ipynb"``) stored in a build's cache."""
+    import nbformat
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(Path(build_dir) / ".jupyter_cache"))
+    for record in cache.list_cache_records():
+        if Path(record.uri).name == name:
+            return nbformat.from_dict(cache.get_cache_bundle(record.pk).nb)
+    raise FileNotFoundError(f"{name} was not executed in {build_dir}")
+
+
 def format_times(rows: list[tuple[str, float]], limit_s: float = 180.0) -> str:
     """A plain-text table of notebook execution times, flagging any over ``limit_s``."""
     width = max([len(name) for name, _ in rows] + [len("notebook")])

@@ -1,4 +1,4 @@
-"""Sphinx extension: serve MathJax from the built site instead of a CDN.
+"""Sphinx extension: serve MathJax from the built site instead of a CDN; drop duplicate scripts.
 
 The book builds and is tested offline, and the site should render maths without a
 network. MathJax 3 comes from the ``django-static-mathjax`` wheel (pinned in
@@ -21,6 +21,8 @@ def _mathjax_es5() -> Path | None:
 
 
 def _use_local(app, config) -> None:
+    # pydata-sphinx-theme logs a console error when no colour mode is set.
+    config.html_context.setdefault("default_mode", "light")
     if _mathjax_es5() is not None:
         config.mathjax_path = "mathjax/tex-mml-chtml.js"
 
@@ -33,7 +35,20 @@ def _copy(app, exception) -> None:
         shutil.copytree(source, target, dirs_exist_ok=True)
 
 
+def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    # Jupyter Book 1 registers sphinx-thebe's inline config script twice; the second
+    # `const THEBE_JS_URL` declaration is a console error on every page.
+    seen, unique = set(), []
+    for script in context.get("script_files", []):
+        key = (getattr(script, "filename", None) or "", tuple(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"][:] = unique  # in place: later handlers (sphinx.ext.mathjax) append to it
+
+
 def setup(app):
+    app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("config-inited", _use_local)
     app.connect("build-finished", _copy)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
