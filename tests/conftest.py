@@ -44,6 +44,7 @@ def built_book() -> Path:
     Set LLMBOOK_REUSE_BUILD=1 to reuse an existing _build/html while iterating on tests.
     """
     if os.environ.get("LLMBOOK_REUSE_BUILD") == "1" and (HTML / "index.html").is_file():
+        _build_report["reused"] = True
         return HTML
     shutil.rmtree(BUILD, ignore_errors=True)
     jb = Path(sys.executable).with_name("jupyter-book")
@@ -59,10 +60,13 @@ def built_book() -> Path:
 
 def pytest_terminal_summary(terminalreporter):
     """Print the per-notebook execution-time table after any run that built the book."""
-    if "seconds" not in _build_report:
+    if not _build_report:
         return
     from llmbook.book import execution_times, format_times
 
     terminalreporter.write_sep("=", "notebook execution times (clean build)")
     terminalreporter.write_line(format_times(execution_times(BUILD)))
-    terminalreporter.write_line(f"whole clean build: {_build_report['seconds']:.0f} s")
+    if "seconds" in _build_report:
+        terminalreporter.write_line(f"whole clean build: {_build_report['seconds']:.0f} s")
+    else:
+        terminalreporter.write_line("(reused an existing build: LLMBOOK_REUSE_BUILD=1)")

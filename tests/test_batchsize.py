@@ -133,3 +133,34 @@ def test_noise_scale_grows_as_training_converges(lin):
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()
+
+
+def test_quadratic_excess_loss_matches_the_recursion():
+    h, m2, s = np.array([0.5, 2.0]), np.array([1.0, 3.0]), np.array([0.2, 0.7])
+    lr, B, T = 0.3, 4, 7
+    mean2, var = m2.copy(), np.zeros(2)
+    for _ in range(T):
+        mean2 = (1 - lr * h) ** 2 * mean2
+        var = (1 - lr * h) ** 2 * var + lr**2 * s / B
+    want = 0.5 * (h * (mean2 + var)).sum()
+    assert bs.quadratic_excess_loss([lr], B, T, h, m2, s)[0] == pytest.approx(want, rel=1e-12)
+
+
+def test_quadratic_theory_limits():
+    h, m2, s = np.full(3, 0.25), np.ones(3), np.ones(3)
+    # without noise, lr = 1/h solves an isotropic quadratic in one step
+    assert bs.quadratic_excess_loss([4.0], 1e12, 1, h, m2, s)[0] == pytest.approx(0, abs=1e-9)
+    assert np.isinf(bs.quadratic_excess_loss([8.0, 9.0], 16, 5, h, m2, s)).all()   # |1 - lr h| >= 1
+    th = {"h": h, "m2": m2, "s": s}
+    stars = [bs.theory_optimal_lr(th, B, 20) for B in [1, 10, 100, 1000]]
+    assert np.all(np.diff(stars) > 0) and stars[-1] < 8.0
+
+
+def test_linear_theory_noise_matches_per_example_gradients():
+    p = bs.linear_problem(n_train=20000, n_test=10, d=3, sigma=2.0, seed=4)
+    th = bs.linear_theory(p)
+    W_star = torch.linalg.lstsq(p.X.double(), p.Y.double()).solution.float()
+    # At W*, tr(Sigma) from per-example gradients equals sum_k s_k.
+    per_example = 2 / 3 * p.X[:, :, None] * (p.X @ W_star - p.Y)[:, None, :]
+    trace = float(((per_example - per_example.mean(0)) ** 2).sum((1, 2)).mean())
+    assert trace == pytest.approx(th["s"].sum(), rel=0.05)

@@ -278,3 +278,46 @@ def noise_scale_linear(problem: Problem, W: torch.Tensor) -> dict[str, float]:
     h_sigma = float(torch.einsum("nio,ij,njo->", centred.view_as(per_example), H, centred.view_as(per_example)) / X.shape[0])
     return {"b_simple": trace_sigma / float((G**2).sum()), "b_noise": h_sigma / float((G * HG).sum()),
             "loss": float(((X @ W - Y) ** 2).mean())}
+
+
+def quadratic_excess_loss(lrs, batch_size: float, steps: int, h, m2, s) -> np.ndarray:
+    """Expected excess loss after ``steps`` of SGD on a quadratic, per eigen-direction summed.
+
+    Loss excess = 1/2 sum_k h_k e_k^2. Along direction k the mean error shrinks by (1 - lr h_k)
+    per step from its start m_k (``m2`` = m_k^2), and gradient noise of variance s_k / B adds
+    variance v_k with v_{t+1} = (1 - lr h_k)^2 v_t + lr^2 s_k / B. Returns one value per lr
+    (``inf`` where some |1 - lr h_k| >= 1, i.e. beyond the stability limit 2 / max h).
+    """
+    lr = positive_array("lrs", lrs)[:, None]
+    h, m2, s = positive_array("h", h)[None, :], np.asarray(m2, float)[None, :], np.asarray(s, float)[None, :]
+    B, T = positive("batch_size", batch_size), positive_int("steps", steps)
+    q = (1 - lr * h) ** 2
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        decay = q**T
+        noise = np.where(q < 1, lr**2 * s / B * (1 - decay) / (1 - q), np.inf)
+        out = 0.5 * (h * (decay * m2 + noise)).sum(1)
+    out[np.any(q >= 1, axis=1)] = np.inf
+    return out
+
+
+def linear_theory(problem: Problem) -> dict[str, np.ndarray]:
+    """Inputs of :func:`quadratic_excess_loss` for the linear problem started at W = 0.
+
+    Eigenvalues h_k of the MSE Hessian (each repeated for every output column), the squared
+    start error m_k^2 = ((W0 - W*) along k)^2 with W* the least-squares fit, and the per-example
+    gradient noise at W*, whose covariance is (2 sigma^2 / d_out) H, so s_k = 2 sigma^2 h_k / d_out.
+    """
+    X, Y = problem.X.double(), problem.Y.double()
+    d_out = Y.shape[1]
+    h, V = np.linalg.eigh(hessian_linear(X, d_out))
+    W_star = torch.linalg.lstsq(X, Y).solution.numpy()
+    m2 = ((V.T @ W_star) ** 2)                     # (d_in, d_out): direction k, output column o
+    h_all = np.repeat(h, d_out)
+    return {"h": h_all, "m2": m2.reshape(-1), "s": 2 * problem.noise_sigma**2 * h_all / d_out}
+
+
+def theory_optimal_lr(theory: dict, batch_size: float, steps: int, lrs=None) -> float:
+    """The lr minimising :func:`quadratic_excess_loss` on a fine log grid."""
+    grid = np.logspace(-4, 2, 1201) if lrs is None else positive_array("lrs", lrs)
+    loss = quadratic_excess_loss(grid, batch_size, steps, theory["h"], theory["m2"], theory["s"])
+    return float(grid[int(np.argmin(loss))])
