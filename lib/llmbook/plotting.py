@@ -59,3 +59,33 @@ def new_axes(xlabel: str, ylabel: str, title: str, *, logx: bool = False, logy: 
     if logy:
         ax.set_yscale("log")
     return fig, ax
+
+
+def heatmap(ax, matrix, *, xlabels=None, ylabels=None, title: str = "", signed: bool | None = None,
+            annotate: bool = True, fmt: str = "{:.2f}"):
+    """Draw a matrix on ``ax``; signed data get a diverging map centred at 0, others viridis.
+
+    Returns the image so a colour bar can be added. Annotates cells when the matrix is small.
+    """
+    M = np.asarray(matrix, dtype=float)
+    if M.ndim != 2:
+        raise ValueError(f"matrix must be 2-dimensional, got shape {M.shape}")
+    signed = bool(np.nanmin(M) < 0) if signed is None else signed
+    if signed:
+        bound = float(np.nanmax(np.abs(M))) or 1.0
+        im = ax.imshow(M, cmap="RdBu_r", vmin=-bound, vmax=bound)
+    else:
+        im = ax.imshow(M, cmap="viridis")
+    ax.grid(False)
+    if xlabels is not None:
+        ax.set_xticks(range(M.shape[1]), xlabels)
+    if ylabels is not None:
+        ax.set_yticks(range(M.shape[0]), ylabels)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if annotate and M.size <= 100:
+        for (i, j), v in np.ndenumerate(M):
+            if np.isfinite(v):
+                light = (abs(v) / (np.nanmax(np.abs(M)) or 1)) > 0.6 if signed else v < np.nanmean(M)
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if light else "black")
+    return im
