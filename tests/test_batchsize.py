@@ -164,3 +164,16 @@ def test_linear_theory_noise_matches_per_example_gradients():
     per_example = 2 / 3 * p.X[:, :, None] * (p.X @ W_star - p.Y)[:, None, :]
     trace = float(((per_example - per_example.mean(0)) ** 2).sum((1, 2)).mean())
     assert trace == pytest.approx(th["s"].sum(), rel=0.05)
+
+
+def test_optimum_table_and_loss_plot():
+    lrs = bs.lr_grid(0.01, 12, 1.5)
+    bowl = (np.log(lrs) - np.log(0.1)) ** 2 + 1
+    losses = {4: np.vstack([bowl, np.r_[bowl[:-1], np.inf]]), 64: np.vstack([bowl, bowl])}
+    table = bs.optimum_table(lrs, losses)
+    assert list(table.index) == [4, 64]
+    assert table.loc[4, "lr*"] == pytest.approx(0.1, rel=1e-6) and table.loc[4, "diverged runs"] == 1
+    assert table.loc[64, "at grid edge"] == 0 and table.loc[64, "log std"] == pytest.approx(0, abs=1e-12)
+    fig = bs.plot_loss_curves(lrs, losses, "t", floor=1.0)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and len(ax.get_legend().get_texts()) == 2

@@ -321,3 +321,38 @@ def theory_optimal_lr(theory: dict, batch_size: float, steps: int, lrs=None) -> 
     grid = np.logspace(-4, 2, 1201) if lrs is None else positive_array("lrs", lrs)
     loss = quadratic_excess_loss(grid, batch_size, steps, theory["h"], theory["m2"], theory["s"])
     return float(grid[int(np.argmin(loss))])
+
+
+def optimum_table(lrs, losses: dict):
+    """Per batch size: the geometric mean over seeds of each seed's best lr, its log-std, how many
+    optima sit at the grid's edge, and how many runs diverged. ``losses[B]`` is (seeds, lrs)."""
+    import pandas as pd
+
+    lrs = positive_array("lrs", lrs)
+    rows = []
+    for B, L in losses.items():
+        best = [optimal_lr(lrs, seed_losses) for seed_losses in np.atleast_2d(L)]
+        logs = np.log([b for b, _ in best])
+        rows.append({"batch size": B, "lr*": float(np.exp(logs.mean())),
+                     "log std": float(logs.std(ddof=1)) if logs.size > 1 else float("nan"),
+                     "at grid edge": int(sum(e for _, e in best)), "diverged runs": int(np.isinf(L).sum())})
+    return pd.DataFrame(rows).set_index("batch size")
+
+
+def plot_loss_curves(lrs, losses: dict, title: str, floor: float, ceiling: float | None = None):
+    """Mean test loss over seeds against lr, one curve per batch size; diverged lrs marked x at the top."""
+    from .plotting import new_axes
+
+    lrs = positive_array("lrs", lrs)
+    ceiling = 3 * floor if ceiling is None else ceiling
+    fig, ax = new_axes("learning rate (log scale)", "test MSE after training", title, logx=True)
+    for i, (B, L) in enumerate(losses.items()):
+        L = np.atleast_2d(L)
+        mean = np.where(np.isinf(L).any(0), np.inf, L.mean(0))
+        ok = np.isfinite(mean)
+        ax.plot(lrs[ok], np.minimum(mean[ok], ceiling), color=f"C{i % 8}", label=f"B = {B}")
+        ax.plot(lrs[~ok], np.full((~ok).sum(), ceiling), "x", color=f"C{i % 8}")
+    ax.set_ylim(0.95 * floor, 1.02 * ceiling)
+    ax.axhline(floor, color="grey", ls=":", lw=1)
+    ax.legend(fontsize=8, ncol=2)
+    return fig
