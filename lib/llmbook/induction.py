@@ -113,12 +113,6 @@ def subspace_fraction(W: torch.Tensor, basis: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(W @ basis) ** 2 / torch.linalg.matrix_norm(W) ** 2)
 
 
-def summarise(values: np.ndarray) -> str:
-    """Compact 'best head h: value' text for logs."""
-    h = int(np.argmax(values))
-    return f"head {h}: {values[h]:.2f}"
-
-
 def probe(model, tokens: torch.Tensor, half: int) -> dict:
     """Scores of a model on repeated random tokens: per-layer previous-token and induction
     scores per head, and the loss on the first (fresh) and second (repeated) half."""
