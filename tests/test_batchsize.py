@@ -177,3 +177,12 @@ def test_optimum_table_and_loss_plot():
     fig = bs.plot_loss_curves(lrs, losses, "t", floor=1.0)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and len(ax.get_legend().get_texts()) == 2
+
+
+def test_plot_optimum_draws_one_series_per_table():
+    import pandas as pd
+
+    t = pd.DataFrame({"lr*": [0.1, 0.2, 0.3], "log std": [0.1, 0.2, float("nan")]}, index=[2, 16, 128])
+    fig, ax = bs.plot_optimum({"a": t, "b": t * 2}, "title")
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert [x.get_text() for x in ax.get_legend().get_texts()] == ["a", "b"]

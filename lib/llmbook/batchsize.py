@@ -356,3 +356,17 @@ def plot_loss_curves(lrs, losses: dict, title: str, floor: float, ceiling: float
     ax.axhline(floor, color="grey", ls=":", lw=1)
     ax.legend(fontsize=8, ncol=2)
     return fig
+
+
+def plot_optimum(tables: dict, title: str):
+    """lr* against batch size on log-log axes, one series per :func:`optimum_table`, with error
+    bars of one standard deviation of log(lr*) over seeds. Returns ``(fig, ax)`` for overlays."""
+    from .plotting import new_axes
+
+    fig, ax = new_axes("batch size B", "optimal learning rate lr*", title, logx=True, logy=True)
+    for i, (name, t) in enumerate(tables.items()):
+        err = t["log std"].fillna(0)
+        ax.errorbar(t.index, t["lr*"], yerr=[t["lr*"] * (1 - np.exp(-err)), t["lr*"] * (np.exp(err) - 1)],
+                    fmt="o-" if len(tables) > 1 else "o", color=f"C{i}", capsize=3, label=name)
+    ax.legend(fontsize=8)
+    return fig, ax
