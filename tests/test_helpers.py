@@ -44,17 +44,43 @@ def test_fmt_bad_input(call):
 
 
 def test_check_close_passes_and_fails(capsys):
-    assert checks.check_close("same", [1.0, 2.0], [1.0, 2.0 + 1e-12], rtol=1e-9) < 1e-11
-    assert "match" in capsys.readouterr().out
+    assert checks.check_close("same", [1.0, 2.0], [1.0, 2.0 + 1e-12], rtol=1e-9) is None
+    out = capsys.readouterr().out
+    assert "same: match (largest relative difference 5.0e-13)" in out
+    checks.check_close("big", 2.95e21 + 2.95e9, 2.95e21)   # an absolute 3e9 is a relative 1e-12
+    assert "relative difference 1.0e-12" in capsys.readouterr().out
     with pytest.raises(AssertionError):
         checks.check_close("differ", 1.0, 1.1)
     with pytest.raises(ValueError, match="shapes"):
         checks.check_close("shape", [1, 2], [1, 2, 3])
 
 
-def test_glue_records_and_reads_back(tmp_path):
-    assert glue.glue("answer", "42 USD") == "42 USD"
+def test_relative_difference_edge_cases():
+    assert checks.relative_difference([0.0], [0.0]) == 0.0
+    assert checks.relative_difference([1.0], [0.0]) == float("inf")
+    assert checks.relative_difference([], []) == 0.0
+
+
+def test_glue_records_returns_nothing_and_prints_without_myst_nb(capsys, monkeypatch):
+    assert glue.glue("answer", "42 USD") is None
     assert glue.GLUED["answer"] == "42 USD"
+    monkeypatch.setattr(glue, "_myst_glue", None)
+    glue.glue("colab_value", 0.5)
+    assert "colab_value = 0.5" in capsys.readouterr().out
+
+
+def test_glue_shows_a_figure_once_and_closes_it(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    shown = []
+    monkeypatch.setattr(glue, "_myst_glue", lambda name, value, display: shown.append((name, display)))
+    fig, _ = plt.subplots()
+    glue.glue("fig_x", fig)
+    assert shown == [("fig_x", True)]
+    assert not plt.fignum_exists(fig.number), "a glued figure must be closed, or the backend shows it again"
+
+
+def test_glue_rejects_empty_name_and_reads_back(tmp_path):
     with pytest.raises(ValueError, match="name"):
         glue.glue("", 1)
     nb = {"cells": [{"cell_type": "code", "outputs": [
@@ -68,6 +94,8 @@ def test_glue_records_and_reads_back(tmp_path):
 
 
 def test_plotting_style_and_labels():
+    with pytest.raises(ValueError, match="image_format"):
+        plotting.use_style("jpeg")
     fig, ax = plotting.new_axes("x (s)", "y (m)", "a title", logx=True)
     assert ax.get_xlabel() == "x (s)" and ax.get_xscale() == "log"
     assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0] == plotting.PALETTE[0]
@@ -76,15 +104,24 @@ def test_plotting_style_and_labels():
     assert plotting.spans_decades([1, 10, 1000]) and not plotting.spans_decades([1, 5])
 
 
-def test_load_csv_reads_checkout_and_rejects_paths():
+def test_load_csv_reads_the_package_and_rejects_paths():
     prices = data.load_csv("storage_prices.csv")
     assert {"year", "dram_usd_per_mb", "source"} <= set(prices.columns)
+    assert data.data_path("storage_prices.csv").parent == data.PACKAGE_DATA
     with pytest.raises(ValueError, match="name"):
         data.load_csv("../secrets.csv")
+    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+        data.load_csv("nothing.csv")
+
+
+def test_the_top_level_data_folder_is_the_package_data():
+    from conftest import ROOT
+
+    assert (ROOT / "data").resolve() == data.PACKAGE_DATA
 
 
 def test_every_data_table_names_its_source():
-    folder = data.find_data_dir()
+    folder = data.data_dir()
     for path in sorted(folder.glob("*.csv")):
         if path.name == "questions.csv":
             continue
@@ -99,3 +136,29 @@ def test_storage_table_relative_columns_agree_with_absolute_prices():
         recomputed = prices[f"{kind}_usd_per_mb"] / base
         ratio = (prices[f"{kind}_relative_seed"] / recomputed).dropna()
         assert np.all(np.abs(ratio - 1) < 0.01), kind   # rounding only, under 1 %
+
+
+def test_extras_read_their_ranges_from_the_package_metadata():
+    from llmbook import extras
+
+    (interp,) = extras.extra_requirements("interp")
+    assert interp.startswith("transformer-lens") and ">=4.3" in interp and "<5" in interp
+    assert all(not r.startswith("torch") or r.startswith("torchao") for r in extras.extra_requirements("adapt"))
+    assert extras.missing_modules("interp") == []
+    extras.require("interp")   # present: installs nothing, prints nothing
+    with pytest.raises(ValueError, match="extra"):
+        extras.require("gpu")
+
+
+def test_quiet_filters_known_noise_by_logger_and_message(caplog):
+    import logging
+
+    from llmbook import quiet
+
+    quiet.install()
+    noisy = logging.getLogger("torchao")
+    with caplog.at_level(logging.WARNING):
+        noisy.warning("Failed to load /x/_C_mxfp8.so: Could not load this library")
+        noisy.warning("something a reader should see")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["something a reader should see"]

@@ -38,15 +38,21 @@ def config_repository(root: Path) -> tuple[str, str]:
 
 
 def bootstrap_source(repo_url: str) -> str:
-    """The identical first code cell of every notebook: install ``llmbook`` only if it is missing."""
+    """The identical first code cell of every notebook: install ``llmbook`` only if it is missing.
+
+    The install address comes from ``repository.url`` in ``_config.yml``; the environment
+    variable ``LLMBOOK_INSTALL_URL`` overrides it (the Colab simulation test points it at
+    a local ``git+file://`` clone).
+    """
     return (
         "# Set-up for Colab or a fresh environment: install the book's library if it is missing.\n"
         "# It uses the torch, numpy and pandas already installed and never replaces them.\n"
         "try:\n"
         "    import llmbook\n"
         "except ImportError:\n"
-        "    import subprocess, sys\n"
-        f"    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'llmbook @ git+{repo_url}'], check=True)\n"
+        "    import os, subprocess, sys\n"
+        f"    url = os.environ.get('LLMBOOK_INSTALL_URL', 'git+{repo_url}')\n"
+        "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', f'llmbook @ {url}'], check=True)\n"
         "    import llmbook"
     )
 

@@ -1,8 +1,10 @@
 """A shim around ``myst_nb.glue`` so notebooks also run where myst-nb is missing (Colab).
 
 In the book build, ``glue`` stores a value in the notebook's outputs and the prose
-pastes it with ``{glue:text}``. Elsewhere the value is kept in :data:`GLUED` and,
-with ``show=True``, printed, so a reader sees every number the prose would quote.
+pastes it with ``{glue:text}``. Where myst-nb is missing the value is printed as
+``name = value``, so a reader of the notebook sees every number the prose would quote.
+A matplotlib figure is shown exactly once, in the cell that glues it, and then closed,
+so the inline backend does not show it a second time.
 """
 
 from __future__ import annotations
@@ -19,23 +21,45 @@ except ImportError:  # pragma: no cover
 GLUED: dict[str, Any] = {}
 
 
-def glue(name: str, value: Any, display: bool = False, show: bool = False) -> Any:
-    """Record ``value`` under ``name`` for the prose; return ``value`` unchanged.
+def _is_figure(value: Any) -> bool:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(value, Figure)
+
+
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Record ``value`` under ``name`` for the prose; return nothing (it is a side effect).
 
     Args:
         name: the key the chapter pages paste (``{glue:text}`notebook.ipynb::name```).
-        value: any object; strings are pasted as they are, numbers via their repr.
-        display: also show the value as the cell's output (as ``myst_nb.glue`` does).
-        show: without myst-nb, print ``name = value`` (useful in Colab).
+        value: a string (pasted as it is), a number (pasted via its repr) or a matplotlib
+            figure (shown once here, pasted as an image, then closed).
+        display: also show a non-figure value as the cell's output (as ``myst_nb.glue`` does).
+
+    Raises ``ValueError`` for an empty ``name``.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     GLUED[name] = value
+    if _is_figure(value):
+        import matplotlib.pyplot as plt
+
+        if _myst_glue is not None:
+            _myst_glue(name, value, display=True)
+        else:
+            try:
+                from IPython.display import display as ipy_display
+                ipy_display(value)
+            except ImportError:  # pragma: no cover - plain Python without IPython
+                pass
+        plt.close(value)
+        return
     if _myst_glue is not None:
         _myst_glue(name, value, display=display)
-    elif show or display:
+    else:
         print(f"{name} = {value}")
-    return value
 
 
 def has_myst_nb() -> bool:

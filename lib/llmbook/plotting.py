@@ -28,9 +28,24 @@ STYLE = {
 }
 
 
-def use_style() -> None:
-    """Apply the book's matplotlib style to every later figure in this session."""
+def use_style(image_format: str = "svg") -> None:
+    """Apply the book's matplotlib style to every later figure in this session.
+
+    Inside a Jupyter kernel, figures are also rendered as ``image_format``: ``"svg"``
+    (the default: sharp at any zoom and in print) or ``"retina"`` (PNG at twice the
+    resolution, for figures with too many points for SVG).
+    """
+    if image_format not in ("svg", "retina"):
+        raise ValueError(f"image_format must be 'svg' or 'retina', got {image_format!r}")
     mpl.rcParams.update(STYLE)
+    mpl.rcParams["svg.fonttype"] = "none"  # text stays text in the SVG: smaller, searchable
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:  # pragma: no cover - plain Python
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats(image_format)
 
 
 def spans_decades(values, decades: float = 2.0) -> bool:
@@ -62,20 +77,24 @@ def new_axes(xlabel: str, ylabel: str, title: str, *, logx: bool = False, logy: 
 
 
 def heatmap(ax, matrix, *, xlabels=None, ylabels=None, title: str = "", signed: bool | None = None,
-            annotate: bool = True, fmt: str = "{:.2f}"):
+            annotate: bool = True, fmt: str = "{:.2f}", vmin: float | None = None, vmax: float | None = None):
     """Draw a matrix on ``ax``; signed data get a diverging map centred at 0, others viridis.
 
-    Returns the image so a colour bar can be added. Annotates cells when the matrix is small.
+    Pass the same ``vmin``/``vmax`` to every panel that is meant to be compared, so they
+    share one colour scale (for signed data the scale is symmetric, ``±max(|vmin|, |vmax|)``).
+    Returns the image so a colour bar can be added. Annotates cells (8 pt) when the matrix is small.
     """
     M = np.asarray(matrix, dtype=float)
     if M.ndim != 2:
         raise ValueError(f"matrix must be 2-dimensional, got shape {M.shape}")
     signed = bool(np.nanmin(M) < 0) if signed is None else signed
     if signed:
-        bound = float(np.nanmax(np.abs(M))) or 1.0
+        given = [abs(v) for v in (vmin, vmax) if v is not None]
+        bound = max(given) if given else (float(np.nanmax(np.abs(M))) or 1.0)
         im = ax.imshow(M, cmap="RdBu_r", vmin=-bound, vmax=bound)
     else:
-        im = ax.imshow(M, cmap="viridis")
+        im = ax.imshow(M, cmap="viridis", vmin=vmin, vmax=vmax)
+    lo, hi = im.get_clim()
     ax.grid(False)
     if xlabels is not None:
         ax.set_xticks(range(M.shape[1]), xlabels)
@@ -86,6 +105,9 @@ def heatmap(ax, matrix, *, xlabels=None, ylabels=None, title: str = "", signed: 
     if annotate and M.size <= 100:
         for (i, j), v in np.ndenumerate(M):
             if np.isfinite(v):
-                light = (abs(v) / (np.nanmax(np.abs(M)) or 1)) > 0.6 if signed else v < np.nanmean(M)
-                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if light else "black")
+                t = (v - lo) / ((hi - lo) or 1.0)
+                light = abs(2 * t - 1) > 0.6 if signed else t < 0.5
+                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8, color="white" if light else "black")
     return im
+
+use_style()  # importing the plotting module sets the book style (and SVG output in a kernel)
