@@ -12,6 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum 
 help:
 	@echo "make book   install everything into .venv and build the site into _build/html"
 	@echo "make test   install everything and run all tests (unit, book build, HTML, browser)"
+	@echo "make problems  build the instructors' problems-only edition into _build/problems"
 	@echo "make sync   rewrite notebook bootstrap cells and the Problem Index after edits"
 	@echo "make clean  remove _build"
 
@@ -37,6 +38,15 @@ book: install
 	@$(BIN)/python tools/exec_times.py
 	@echo "open _build/html/index.html"
 
+# The instructors' edition: every question, no solution, notebook pages reduced to titles.
+# Reuses the notebooks executed by `make book` (their cache); builds into _build/problems/.
+problems: install
+	mkdir -p _build
+	$(BIN)/python -m llmbook.book problems-config > _build/problems_config.yml
+	rm -rf _build/problems
+	$(BIN)/jupyter-book build . --config _build/problems_config.yml --path-output _build/problems -W -n --keep-going
+	@echo "open _build/problems/_build/html/index.html"
+
 test: install chromium
 	$(BIN)/python -m pytest
 
@@ -46,4 +56,4 @@ sync: install
 clean:
 	rm -rf _build _build.log
 
-.PHONY: help install chromium book test sync clean
+.PHONY: help install chromium book problems test sync clean

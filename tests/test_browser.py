@@ -58,6 +58,23 @@ def test_page_renders_cleanly(server, browser, doc):
         assert page.locator("main mjx-container").count() >= page.locator("main .math").count()
         assert page.locator("main mjx-merror").count() == 0, "MathJax reported a TeX error"
 
+    # Nothing that needs horizontal scrolling at 1280 px: display maths and code blocks,
+    # measured with every collapsible solution opened.
+    page.evaluate("""() => {
+        document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+        document.querySelectorAll('details').forEach(d => { d.open = true; });
+    }""")
+    clipped = page.evaluate("""() => {
+        const wide = el => el.scrollWidth > el.clientWidth + 2;
+        const out = [];
+        for (const el of document.querySelectorAll('main mjx-container[display="true"], main div.math'))
+            if (wide(el)) out.push('math: ' + el.textContent.slice(0, 60));
+        for (const el of document.querySelectorAll('main div.cell_input pre, main div.highlight pre'))
+            if (wide(el)) out.push('code: ' + el.textContent.trim().split('\\n')[0].slice(0, 60));
+        return out;
+    }""")
+    assert clipped == [], f"needs horizontal scrolling at 1280 px: {clipped}"
+
     broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
     assert broken == []
 
@@ -68,6 +85,6 @@ def test_page_renders_cleanly(server, browser, doc):
 
     shots = BUILD / "screenshots"
     shots.mkdir(exist_ok=True)
-    page.screenshot(path=str(shots / f"{doc.replace('/', '__')}.png"), full_page=False)
+    page.screenshot(path=str(shots / f"{doc.replace('/', '__')}.png"), full_page=True)
     page.close()
     assert errors == []

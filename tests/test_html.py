@@ -81,3 +81,123 @@ def test_execution_times_within_bars(built_book):
     slow = {name: t for name, t in times.items() if t >= 180}
     assert slow == {}, f"notebooks over 3 minutes: {slow}"
     assert times["fermi.ipynb"] < 30, "the Fermi notebook must execute in under 30 s"
+
+
+# --- reader-quality checks (every page) -------------------------------------------------
+
+INTERNAL_WORDS = [
+    r"\bTODO\b", r"\bFIXME\b", r"\bXXX\b", r"\bseeds?/", r"\bseed (?:text|file|material|document|00\d)\b",
+    r"\bthe seeds\b", r"\bissue #?\d+\b", r"\bresolv(?:e|es|ed) #?\d+\b", r"\bsession note\b",
+]
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_no_internal_words(built_book, doc):
+    main = soup(built_book, doc).find("main")
+    text = main.get_text(" ")
+    found = [m.group(0) for pattern in INTERNAL_WORDS for m in re.finditer(pattern, text, re.IGNORECASE)]
+    assert found == [], f"internal words on a reader's page: {found}"
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_no_image_is_shown_twice_on_a_page(built_book, doc):
+    import hashlib
+
+    page_dir = (built_book / doc).parent
+    seen = {}
+    for img in soup(built_book, doc).select("main img"):
+        src = img.get("src", "")
+        if src.startswith("data:"):
+            key = hashlib.sha1(src.encode()).hexdigest()
+        else:
+            path = (page_dir / src.split("#")[0]).resolve()
+            key = hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else src
+        seen.setdefault(key, []).append(src)
+    repeated = [srcs for srcs in seen.values() if len(srcs) > 1]
+    assert repeated == [], f"the same image appears more than once: {repeated}"
+
+
+def _executed_notebooks(build_dir):
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        yield path.name, book.executed_notebook(build_dir, path.name)
+
+
+def test_no_cell_echoes_a_bare_value(built_book):
+    """A cell whose last line is a helper call must not print its return value (2952790016.0, 3.55e-15)."""
+    bare = re.compile(r"^[\s(\[]*[-+]?(\d[\d_.,]*(e[-+]?\d+)?|inf|nan|True|False|None)([\s,]+[-+]?(\d[\d_.,]*(e[-+]?\d+)?))*[\s)\]]*$",
+                      re.IGNORECASE)
+    echoed = []
+    for name, nb in _executed_notebooks(built_book.parent):
+        for i, cell in enumerate(nb.cells):
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "execute_result":
+                    text = "".join(out.get("data", {}).get("text/plain", ""))
+                    if set(out["data"]) == {"text/plain"} and bare.match(text):
+                        echoed.append(f"{name} cell {i}: {text}")
+    assert echoed == []
+
+
+def _png_width(b64: str) -> int:
+    import base64
+
+    head = base64.b64decode(b64[:64])
+    return int.from_bytes(head[16:20], "big")
+
+
+def test_figures_are_vector_or_high_resolution(built_book):
+    """SVG, or PNG with at least twice as many pixels as it is displayed wide (retina)."""
+    blurry = []
+    for name, nb in _executed_notebooks(built_book.parent):
+        for i, cell in enumerate(nb.cells):
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                png = next((v for k, v in data.items() if k.endswith("image/png")), None)
+                if png is None or any(k.endswith("image/svg+xml") for k in data):
+                    continue
+                meta = out.get("metadata", {}).get("image/png", {})
+                shown = meta.get("width")
+                if not shown or _png_width("".join(png)) < 1.9 * shown:
+                    blurry.append(f"{name} cell {i}")
+    assert blurry == [], f"low-resolution PNG figures: {blurry}"
+
+
+def _answered_ids():
+    toc = set(PAGES)
+    return [q for q in book.read_questions(ROOT) if f"chapters/{q['chapter']}" in toc]
+
+
+@pytest.mark.parametrize("qid", [q["id"] for q in _answered_ids()])
+def test_every_answer_is_preceded_by_its_question(built_book, qid):
+    chapter = next(q["chapter"] for q in _answered_ids() if q["id"] == qid)
+    section = soup(built_book, f"chapters/{chapter}").find(id=qid)
+    assert section is not None, qid
+    blocks = section.select(".exercise, .solution")
+    assert blocks, f"{qid}: no question block and no solution under its heading"
+    assert "exercise" in blocks[0]["class"], f"{qid}: the answer comes before the question"
+    solutions = section.select(".solution")
+    assert solutions, f"{qid}: no solution block"
+    assert all("dropdown" in s["class"] for s in solutions), f"{qid}: solutions must be collapsible"
+
+
+def test_problem_index_writes_maths_as_maths(built_book):
+    main = soup(built_book, "chapters/problem-index").find("main")
+    assert main.select(".math"), "no rendered maths on the Problem Index"
+    text = main.get_text(" ")
+    for plain in ["W_O^h", "m x l", "<=", "W_QK ="]:
+        assert plain not in text, f"plain-text maths {plain!r} on the Problem Index"
+
+
+def test_landing_page_promises_only_what_exists(built_book):
+    main = soup(built_book, "intro").find("main")
+    pending = " ".join(p.get_text(" ") for p in main.select("p") if "in preparation" in p.get_text().lower())
+    built = {doc.removeprefix("chapters/") for doc in PAGES}
+    for topic, chapter in [("LoRA", "lora"), ("soft prompt", "soft-prompting"),
+                           ("pruning", "pruning-quantization")]:
+        if chapter in built:
+            assert topic.lower() not in pending.lower(), f"{topic} is built but listed as in preparation"
+        else:
+            assert topic.lower() in pending.lower(), f"the landing page promises {topic} without saying it is in preparation"
+
+
+def test_the_issues_button_lets_readers_report_errata(built_book):
+    assert "/issues/new" in (built_book / "chapters" / "fermi.html").read_text()

@@ -57,6 +57,23 @@ def bootstrap_source(repo_url: str) -> str:
     )
 
 
+def problems_config(root: Path) -> str:
+    """``_config.yml`` for the instructors' problems-only edition (``make problems``).
+
+    The same book with ``hide_solutions: true`` (sphinx-exercise drops every solution; the
+    book's Sphinx extension reduces notebook pages to their titles) and the notebooks'
+    execution cache shared with the full build, so nothing runs twice.
+    """
+    text = (root / "_config.yml").read_text()
+    if "hide_solutions: false" not in text:
+        raise ValueError("_config.yml must set `hide_solutions: false` under sphinx.config")
+    text = text.replace("hide_solutions: false", "hide_solutions: true")
+    text = re.sub(r'^title: "(.*)"', r'title: "\1: problems"', text, count=1, flags=re.MULTILINE)
+    cache = (root / "_build" / ".jupyter_cache").resolve()
+    text = text.replace("execute:\n", f"execute:\n  cache: {cache}\n", 1)
+    return text
+
+
 def code_cells(nb: dict) -> list[dict]:
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
 
@@ -115,9 +132,9 @@ def render_problem_index(root: Path) -> str:
         "(problem-index)=",
         "# Problem index",
         "",
-        "Every question and worked result of the sources, by its stable id. A linked id is",
-        "answered in the book; an id without a link belongs to a chapter still being written.",
-        "This page is generated from `data/questions.csv` by `python -m llmbook.book sync`.",
+        "Every question and worked result of the homework, the student's assignment and the",
+        "lectures, by its stable id. A linked id is answered in the book; the others belong to",
+        "chapters in preparation.",
         "",
     ]
     current = None
@@ -126,7 +143,7 @@ def render_problem_index(root: Path) -> str:
             current = q["source"]
             lines += ["", f"## {SOURCE_NAMES.get(current, current)}", ""]
         qid = q["id"]
-        link = f"{{ref}}`{qid} <{qid}>`" if qid in labels else f"`{qid}` (chapter *{q['chapter']}*, to come)"
+        link = f"{{ref}}`{qid} <{qid}>`" if qid in labels else f"`{qid}` (in preparation)"
         lines.append(f"- {link}: {q['asks']}")
     return "\n".join(lines) + "\n"
 
@@ -154,10 +171,13 @@ def sync(root: Path) -> list[str]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    if sys.argv[1:] != ["sync"]:
-        sys.exit("usage: python -m llmbook.book sync")
-    for name in sync(repo_root()):
-        print("rewrote", name)
+    if sys.argv[1:] == ["sync"]:
+        for name in sync(repo_root()):
+            print("rewrote", name)
+    elif sys.argv[1:] == ["problems-config"]:
+        print(problems_config(repo_root()), end="")
+    else:
+        sys.exit("usage: python -m llmbook.book sync | problems-config")
 
 
 def execution_times(build_dir: Path) -> list[tuple[str, float]]:

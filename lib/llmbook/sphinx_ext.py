@@ -47,7 +47,32 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"][:] = unique  # in place: later handlers (sphinx.ext.mathjax) append to it
 
 
+PROBLEMS_NOTE = (
+    "This is the problems-only edition: the computations behind the answers are left out. "
+    "The full edition shows this notebook with its results."
+)
+
+
+def _strip_notebook_in_problems_edition(app, doctree, docname) -> None:
+    # With `hide_solutions`, sphinx-exercise drops every solution block; the notebook pages
+    # are all solution, so only their title and a note remain.
+    if not getattr(app.config, "hide_solutions", False) or not docname.startswith("notebooks/"):
+        return
+    from docutils import nodes
+
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is None:
+        return
+    title = next(iter(section.findall(nodes.title)), None)
+    section.children = [title.deepcopy()] if title is not None else []
+    section += nodes.paragraph(text=PROBLEMS_NOTE)
+    for other in list(doctree.children):
+        if other is not section:
+            doctree.remove(other)
+
+
 def setup(app):
+    app.connect("doctree-resolved", _strip_notebook_in_problems_edition)
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("config-inited", _use_local)
     app.connect("build-finished", _copy)

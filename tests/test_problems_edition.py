@@ -1,0 +1,58 @@
+"""The instructors' problems-only edition: every question, no solution text (``make problems``)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+
+from llmbook import book, sphinx_ext
+from conftest import BUILD, ROOT, toc_docnames
+
+pytestmark = pytest.mark.book
+OUT = BUILD / "problems"
+
+
+@pytest.fixture(scope="module")
+def problems_html(built_book):
+    """Build the problems edition after the full build (it reuses the executed notebooks)."""
+    config = BUILD / "problems_config.yml"
+    config.write_text(book.problems_config(ROOT))
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jb), "build", str(ROOT), "--config", str(config), "--path-output", str(OUT),
+                           "-W", "-n", "--keep-going"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"problems edition failed to build:\n{(proc.stdout + proc.stderr)[-4000:]}")
+    assert "Executing notebook" not in proc.stdout + proc.stderr, "the problems edition re-ran notebooks"
+    return OUT / "_build" / "html"
+
+
+def main_of(html_dir, doc):
+    return BeautifulSoup((html_dir / f"{doc}.html").read_text(), "html.parser").find("main")
+
+
+def test_problems_config_only_flips_the_switch():
+    text = book.problems_config(ROOT)
+    assert "hide_solutions: true" in text and "hide_solutions: false" not in text
+    assert text.count("\n") == (ROOT / "_config.yml").read_text().count("\n") + 1   # plus the cache line
+
+
+@pytest.mark.parametrize("doc", [d for d in toc_docnames() if d.startswith("chapters/")])
+def test_questions_stay_and_solutions_go(built_book, problems_html, doc):
+    full, problems = main_of(built_book, doc), main_of(problems_html, doc)
+    assert len(problems.select(".exercise")) == len(full.select(".exercise"))
+    assert problems.select(".solution") == []
+    text = problems.get_text(" ")
+    for sol in full.select(".solution"):
+        for para in sol.select("p"):
+            sentence = para.get_text(" ").strip()
+            if len(sentence) > 80:
+                assert sentence[:80] not in text, f"solution text leaked into the problems edition: {sentence[:80]}"
+
+
+@pytest.mark.parametrize("doc", [d for d in toc_docnames() if d.startswith("notebooks/")])
+def test_notebook_pages_are_reduced_to_their_titles(problems_html, doc):
+    main = main_of(problems_html, doc)
+    assert sphinx_ext.PROBLEMS_NOTE in main.get_text(" ")
+    assert main.select("div.cell") == [] and main.select("img") == []
