@@ -32,7 +32,7 @@ def devices_needed(total_bytes: float, device_bytes: float) -> int:
 
 def storage_cost_per_year(total_bytes: float, usd_per_megabyte: float,
                           lifetime_years: float = 1.0) -> float:
-    """Yearly cost (USD) of storage bought at ``usd_per_megabyte``, replaced every ``lifetime_years``."""
+    """Yearly cost (USD) of storage at ``usd_per_megabyte``, replaced every ``lifetime_years``."""
     megabytes = positive("total_bytes", total_bytes) / MEGABYTE
     price = positive("usd_per_megabyte", usd_per_megabyte)
     return megabytes * price / positive("lifetime_years", lifetime_years)
@@ -79,10 +79,10 @@ def decode_step_seconds(n_params: float, batch, flop_per_s: float, bandwidth_byt
     ``batch`` may be a scalar or an array (sequences). Section hw11-q5g.
     """
     b = positive_array("batch", batch)
-    per_token = positive("flop_per_param_token", flop_per_param_token) * positive("n_params", n_params)
-    flop = per_token * b
+    n = positive("n_params", n_params)
+    flop = positive("flop_per_param_token", flop_per_param_token) * n * b
     compute = flop / (positive("flop_per_s", flop_per_s) * fraction("utilization", utilization))
-    weights = n_params * positive("bytes_per_param", bytes_per_param)
+    weights = n * positive("bytes_per_param", bytes_per_param)
     traffic = weights + b * nonnegative("kv_bytes_per_seq", kv_bytes_per_seq)
     out = np.maximum(compute, traffic / positive("bandwidth_bytes_per_s", bandwidth_bytes_per_s))
     return float(out) if out.ndim == 0 else out
@@ -134,7 +134,7 @@ def wall_clock_seconds(flop: float, flop_per_s: float, n_devices: float,
 
 
 def inference_flop(n_params: float, n_tokens: float, flop_per_param_token: float = 2.0) -> float:
-    """Forward-pass FLOP for ``n_tokens``: about 2 per parameter per token (a multiply and an add)."""
+    """Forward-pass FLOP for ``n_tokens``: about 2 per parameter per token (multiply and add)."""
     per_token = positive("flop_per_param_token", flop_per_param_token)
     return positive("n_params", n_params) * positive("n_tokens", n_tokens) * per_token
 
