@@ -41,6 +41,54 @@ def test_activation_bytes_gpt3():
     assert 3.5e11 / fermi.activation_bytes_per_token(96, 96, 128) == pytest.approx(148_349.34, rel=1e-6)
 
 
+def test_kv_cache_gpt3():
+    # K and V: 2 x 96 layers x 12,288 values x 2 bytes = 4,718,592 bytes per token of context,
+    # twice the homework's "activations per token" (96 x 96 x 128 x 2 bytes)
+    assert fermi.kv_cache_bytes_per_token(96, 12_288) == 4_718_592
+    assert fermi.kv_cache_bytes_per_token(96, 12_288) == 2 * fermi.activation_bytes_per_token(96, 96, 128)
+
+
+def test_decode_step_roofline_by_hand():
+    # 1T params, bf16 weights: 2 TB / 4.8 TB/s = 0.41667 s however small the batch
+    assert fermi.decode_step_seconds(1e12, 1, 1.98e15, 4.8e12) == pytest.approx(2e12 / 4.8e12)
+    # 1000 sequences: 2e15 FLOP / 1.98e15 FLOP/s = 1.0101 s > 0.41667 s, compute-bound
+    assert fermi.decode_step_seconds(1e12, 1000, 1.98e15, 4.8e12) == pytest.approx(2e15 / 1.98e15)
+    # half utilisation doubles the compute time
+    assert fermi.decode_step_seconds(1e12, 1000, 1.98e15, 4.8e12, utilization=0.5) == pytest.approx(
+        4e15 / 1.98e15)
+    # a 1 GB cache per sequence: (2 TB + 10 x 1 GB) / 4.8 TB/s
+    t = fermi.decode_step_seconds(1e12, 10, 1.98e15, 4.8e12, kv_bytes_per_seq=1e9)
+    assert t == pytest.approx(2.01e12 / 4.8e12)
+    out = fermi.decode_step_seconds(1e12, [1, 10, 1000], 1.98e15, 4.8e12)
+    assert out.shape == (3,) and out[0] == out[1] < out[2]
+
+
+def test_compute_bound_batch_is_where_the_two_times_meet():
+    # ridge point: 1.98e15 FLOP/s x 2 B / (2 FLOP x 4.8e12 B/s) = 412.5 sequences, for any size
+    assert fermi.compute_bound_batch(1e12, 1.98e15, 4.8e12) == pytest.approx(412.5)
+    assert fermi.compute_bound_batch(175e9, 1.98e15, 4.8e12) == pytest.approx(412.5)
+    assert fermi.compute_bound_batch(1e12, 0.989e15, 4.8e12, utilization=0.4) == pytest.approx(
+        0.989e15 * 0.4 / 4.8e12)
+    for kv in [0.0, 1e8, 2e9]:
+        b = fermi.compute_bound_batch(175e9, 1.98e15, 4.8e12, kv_bytes_per_seq=kv)
+        flop_time = 2 * 175e9 * b / 1.98e15
+        mem_time = (3.5e11 + b * kv) / 4.8e12
+        assert flop_time == pytest.approx(mem_time, rel=1e-12)
+    # GPT-3 with full 2048-token caches: 9.66 GB of cache per sequence, never compute-bound
+    kv = 2048 * fermi.kv_cache_bytes_per_token(96, 12_288)
+    assert fermi.compute_bound_batch(175e9, 1.98e15, 4.8e12, kv_bytes_per_seq=kv) == math.inf
+
+
+def test_two_flop_per_parameter_per_token_matches_torch_flop_counter():
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+    layer = torch.nn.Linear(64, 32, bias=False)
+    tokens = torch.randn(7, 64)
+    with FlopCounterMode(display=False) as counter:
+        layer(tokens)
+    assert counter.get_total_flops() == fermi.inference_flop(layer.weight.numel(), 7)
+
+
 def test_petaflop_day_and_rental():
     assert fermi.petaflop_day() == 8.64e19
     hours = fermi.device_seconds(8.64e19, 1.98e15) / 3600
@@ -86,6 +134,11 @@ def test_words_and_geometric_mean():
     (lambda: fermi.activation_bytes_per_token(96, True, 128), "n_heads"),
     (lambda: fermi.landauer_joules(32, -300), "temperature_k"),
     (lambda: fermi.wall_clock_seconds(1e30, 1e15, 0), "n_devices"),
+    (lambda: fermi.kv_cache_bytes_per_token(0, 12_288), "n_layers"),
+    (lambda: fermi.decode_step_seconds(1e12, 0, 1e15, 4.8e12), "batch"),
+    (lambda: fermi.decode_step_seconds(1e12, 1, 1e15, 4.8e12, kv_bytes_per_seq=-1), "kv_bytes_per_seq"),
+    (lambda: fermi.compute_bound_batch(1e12, 1e15, 0), "bandwidth_bytes_per_s"),
+    (lambda: fermi.compute_bound_batch(1e12, 1e15, 4.8e12, utilization=2), "utilization"),
 ])
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):

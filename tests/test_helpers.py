@@ -134,7 +134,7 @@ def test_storage_table_relative_columns_agree_with_absolute_prices():
     base = prices.loc[2025, "hdd_usd_per_mb"]
     for kind in ["dram", "ssd", "hdd"]:
         recomputed = prices[f"{kind}_usd_per_mb"] / base
-        ratio = (prices[f"{kind}_relative_seed"] / recomputed).dropna()
+        ratio = (prices[f"{kind}_relative_homework"] / recomputed).dropna()
         assert np.all(np.abs(ratio - 1) < 0.01), kind   # rounding only, under 1 %
 
 

@@ -25,8 +25,8 @@ def test_loss_broadcasts():
 def test_sympy_derivation_matches_closed_form():
     sol = scaling.derive_optimum()
     C, C0, A, B, a, b = sol["symbols"]
-    fit = scaling.ChinchillaFit(A=300.0, B=500.0, alpha=0.3, beta=0.4, L0=1.5)
-    subs = {A: fit.A, B: fit.B, a: fit.alpha, b: fit.beta, C0: 6}
+    fit = scaling.ChinchillaFit(K_N=300.0, K_D=500.0, alpha=0.3, beta=0.4, L0=1.5)
+    subs = {A: fit.K_N, B: fit.K_D, a: fit.alpha, b: fit.beta, C0: 6}
     for budget in [1e20, 3.7e23, 1e27]:
         n_sym = float(sol["N_opt"].subs(subs).subs(C, budget))
         d_sym = float(sol["D_opt"].subs(subs).subs(C, budget))
@@ -39,8 +39,20 @@ def test_sympy_balance_condition():
     sol = scaling.derive_optimum()
     C, C0, A, B, a, b = sol["symbols"]
     N, D = sp.symbols("N D", positive=True)
-    # The eliminated condition is alpha A N^-alpha = beta B D^-beta, up to sign.
+    # The eliminated condition is alpha K_N N^-alpha = beta K_D D^-beta, up to sign.
     assert sp.simplify(sol["balance"] - (-A * a / N**a + B * b / D**b)) == 0
+
+
+def test_multiplier_is_the_marginal_loss_per_flop():
+    # mu = -dL*/dC: the loss the last FLOP buys, checked by a finite difference of L at the optimum
+    sol = scaling.derive_optimum()
+    C, C0, A, B, a, b = sol["symbols"]
+    fit = scaling.CHINCHILLA
+    subs = {A: fit.K_N, B: fit.K_D, a: fit.alpha, b: fit.beta, C0: 6}
+    budget, h = 1e24, 1e-4
+    best = [scaling.chinchilla_loss(*scaling.optimal_allocation(budget * m)) for m in (1 - h, 1 + h)]
+    slope = (best[1] - best[0]) / (2 * h * budget)
+    assert float(sol["mu"].subs(subs).subs(C, budget)) == pytest.approx(-slope, rel=1e-6)
 
 
 def test_closed_form_against_scipy_minimiser():
@@ -77,6 +89,47 @@ def test_tokens_for_loss_below_floor_raises():
         scaling.tokens_for_loss(1.70, 67e9)
 
 
+def test_besiroglu_refit_is_near_equal_scaling():
+    # Besiroglu et al. (2024): a = beta / (alpha + beta) = 0.3658 / 0.7136 = 0.5126
+    k = scaling.optimum_coefficients(scaling.BESIROGLU_2024)
+    assert k["aN"] == pytest.approx(0.5126, abs=1e-4)
+
+
+def test_loss_with_repeats_against_the_series():
+    C, D = 2.6e24, 4.1e12
+    for n in [5e10, 8e10, 1.2e11]:
+        processed = C / (6 * n)
+        eff = processed if processed <= D else scaling.effective_tokens(D, processed / D - 1)
+        assert scaling.loss_with_repeats(n, C, D) == pytest.approx(scaling.chinchilla_loss(n, eff), rel=1e-12)
+    # with data to spare the repeat model is the plain law
+    assert scaling.loss_with_repeats(1e11, 1e23, 4.1e12) == pytest.approx(
+        scaling.chinchilla_loss(1e11, 1e23 / 6e11), rel=1e-12)
+    assert scaling.loss_with_repeats([5e10, 1e11], C, D).shape == (2,)
+
+
+def test_single_epoch_size_is_the_minimum_when_the_ratio_is_between_ln2_and_1():
+    C, D = 2.6e24, 4.1e12
+    n1 = scaling.single_epoch_params(C, D)
+    assert 6 * n1 * D == pytest.approx(C)
+    ratio = scaling.marginal_ratio(n1, D)
+    assert math.log(2) < ratio < 1
+    res = minimize_scalar(lambda t: scaling.loss_with_repeats(math.exp(t), C, D),
+                          bounds=(math.log(n1 / 3), math.log(n1 * 3)), method="bounded",
+                          options={"xatol": 1e-9})
+    assert math.exp(res.x) == pytest.approx(n1, rel=1e-4)
+    # ratio 1 is the balance condition: it holds at the closed-form optimum of hw11-q5b
+    n, d = scaling.optimal_allocation(1e24)
+    assert scaling.marginal_ratio(n, d) == pytest.approx(1.0, rel=1e-10)
+    # when the ratio exceeds 1 the data are not binding: the minimum is the unconstrained one
+    C2 = 1e23
+    n_free, _ = scaling.optimal_allocation(C2)
+    assert scaling.marginal_ratio(scaling.single_epoch_params(C2, D), D) > 1
+    res = minimize_scalar(lambda t: scaling.loss_with_repeats(math.exp(t), C2, D),
+                          bounds=(math.log(n_free / 10), math.log(n_free * 10)), method="bounded",
+                          options={"xatol": 1e-9})
+    assert math.exp(res.x) == pytest.approx(n_free, rel=1e-4)
+
+
 def test_effective_tokens_series():
     # one extra epoch: D + D/2; two: D + D/2 + D/4
     assert scaling.effective_tokens(4.0, 1) == pytest.approx(6.0)
@@ -103,6 +156,10 @@ def test_extra_epochs_inverse_and_limits():
     (lambda: scaling.compute_for_params(1e9, n_coef=0), "n_coef"),
     (lambda: scaling.effective_tokens(1e12, -1), "extra_epochs"),
     (lambda: scaling.ChinchillaFit(alpha=-0.3), "alpha"),
+    (lambda: scaling.ChinchillaFit(K_D=0), "K_D"),
+    (lambda: scaling.loss_with_repeats(1e11, 1e24, 0), "unique_tokens"),
+    (lambda: scaling.single_epoch_params(-1, 1e12), "C"),
+    (lambda: scaling.marginal_ratio(1e11, 0), "D"),
 ])
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):

@@ -71,7 +71,40 @@ def _strip_notebook_in_problems_edition(app, doctree, docname) -> None:
             doctree.remove(other)
 
 
+def _svg_cross_document_glue() -> None:
+    # myst-nb pastes a figure glued in another document only from PNG/JPEG/GIF/PDF data; an
+    # SVG figure falls through to its text/plain repr ("<Figure size ...>"). Treat SVG like
+    # PNG: the notebook page has already written it to _images under the same hash name.
+    import hashlib
+    import os
+
+    from docutils import nodes
+    from myst_nb.ext.glue import crossref
+
+    original = crossref.generate_any_nodes
+    if getattr(original, "_llmbook_svg", False):
+        return
+
+    def generate_any_nodes(node, output, priority_list, builder, env):
+        data = output["data"]
+        first = next((m for m in priority_list if m in data), None)
+        if first != "image/svg+xml":
+            return original(node, output, priority_list, builder, env)
+        text = data[first] if isinstance(data[first], str) else "".join(data[first])
+        digest = hashlib.sha256(os.linesep.join(text.splitlines()).encode("utf-8")).hexdigest()
+        outdir = Path(builder.outdir)
+        target = outdir / builder.imagedir / f"{digest}.svg"
+        uri = os.path.relpath(target, (outdir / env.docname).parent)
+        image = nodes.image(uri=uri)
+        image["candidates"] = {"*": uri}
+        return [image]
+
+    generate_any_nodes._llmbook_svg = True
+    crossref.generate_any_nodes = generate_any_nodes
+
+
 def setup(app):
+    _svg_cross_document_glue()
     app.connect("doctree-resolved", _strip_notebook_in_problems_edition)
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("config-inited", _use_local)
