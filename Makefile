@@ -25,11 +25,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-# Debian's Chromium for the browser test (Playwright drives it; no browser is downloaded).
+# Debian's Chromium for the browser test (Playwright drives it; no browser is downloaded),
+# and iproute2 + git for the offline Colab simulation (`ip link set lo up` in a new namespace).
 chromium:
-	@command -v chromium >/dev/null || { \
+	@command -v chromium >/dev/null && command -v ip >/dev/null && command -v git >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium iproute2 git >/dev/null; }
 
 # A clean build: every notebook executes, warnings are errors, a failing notebook fails the build.
 book: install

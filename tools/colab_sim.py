@@ -18,6 +18,7 @@ Steps 1–2 need the package index and are cached in ``.colab-sim/``; step 4 is 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -52,12 +53,14 @@ def run(cmd, **kw):
 
 def make_venv() -> Path:
     stamp = VENV / ".colab-packages"
-    want = "\n".join(pinned(COLAB_PACKAGES + ["setuptools", "wheel"]))
+    want = "\n".join(pinned(COLAB_PACKAGES + ["setuptools", "wheel"]) + [f"pip=={importlib.metadata.version('pip')}"])
     if stamp.is_file() and stamp.read_text() == want:
         return VENV / "bin" / "python"
     shutil.rmtree(VENV, ignore_errors=True)
     run([sys.executable, "-m", "venv", VENV])
     py = VENV / "bin" / "python"
+    # Colab's pip is recent (it accepts `llmbook @ git+file:///...`); use the build's version.
+    run([py, "-m", "pip", "install", "-q", f"pip=={importlib.metadata.version('pip')}"])
     run([py, "-m", "pip", "install", "-q", *want.split("\n")])
     (VENV / ".colab-packages-installed").write_text("\n".join(sorted(installed(py))))
     stamp.write_text(want)
@@ -78,14 +81,16 @@ def make_wheelhouse(py: Path) -> Path:
     # The extras' own packages at the tested versions; what they need comes with them.
     names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in extra_requirements()]
     want = "\n".join(pinned(["setuptools", "wheel", *names]))
-    if stamp.is_file() and stamp.read_text() == want:
+    # Everything they pull in is held at the versions the book is tested with.
+    pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line]
+    if stamp.is_file() and stamp.read_text() == want + "\n" + "\n".join(pins):
         return WHEELS
     shutil.rmtree(WHEELS, ignore_errors=True)
     WHEELS.mkdir(parents=True)
     constraints = SIM / "constraints.txt"
-    constraints.write_text("\n".join(pinned(COLAB_PACKAGES)) + "\n")
+    constraints.write_text("\n".join(pins) + "\n")
     run([py, "-m", "pip", "download", "-q", "-d", WHEELS, "-c", constraints, *want.split("\n")])
-    stamp.write_text(want)
+    stamp.write_text(want + "\n" + "\n".join(pins))
     return WHEELS
 
 
