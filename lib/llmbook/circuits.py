@@ -48,7 +48,7 @@ def stable_softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def attention_pattern(X, W_QK) -> np.ndarray:
-    """Causal attention pattern A, shape (seq_len, seq_len): A_ij = softmax_j(x_i^T W_QK x_j), j <= i.
+    """Causal attention pattern A (seq_len x seq_len): A_ij = softmax_j(x_i^T W_QK x_j), j <= i.
 
     ``X`` has one row per position, shape (seq_len, d_model); the score is the bilinear form
     of hw11-q2c-i. Raises ``ValueError`` on mismatched shapes.
@@ -74,7 +74,10 @@ def single_attention_head(X, W_QK, W_OV) -> np.ndarray:
 
 
 def concat_output_matrix(per_head_W_O: list) -> np.ndarray:
-    """W_O^H = [W_O^1 | W_O^2 | ... | W_O^H]: the per-head output matrices side by side (hw11-q2b-i)."""
+    """W_O^H = [W_O^1 | ... | W_O^H]: the per-head output matrices side by side (hw11-q2b-i).
+
+    per_head_W_O: H matrices of shape (d_model, d_head). Returns (d_model, H * d_head).
+    """
     mats = [_matrix(f"per_head_W_O[{h}]", W) for h, W in enumerate(per_head_W_O)]
     if not mats or len({m.shape for m in mats}) != 1:
         raise ValueError("per_head_W_O must be a non-empty list of equally shaped matrices")
@@ -88,9 +91,12 @@ D_MODEL = 13
 
 
 def embed(sequence: str) -> np.ndarray:
-    """Residual stream after embedding: one-hot token and one-hot position; the last 4 dims are free."""
-    if not isinstance(sequence, str) or not 1 <= len(sequence) <= MAX_LEN or set(sequence) - set(VOCAB):
-        raise ValueError(f"sequence must be 1 to {MAX_LEN} letters from {VOCAB!r}, got {sequence!r}")
+    """Residual stream after embedding, shape (len(sequence), D_MODEL): one-hot token and
+    one-hot position; the last 4 dimensions are free (hw11-q3)."""
+    ok = isinstance(sequence, str) and 1 <= len(sequence) <= MAX_LEN
+    if not ok or set(sequence) - set(VOCAB):
+        raise ValueError(f"sequence must be 1 to {MAX_LEN} letters from {VOCAB!r}, "
+                         f"got {sequence!r}")
     X = np.zeros((len(sequence), D_MODEL))
     for i, ch in enumerate(sequence):
         X[i, VOCAB.index(ch)] = 1.0
@@ -150,7 +156,8 @@ def markov_chain(n_vocab: int, concentration: float = 0.5, seed: int = 0) -> np.
     """A random transition matrix P (rows sum to 1): P[i, j] = P(next = j | current = i)."""
     if int(n_vocab) < 2 or not concentration > 0:
         raise ValueError("n_vocab must be >= 2 and concentration > 0")
-    return np.random.default_rng(seed).dirichlet(np.full(int(n_vocab), float(concentration)), size=int(n_vocab))
+    alpha = np.full(int(n_vocab), float(concentration))
+    return np.random.default_rng(seed).dirichlet(alpha, size=int(n_vocab))
 
 
 def sample_markov(P: np.ndarray, length: int, seed: int = 0) -> np.ndarray:
@@ -179,7 +186,7 @@ def bigram_counts(sequence, n_vocab: int) -> np.ndarray:
 
 
 def bigram_entropy(counts) -> float:
-    """The lowest next-token cross-entropy any zero-layer model can reach on ``counts`` (nats/token).
+    """The lowest next-token cross-entropy a zero-layer model can reach on ``counts`` (nats/token).
 
     It is reached by the empirical bigram table P(j | i) = C[i, j] / sum_j C[i, j] (hw11-q2a-ii).
     """
@@ -205,8 +212,9 @@ def train_zero_layer(counts, d_models, steps: int = 400, lr: float = 0.05, seed:
     v, d_max = C.shape[0], int(widths.max())
     mask = (np.arange(d_max)[None, :] < widths[:, None]).astype(float)    # (k, d_max)
     rng = np.random.default_rng(int(seed))
-    W_E = rng.normal(size=(widths.size, d_max, v)) * mask[:, :, None] / np.sqrt(widths)[:, None, None]
-    W_U = rng.normal(size=(widths.size, v, d_max)) * mask[:, None, :] / np.sqrt(widths)[:, None, None]
+    scale = 1 / np.sqrt(widths)[:, None, None]
+    W_E = rng.normal(size=(widths.size, d_max, v)) * mask[:, :, None] * scale
+    W_U = rng.normal(size=(widths.size, v, d_max)) * mask[:, None, :] * scale
     adam = [np.zeros_like(W) for W in (W_E, W_U, W_E, W_U)]              # m_E, m_U, v_E, v_U
     for t in range(1, positive_int("steps", steps) + 1):
         losses, logits, d_logits = zero_layer_loss(C, W_E, W_U)
