@@ -114,3 +114,48 @@ def test_bad_strength():
     for bad in [-1.0, float("nan"), float("inf")]:
         with pytest.raises(ValueError, match="attention_strength"):
             c.induction_output("abab", bad)
+
+
+def test_bigram_counts_and_entropy_by_hand():
+    counts = c.bigram_counts([0, 1, 0, 1, 1], 2)                     # pairs 01, 10, 01, 11
+    np.testing.assert_array_equal(counts, [[0, 2], [1, 1]])
+    # after 0: always 1 (0 nats); after 1: half and half (ln 2), for 2 of the 4 pairs
+    assert c.bigram_entropy(counts) == pytest.approx(0.5 * math.log(2))
+    with pytest.raises(ValueError, match="sequence"):
+        c.bigram_counts([0, 3], 2)
+    with pytest.raises(ValueError, match="counts"):
+        c.bigram_entropy(np.zeros((2, 2)))
+
+
+def test_zero_layer_gradient_matches_autograd():
+    rng = np.random.default_rng(4)
+    counts = rng.integers(0, 5, size=(5, 5)).astype(float)
+    W_E, W_U = rng.normal(size=(2, 3, 5)), rng.normal(size=(2, 5, 3))
+    losses, logits, d_logits = c.zero_layer_loss(counts, W_E, W_U)
+    t_E, t_U = torch.tensor(W_E, requires_grad=True), torch.tensor(W_U, requires_grad=True)
+    t_logits = (t_U @ t_E).transpose(1, 2)
+    t_logits.retain_grad()
+    t_losses = -(torch.tensor(counts) * torch.log_softmax(t_logits, -1)).sum((1, 2)) / counts.sum()
+    t_losses.sum().backward()
+    np.testing.assert_allclose(losses, t_losses.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(d_logits, t_logits.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_zero_layer_reaches_the_bigram_optimum_only_when_wide_enough():
+    # softmax ignores a constant per column, so rank n_vocab - 1 suffices; 1 does not
+    counts = c.bigram_counts(c.sample_markov(c.markov_chain(5, 2.0, seed=1), 20_000, seed=1), 5)
+    losses, tables = c.train_zero_layer(counts, [1, 4, 5], steps=400, lr=0.05, seed=0)
+    excess = losses - c.bigram_entropy(counts)
+    assert excess[0] > 1e-2 and excess[1] < 1e-6 and excess[2] < 1e-6
+    freq = counts / counts.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.exp(tables[1]) / np.exp(tables[1]).sum(1, keepdims=True), freq, atol=1e-3)
+    with pytest.raises(ValueError, match="d_models"):
+        c.train_zero_layer(counts, [0, 2])
+
+
+def test_markov_chain_rows_are_distributions():
+    P = c.markov_chain(6, 0.5, seed=2)
+    np.testing.assert_allclose(P.sum(1), 1.0)
+    seq = c.sample_markov(P, 30_000, seed=2)
+    freq = c.bigram_counts(seq, 6)
+    np.testing.assert_allclose(freq / freq.sum(1, keepdims=True), P, atol=0.05)

@@ -96,3 +96,30 @@ def test_subspace_fraction():
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()
+
+
+def test_copy_candidates_by_hand():
+    tokens = torch.tensor([[3, 1, 3, 2, 1, 3]])
+    cand = ind.copy_candidates(tokens, 4)[0]
+    # position 2 (a 3): 1 followed the 3 at 0; position 4 (a 1): 3 followed the 1 at 1;
+    # position 5 (a 3): 1 and 2 followed the 3s at 0 and 2; positions 0, 1, 3: nothing seen
+    want = [[], [], [1], [], [3], [1, 2]]
+    assert [torch.nonzero(row).flatten().tolist() for row in cand] == want
+    with pytest.raises(ValueError, match="tokens"):
+        ind.copy_candidates(torch.tensor([1, 2]), 4)
+
+
+def test_copy_candidates_contain_the_answer_inside_every_copy():
+    g = torch.Generator().manual_seed(5)
+    tokens, mask = ind.repeated_segment_batch(50, 32, 24, 4, 12, g)
+    cand = ind.copy_candidates(tokens, 24)
+    rep = mask[:, :-1]
+    answer = cand[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+    assert answer[rep].all()                       # the next token always followed an earlier A
+
+
+def test_k_composition_table_matches_single_scores(model):
+    table = ind.k_composition_table(model)
+    assert table.shape == (2, 2)
+    want = ind.k_composition(ind.head_matrices(model, 1, 0)[0], ind.head_matrices(model, 0, 1)[1])
+    assert table[1, 0] == pytest.approx(want)

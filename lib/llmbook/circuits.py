@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import positive_int
+
 VOCAB = "abcd"
 MAX_LEN = 5
 
@@ -27,44 +29,55 @@ def _matrix(name: str, value, ndim: int = 2) -> np.ndarray:
     return arr
 
 
-def stable_softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax that subtracts the row maximum first, so large scores cannot overflow.
+def _square(name: str, value, d: int) -> np.ndarray:
+    """``value`` as a (d, d) float matrix, or ``ValueError`` naming ``name``."""
+    M = _matrix(name, value)
+    if M.shape != (d, d):
+        raise ValueError(f"{name} must have shape ({d}, {d}) to match X's d_model, got {M.shape}")
+    return M
 
-    Entries equal to ``-inf`` (masked) get weight exactly 0.
+
+def stable_softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` that subtracts the maximum first, so large scores cannot overflow.
+
+    Entries equal to ``-inf`` (masked) get weight exactly 0. Used by every head (hw11-q3).
     """
     s = np.asarray(scores, dtype=float)
-    shifted = s - np.max(s, axis=axis, keepdims=True)
-    e = np.exp(shifted)
+    e = np.exp(s - np.max(s, axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
 def attention_pattern(X, W_QK) -> np.ndarray:
-    """Causal attention pattern A (seq_len x seq_len): A_ij = softmax_j(x_i^T W_QK x_j), j <= i."""
-    X, W_QK = _matrix("X", X), _matrix("W_QK", W_QK)
-    d = X.shape[1]
-    if W_QK.shape != (d, d):
-        raise ValueError(f"W_QK must have shape ({d}, {d}) to match X's d_model, got {W_QK.shape}")
-    scores = X @ W_QK @ X.T                              # (seq, seq): scores[i, j] = x_i^T W_QK x_j
-    future = np.triu(np.ones_like(scores, dtype=bool), k=1)
+    """Causal attention pattern A (seq_len x seq_len): A_ij = softmax_j(x_i^T W_QK x_j), j <= i.
+
+    ``X`` has one row per position, shape (seq_len, d_model); the score is the bilinear form
+    of hw11-q2c-i. Raises ``ValueError`` on mismatched shapes.
+    """
+    X = _matrix("X", X)
+    W_QK = _square("W_QK", W_QK, X.shape[1])
+    scores = X @ W_QK @ X.T                       # scores[i, j] = x_i^T W_QK x_j
+    future = np.triu(np.ones(scores.shape, dtype=bool), k=1)
     return stable_softmax(np.where(future, -np.inf, scores))
 
 
 def single_attention_head(X, W_QK, W_OV) -> np.ndarray:
-    """Output of one causal attention head, shape (seq_len, d_model).
+    """Output of one causal attention head, shape (seq_len, d_model) (hw11-q3).
 
-    Row i is sum_j A_ij W_OV x_j with A from :func:`attention_pattern`. ``X`` has one row per
-    position; lists are accepted. Raises ``ValueError`` on mismatched shapes.
+    Row i is sum_j A_ij W_OV x_j with A from :func:`attention_pattern`: the attention-weighted
+    average of hw11-q2d-i, pushed through the OV circuit. ``X`` has one row per position;
+    lists are accepted. Raises ``ValueError`` on mismatched shapes.
     """
-    X, W_OV = _matrix("X", X), _matrix("W_OV", W_OV)
-    d = X.shape[1]
-    if W_OV.shape != (d, d):
-        raise ValueError(f"W_OV must have shape ({d}, {d}) to match X's d_model, got {W_OV.shape}")
+    X = _matrix("X", X)
+    W_OV = _square("W_OV", W_OV, X.shape[1])
     A = attention_pattern(X, W_QK)
-    return A @ X @ W_OV.T                                # row i: sum_j A_ij (W_OV x_j)
+    return A @ X @ W_OV.T                         # row i: sum_j A_ij (W_OV x_j)
 
 
 def concat_output_matrix(per_head_W_O: list) -> np.ndarray:
-    """W_O^H = [W_O^1 | W_O^2 | ... | W_O^H]: the per-head output matrices side by side (hw11-q2b-i)."""
+    """W_O^H = [W_O^1 | ... | W_O^H]: the per-head output matrices side by side (hw11-q2b-i).
+
+    per_head_W_O: H matrices of shape (d_model, d_head). Returns (d_model, H * d_head).
+    """
     mats = [_matrix(f"per_head_W_O[{h}]", W) for h, W in enumerate(per_head_W_O)]
     if not mats or len({m.shape for m in mats}) != 1:
         raise ValueError("per_head_W_O must be a non-empty list of equally shaped matrices")
@@ -78,9 +91,12 @@ D_MODEL = 13
 
 
 def embed(sequence: str) -> np.ndarray:
-    """Residual stream after embedding: one-hot token and one-hot position; the last 4 dims are free."""
-    if not isinstance(sequence, str) or not 1 <= len(sequence) <= MAX_LEN or set(sequence) - set(VOCAB):
-        raise ValueError(f"sequence must be 1 to {MAX_LEN} letters from {VOCAB!r}, got {sequence!r}")
+    """Residual stream after embedding, shape (len(sequence), D_MODEL): one-hot token and
+    one-hot position; the last 4 dimensions are free (hw11-q3)."""
+    ok = isinstance(sequence, str) and 1 <= len(sequence) <= MAX_LEN
+    if not ok or set(sequence) - set(VOCAB):
+        raise ValueError(f"sequence must be 1 to {MAX_LEN} letters from {VOCAB!r}, "
+                         f"got {sequence!r}")
     X = np.zeros((len(sequence), D_MODEL))
     for i, ch in enumerate(sequence):
         X[i, VOCAB.index(ch)] = 1.0
@@ -89,30 +105,33 @@ def embed(sequence: str) -> np.ndarray:
 
 
 def previous_token_head(attention_strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """(W_QK, W_OV) of a head at position i attending to position i-1 and copying its token
-    into the free "previous token" subspace."""
+    """(W_QK, W_OV) of the previous-token head, each (D_MODEL, D_MODEL) (hw11-q3).
+
+    QK: the query at position i scores the key at position i-1 with ``attention_strength``.
+    OV: read the token one-hot, write it into the free "previous token" subspace.
+    """
     s = float(attention_strength)
     W_QK = np.zeros((D_MODEL, D_MODEL))
     for i in range(1, MAX_LEN):
-        W_QK[POS.start + i, POS.start + i - 1] = s       # query at position i, key at position i-1
+        W_QK[POS.start + i, POS.start + i - 1] = s    # query position i, key position i-1
     W_OV = np.zeros((D_MODEL, D_MODEL))
-    W_OV[PREV, TOK] = np.eye(4)                          # read the token, write it as "previous token"
+    W_OV[PREV, TOK] = np.eye(4)                       # token -> "previous token" subspace
     return W_QK, W_OV
 
 
 def copying_head(attention_strength: float) -> tuple[np.ndarray, np.ndarray]:
-    """(W_QK, W_OV) of a head whose query (current token) matches each key's previous token,
-    and which copies the attended position's token into the token subspace.
+    """(W_QK, W_OV) of the copying head, each (D_MODEL, D_MODEL) (hw11-q3).
 
-    Position 0 has no previous token (the previous-token head can only attend to itself there),
-    so every query position also scores key position 0 down by ``attention_strength``.
+    QK: the query's current token matches each key's previous token. Position 0 has no
+    previous token (the first head can only attend to itself there), so every query also
+    scores key position 0 down by ``attention_strength``. OV: copy the attended token.
     """
     s = float(attention_strength)
     W_QK = np.zeros((D_MODEL, D_MODEL))
-    W_QK[TOK, PREV] = s * np.eye(4)
-    W_QK[POS, POS.start] = -s
+    W_QK[TOK, PREV] = s * np.eye(4)                   # current token . key's previous token
+    W_QK[POS, POS.start] = -s                         # any query, key at position 0
     W_OV = np.zeros((D_MODEL, D_MODEL))
-    W_OV[TOK, TOK] = np.eye(4)
+    W_OV[TOK, TOK] = np.eye(4)                        # copy the token
     return W_QK, W_OV
 
 
@@ -137,7 +156,8 @@ def markov_chain(n_vocab: int, concentration: float = 0.5, seed: int = 0) -> np.
     """A random transition matrix P (rows sum to 1): P[i, j] = P(next = j | current = i)."""
     if int(n_vocab) < 2 or not concentration > 0:
         raise ValueError("n_vocab must be >= 2 and concentration > 0")
-    return np.random.default_rng(seed).dirichlet(np.full(int(n_vocab), float(concentration)), size=int(n_vocab))
+    alpha = np.full(int(n_vocab), float(concentration))
+    return np.random.default_rng(seed).dirichlet(alpha, size=int(n_vocab))
 
 
 def sample_markov(P: np.ndarray, length: int, seed: int = 0) -> np.ndarray:
@@ -155,26 +175,69 @@ def sample_markov(P: np.ndarray, length: int, seed: int = 0) -> np.ndarray:
     return seq
 
 
-def train_zero_layer(sequence: np.ndarray, n_vocab: int, d_model: int, steps: int = 300, lr: float = 0.05,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Fit W_E (d_model x n_vocab) and W_U (n_vocab x d_model) by next-token cross-entropy, full batch, Adam.
-
-    Only bigram counts matter to a zero-layer model, so training runs on the count table.
-    """
-    import torch
-
+def bigram_counts(sequence, n_vocab: int) -> np.ndarray:
+    """Counts C[i, j] of token j following token i in ``sequence`` (ints in [0, n_vocab))."""
     seq = np.asarray(sequence, dtype=int)
-    counts = np.zeros((n_vocab, n_vocab))
+    if seq.ndim != 1 or seq.size < 2 or seq.min() < 0 or seq.max() >= int(n_vocab):
+        raise ValueError(f"sequence must hold at least 2 tokens in [0, {n_vocab}), got {seq!r}")
+    counts = np.zeros((int(n_vocab), int(n_vocab)))
     np.add.at(counts, (seq[:-1], seq[1:]), 1.0)
-    C = torch.tensor(counts, dtype=torch.float32)
-    g = torch.Generator().manual_seed(int(seed))
-    W_E = (torch.randn(d_model, n_vocab, generator=g) / np.sqrt(d_model)).requires_grad_()
-    W_U = (torch.randn(n_vocab, d_model, generator=g) / np.sqrt(d_model)).requires_grad_()
-    opt = torch.optim.Adam([W_E, W_U], lr=lr)
-    for _ in range(int(steps)):
-        logits = (W_U @ W_E).T                              # row i: logits after current token i
-        loss = -(C * torch.log_softmax(logits, dim=1)).sum() / C.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return W_E.detach().numpy(), W_U.detach().numpy()
+    return counts
+
+
+def bigram_entropy(counts) -> float:
+    """The lowest next-token cross-entropy a zero-layer model can reach on ``counts`` (nats/token).
+
+    It is reached by the empirical bigram table P(j | i) = C[i, j] / sum_j C[i, j] (hw11-q2a-ii).
+    """
+    C = _matrix("counts", counts)
+    if np.any(C < 0) or C.sum() <= 0:
+        raise ValueError("counts must be non-negative and not all zero")
+    rows = C.sum(axis=1, keepdims=True)
+    logp = np.log(np.where(C > 0, C, 1.0) / np.where(rows > 0, rows, 1.0))
+    return float(-(C * logp).sum() / C.sum())
+
+
+def train_zero_layer(counts, d_models, steps: int = 400, lr: float = 0.05, seed: int = 0):
+    """Fit one zero-layer model W_U W_E per width in ``d_models``, all at once; full batch, Adam.
+
+    counts: (n_vocab, n_vocab) bigram counts (only they matter to a zero-layer model).
+    Returns ``(losses, tables)``: the final cross-entropy of each model (nats/token) and its
+    learned logits (W_U W_E)^T, shape (len(d_models), n_vocab, n_vocab), row i = logits after
+    token i. The models share arrays masked to their widths; Adam acts elementwise, so they
+    train independently. Gradients by hand (hw11-q2a-ii); the tests compare them with autograd.
+    """
+    C = _matrix("counts", counts)
+    widths = np.array([positive_int("d_models", d) for d in np.atleast_1d(d_models)])
+    v, d_max = C.shape[0], int(widths.max())
+    mask = (np.arange(d_max)[None, :] < widths[:, None]).astype(float)    # (k, d_max)
+    rng = np.random.default_rng(int(seed))
+    scale = 1 / np.sqrt(widths)[:, None, None]
+    W_E = rng.normal(size=(widths.size, d_max, v)) * mask[:, :, None] * scale
+    W_U = rng.normal(size=(widths.size, v, d_max)) * mask[:, None, :] * scale
+    adam = [np.zeros_like(W) for W in (W_E, W_U, W_E, W_U)]              # m_E, m_U, v_E, v_U
+    for t in range(1, positive_int("steps", steps) + 1):
+        losses, logits, d_logits = zero_layer_loss(C, W_E, W_U)
+        d_G = d_logits.transpose(0, 2, 1)                                 # gradient of W_U W_E
+        grads = (W_U.transpose(0, 2, 1) @ d_G * mask[:, :, None], d_G @ W_E.transpose(0, 2, 1))
+        for j, (W, g) in enumerate(zip((W_E, W_U), grads)):
+            adam[j] = 0.9 * adam[j] + 0.1 * g
+            adam[j + 2] = 0.999 * adam[j + 2] + 0.001 * g**2
+            W -= lr * (adam[j] / (1 - 0.9**t)) / (np.sqrt(adam[j + 2] / (1 - 0.999**t)) + 1e-8)
+    losses, logits, _ = zero_layer_loss(C, W_E, W_U)
+    return losses, logits
+
+
+def zero_layer_loss(counts, W_E, W_U):
+    """Cross-entropy of zero-layer models on bigram ``counts`` and its gradient in the logits.
+
+    W_E: (k, d, n_vocab), W_U: (k, n_vocab, d). Returns (losses (k,), logits (k, n_vocab,
+    n_vocab) with row i = logits after token i, d loss / d logits of the same shape).
+    """
+    logits = (W_U @ W_E).transpose(0, 2, 1)
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    n = counts.sum()
+    losses = -(counts * logp).sum(axis=(1, 2)) / n
+    d_logits = (counts.sum(axis=1, keepdims=True) * np.exp(logp) - counts) / n
+    return losses, logits, d_logits
