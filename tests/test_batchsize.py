@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import curve_fit
 
 from llmbook import batchsize as bs
 
@@ -157,6 +158,11 @@ def test_fits_recover_known_parameters():
     lr = bs.saturating(B, 0.8, 40.0) * np.exp(np.random.default_rng(0).normal(0, 0.01, B.size))
     fit = bs.fit_saturating(B, lr)
     assert fit["lr_max"] == pytest.approx(0.8, rel=0.03) and fit["b_noise"] == pytest.approx(40, rel=0.05)
+    # the profile search finds scipy's least-squares optimum
+    model = lambda x, a, b: a - np.log1p(np.exp(b - x))  # noqa: E731
+    (a, b), _ = curve_fit(model, np.log(B), np.log(lr), p0=[0.0, 3.0])
+    assert fit["lr_max"] == pytest.approx(np.exp(a), rel=1e-4)
+    assert fit["b_noise"] == pytest.approx(np.exp(b), rel=1e-3)
     power = bs.fit_power_law(B, 0.01 * B**0.5)
     assert power["exponent"] == pytest.approx(0.5) and power["coef"] == pytest.approx(0.01)
     assert bs.fit_power_law(B, lr)["log_rms"] > fit["log_rms"]
@@ -176,16 +182,17 @@ def _optima_from(B, true_lr, noise, n_boot, seed=0):
 
 def test_fit_intervals_cover_the_truth_and_call_a_tie():
     B = np.array([2, 4, 16, 64, 256, 1024, 2048], dtype=float)
-    power = bs.fits_with_intervals(_optima_from(B, 0.01 * B**0.3, 0.1, 300))
+    power = bs.fits_with_intervals(_optima_from(B, 0.01 * B**0.3, 0.1, 150))
     lo, hi = power.loc["power-law exponent", ["lo", "hi"]]
     assert lo < 0.3 < hi and hi - lo < 0.1
     # data from the saturating law: the saturating form fits better, resolved by the interval
-    sat = bs.fits_with_intervals(_optima_from(B, bs.saturating(B, 0.8, 40.0), 0.05, 300))
+    sat = bs.fits_with_intervals(_optima_from(B, bs.saturating(B, 0.8, 40.0), 0.05, 150))
     assert sat.loc["log-RMS power - saturating", "lo"] > 0
     assert sat.loc["saturating B_noise", "lo"] < 40 < sat.loc["saturating B_noise", "hi"]
     # data from a power law: the comparison interval straddles ~0 or favours the power law
     assert power.loc["log-RMS power - saturating", "lo"] < 0
     assert bs.with_interval(0.1612, 0.1401, 0.1799) == "0.16 [0.14, 0.18]"
+    assert bs.with_interval(0.00625, -0.0383, 0.0615, decimals=3) == "0.006 [\u22120.038, 0.062]"
 
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import least_squares
 
 from ._validate import positive, positive_array, positive_int
 
@@ -310,20 +309,30 @@ def saturating(B, lr_max: float, b_noise: float):
     return lr_max / (1 + b_noise / np.asarray(B, dtype=float))
 
 
-def fit_saturating(batch_sizes, lr_star) -> dict[str, float]:
-    """Least squares in log(lr) of :func:`saturating`; returns lr_max, b_noise, log-RMS error."""
+def fit_saturating(batch_sizes, lr_star, n_grid: int = 481) -> dict:
+    """Least squares in log(lr) of :func:`saturating` for each row of ``lr_star`` (..., n_B):
+    returns lr_max, b_noise and the log-RMS error (floats for one row).
+
+    For a fixed B_noise the best log(lr_max) is a mean, so only B_noise is searched: on a log
+    grid reaching 12 e-folds beyond the batch sizes, refined by :func:`optimal_lr`'s parabola.
+    """
     B, lr = positive_array("batch_sizes", batch_sizes), positive_array("lr_star", lr_star)
-    if B.shape != lr.shape or B.size < 3:
-        raise ValueError("batch_sizes and lr_star need the same shape and at least 3 points")
+    if B.ndim != 1 or lr.shape[-1:] != B.shape or B.size < 3:
+        raise ValueError("batch_sizes and lr_star need the same last axis and >= 3 points")
     x, y = np.log(B), np.log(lr)
 
-    def residual(p):
-        return p[0] - np.logaddexp(0, p[1] - x) - y
+    def fit(log_b):                                     # log_b (..., n) -> log_lr_max, rms
+        shape = -np.logaddexp(0, log_b[..., None] - x)  # log of 1 / (1 + B_noise / B)
+        a = (y[..., None, :] - shape).mean(-1)
+        return a, np.sqrt(((a[..., None] + shape - y[..., None, :]) ** 2).mean(-1))
 
-    p0 = [y.max(), np.log(np.median(B))]
-    fit = least_squares(residual, p0, bounds=([-np.inf, x.min() - 12], [np.inf, x.max() + 12]))
-    rms = float(np.sqrt(np.mean(fit.fun**2)))
-    return {"lr_max": float(np.exp(fit.x[0])), "b_noise": float(np.exp(fit.x[1])), "log_rms": rms}
+    grid = np.linspace(x.min() - 12, x.max() + 12, positive_int("n_grid", n_grid))
+    _, rms = fit(grid)
+    b_noise, _ = optimal_lr(np.exp(grid), rms)
+    log_b = np.log(b_noise)[..., None]
+    a, rms = fit(log_b)
+    out = {"lr_max": np.exp(a[..., 0]), "b_noise": b_noise, "log_rms": rms[..., 0]}
+    return {key: (float(v) if np.ndim(v) == 0 else v) for key, v in out.items()}
 
 
 def fit_power_law(batch_sizes, lr_star) -> dict:
@@ -350,9 +359,7 @@ def fits_with_intervals(optima: dict, level: float = 0.95, keep=None):
     keep = ~censored(optima) if keep is None else np.asarray(keep, dtype=bool)
     B, point, boot = optima["B"][keep], optima["lr_star"][keep], optima["boot"][:, keep]
     pw, pw_boot = fit_power_law(B, point), fit_power_law(B, boot)
-    sat = fit_saturating(B, point)
-    sat_boot = {k: np.array(v) for k, v in zip(sat, zip(*[fit_saturating(B, r).values()
-                                                          for r in boot]))}
+    sat, sat_boot = fit_saturating(B, point), fit_saturating(B, boot)
     rows = {"power-law exponent": (pw["exponent"], pw_boot["exponent"]),
             "power-law log-RMS": (pw["log_rms"], pw_boot["log_rms"]),
             "saturating lr_max": (sat["lr_max"], sat_boot["lr_max"]),
@@ -364,11 +371,17 @@ def fits_with_intervals(optima: dict, level: float = 0.95, keep=None):
                          for est, s in rows.values()], index=list(rows))
 
 
-def with_interval(estimate: float, lo: float, hi: float, digits: int = 2) -> str:
-    """Prose form of an estimate and its interval: ``'0.16 [0.14, 0.18]'``."""
+def with_interval(estimate: float, lo: float, hi: float, digits: int = 2,
+                  decimals: int | None = None) -> str:
+    """Prose form of an estimate and its interval, ``'0.16 [0.14, 0.18]'``: ``digits``
+    significant figures, or a fixed number of ``decimals`` (for exponents near zero)."""
     from .fmt import sig
 
-    return f"{sig(estimate, digits)} [{sig(lo, digits)}, {sig(hi, digits)}]"
+    def show(x):
+        text = sig(x, digits) if decimals is None else f"{x:.{positive_int('decimals', decimals)}f}"
+        return text.replace("-", "\u2212")                            # a typographic minus
+
+    return f"{show(estimate)} [{show(lo)}, {show(hi)}]"
 
 
 # --- Theory: the quadratic model, noise scales, sharpness -----------------------------------------
@@ -416,9 +429,9 @@ def quadratic_excess_loss(lrs, batch_size: float, steps: int, h, m2, s) -> np.nd
     h, m2, s = positive_array("h", h), np.asarray(m2, float), np.asarray(s, float)
     B, T = positive("batch_size", batch_size), positive_int("steps", steps)
     q = (1 - lr * h) ** 2                                    # (n_lrs, n_directions)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):                          # inf beyond the stability limit
         noise = lr**2 * s / B * np.where(q < 1, (1 - q**T) / (1 - q), np.inf)
-    out = 0.5 * (h * (q**T * m2 + noise)).sum(1)
+        out = 0.5 * (h * (q**T * m2 + noise)).sum(1)
     return np.where(np.all(q < 1, axis=1), out, np.inf)
 
 
