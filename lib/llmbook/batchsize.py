@@ -314,7 +314,8 @@ def fit_saturating(batch_sizes, lr_star, n_grid: int = 481) -> dict:
     returns lr_max, b_noise and the log-RMS error (floats for one row).
 
     For a fixed B_noise the best log(lr_max) is a mean, so only B_noise is searched: on a log
-    grid reaching 12 e-folds beyond the batch sizes, refined by :func:`optimal_lr`'s parabola.
+    grid reaching 12 e-folds beyond the batch sizes, then on a fine grid around the best point,
+    each refined by :func:`optimal_lr`'s parabola.
     """
     B, lr = positive_array("batch_sizes", batch_sizes), positive_array("lr_star", lr_star)
     if B.ndim != 1 or lr.shape[-1:] != B.shape or B.size < 3:
@@ -327,11 +328,13 @@ def fit_saturating(batch_sizes, lr_star, n_grid: int = 481) -> dict:
         return a, np.sqrt(((a[..., None] + shape - y[..., None, :]) ** 2).mean(-1))
 
     grid = np.linspace(x.min() - 12, x.max() + 12, positive_int("n_grid", n_grid))
-    _, rms = fit(grid)
-    b_noise, _ = optimal_lr(np.exp(grid), rms)
-    log_b = np.log(b_noise)[..., None]
-    a, rms = fit(log_b)
-    out = {"lr_max": np.exp(a[..., 0]), "b_noise": b_noise, "log_rms": rms[..., 0]}
+    log_b = np.log(optimal_lr(np.exp(grid), fit(grid)[1] ** 2)[0])
+    step = grid[1] - grid[0]                            # second pass: a fine grid around it
+    fine = log_b[..., None] + np.linspace(-step, step, 41)
+    log_b = np.log(optimal_lr(np.exp(np.linspace(-step, step, 41)),
+                              fit(fine)[1] ** 2)[0]) + log_b
+    a, rms = fit(log_b[..., None])
+    out = {"lr_max": np.exp(a[..., 0]), "b_noise": np.exp(log_b), "log_rms": rms[..., 0]}
     return {key: (float(v) if np.ndim(v) == 0 else v) for key, v in out.items()}
 
 
