@@ -3,8 +3,18 @@
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import curve_fit
 
 from llmbook import batchsize as bs
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batched ops run fastest on one thread (thread start-up dominates them)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -13,19 +23,29 @@ def lin():
 
 
 @pytest.mark.parametrize("model", ["linear", "mlp"])
-def test_hand_gradients_match_autograd(model):
+@pytest.mark.parametrize("runs, batch", [((3,), (3,)), ((2, 5), (2, 1))])
+def test_hand_gradients_match_autograd(model, runs, batch):
+    # batch (2, 1): one batch per seed, broadcast over that seed's 5 learning rates
     g = torch.Generator().manual_seed(0)
-    X, Y = torch.randn(3, 7, 4, generator=g), torch.randn(3, 7, 4, generator=g)
-    params = bs.init_params(model, 3, 4, 4, g)
+    X, Y = torch.randn(*batch, 7, 4, generator=g), torch.randn(*batch, 7, 4, generator=g)
+    params = bs.init_params(model, runs, 4, 4, g)
     if model == "linear":
-        params = [torch.randn(3, 4, 4, generator=g)]
+        params = [torch.randn(*runs, 4, 4, generator=g)]
     loss, grads = bs.loss_and_grads(model, params, X, Y)
     leaves = [p.clone().requires_grad_() for p in params]
-    ref = ((bs.forward(model, leaves, X) - Y) ** 2).mean(dim=(1, 2))
+    ref = ((bs.forward(model, leaves, X) - Y) ** 2).mean(dim=(-2, -1))
     auto = torch.autograd.grad(ref.sum(), leaves)
+    assert loss.shape == runs
     torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-5)
     for a, b in zip(grads, auto):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_runs_of_a_seed_share_batches_and_seeds_do_not(lin):
+    out = bs.train_sweep(lin, "linear", [0.05, 0.05, 0.1], batch_size=4, steps=30, n_seeds=3, seed=2)
+    assert out.shape == (3, 3)
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])     # same lr, same seed: same batches
+    assert len(set(out[:, 0])) == 3                           # independent seeds differ
 
 
 @pytest.mark.parametrize("model", ["linear", "mlp"])
@@ -67,11 +87,11 @@ def test_adam_matches_torch_optim():
                          weight_decay=wd, seed=5)[0, 0]
     # Reference: the same initial weights and batches, torch.optim.Adam + LambdaLR.
     g = torch.Generator().manual_seed(5)
-    params = [q.clone().requires_grad_() for q in bs.init_params("mlp", 1, 4, 4, g)]
+    params = [q.clone().requires_grad_() for q in bs.init_params("mlp", (), 4, 4, g)]
     opt = torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: bs.warmup_cosine(t, steps, 10))
     for _ in range(steps):
-        idx = torch.randint(256, (1, 256), generator=g)
+        idx = torch.randint(256, (256,), generator=g)
         loss = ((bs.forward("mlp", params, p.X[idx]) - p.Y[idx]) ** 2).mean()
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     with torch.no_grad():
@@ -93,11 +113,44 @@ def test_divergence_is_marked_inf(lin):
 
 def test_optimal_lr_refines_and_flags_edges():
     lrs = bs.lr_grid(0.01, 20, 1.25)
-    losses = (np.log(lrs) - np.log(0.1234)) ** 2 + 1
-    lr_star, edge = bs.optimal_lr(lrs, losses)
-    assert lr_star == pytest.approx(0.1234, rel=1e-6) and not edge
-    assert bs.optimal_lr(lrs, np.linspace(1, 2, 20))[1] is True
-    assert bs.optimal_lr(lrs, np.r_[np.full(19, np.inf), 1.0]) == (pytest.approx(lrs[-1]), True)
+    bowl = lambda c: (np.log(lrs) - np.log(c)) ** 2 + 1  # noqa: E731
+    lr_star, edge = bs.optimal_lr(lrs, bowl(0.1234))
+    assert lr_star == pytest.approx(0.1234, rel=1e-6) and edge == 0
+    # vectorised over leading axes; a best point at either end is flagged, not refined
+    rows = np.stack([bowl(0.05), np.linspace(1, 2, 20), np.linspace(2, 1, 20), bowl(0.3)])
+    lr_star, edge = bs.optimal_lr(lrs, rows)
+    assert edge.tolist() == [0, -1, 1, 0]
+    np.testing.assert_allclose(lr_star, [0.05, lrs[0], lrs[-1], 0.3], rtol=1e-6)
+    # a diverged neighbour stops the refinement: the grid point itself is returned
+    assert bs.optimal_lr(lrs, np.r_[bowl(0.1234)[:7], np.inf, np.full(12, 5.0)])[0] == pytest.approx(lrs[6])
+
+
+def test_bootstrap_optima_resamples_seeds():
+    lrs = bs.lr_grid(0.01, 24, 1.25)
+    rng = np.random.default_rng(0)
+    centres = np.exp(rng.normal(np.log(0.1), 0.3, size=6))     # each seed's own optimum
+    curves = np.stack([(np.log(lrs) - np.log(c)) ** 2 + 1 for c in centres])
+    same = np.tile(curves[:1], (6, 1))
+    opt = bs.bootstrap_optima(lrs, {4: curves, 64: same, 256: curves[:, ::-1]}, n_boot=400)
+    assert opt["boot"].shape == (400, 3) and opt["B"].tolist() == [4, 64, 256]
+    # identical seeds: every resample gives the same optimum, the interval has no width
+    assert np.ptp(opt["boot"][:, 1]) == pytest.approx(0, abs=1e-12)
+    # the seed-mean curve of parabolas in log(lr) has its vertex at the mean of the log-centres
+    assert opt["lr_star"][0] == pytest.approx(np.exp(np.log(centres).mean()), rel=1e-9)
+    lo, hi = bs.interval(opt["boot"][:, 0])
+    assert lo < opt["lr_star"][0] < hi and lo > centres.min() and hi < centres.max()
+    table = bs.optimum_table(opt)
+    assert not table["censored"].any() and list(table.index) == [4, 64, 256]
+    # a grid that stops short of the optimum: censored, with the side it lies on
+    cut = bs.bootstrap_optima(lrs[:5], {8: curves[:, :5]}, n_boot=50)
+    assert bs.censored(cut).tolist() == [True] and bs.optimum_table(cut)["edge"].tolist() == [1]
+
+
+def test_bootstrap_counts_a_diverged_seed_against_its_lr():
+    lrs = bs.lr_grid(0.01, 12, 1.5)
+    bowl = (np.log(lrs) - np.log(0.1)) ** 2 + 1
+    opt = bs.bootstrap_optima(lrs, {4: np.vstack([bowl, np.r_[bowl[:-1], np.inf]])}, n_boot=20)
+    assert opt["diverged"].tolist() == [1] and opt["lr_star"][0] == pytest.approx(0.1, rel=1e-6)
 
 
 def test_fits_recover_known_parameters():
@@ -105,9 +158,42 @@ def test_fits_recover_known_parameters():
     lr = bs.saturating(B, 0.8, 40.0) * np.exp(np.random.default_rng(0).normal(0, 0.01, B.size))
     fit = bs.fit_saturating(B, lr)
     assert fit["lr_max"] == pytest.approx(0.8, rel=0.03) and fit["b_noise"] == pytest.approx(40, rel=0.05)
+    # the profile search finds scipy's least-squares optimum
+    model = lambda x, a, b: a - np.log1p(np.exp(b - x))  # noqa: E731
+    (a, b), _ = curve_fit(model, np.log(B), np.log(lr), p0=[0.0, 3.0])
+    assert fit["lr_max"] == pytest.approx(np.exp(a), rel=1e-4)
+    assert fit["b_noise"] == pytest.approx(np.exp(b), rel=1e-3)
     power = bs.fit_power_law(B, 0.01 * B**0.5)
     assert power["exponent"] == pytest.approx(0.5) and power["coef"] == pytest.approx(0.01)
     assert bs.fit_power_law(B, lr)["log_rms"] > fit["log_rms"]
+    rows = bs.fit_power_law(B, np.stack([0.01 * B**0.5, 0.2 * B**-0.1]))
+    np.testing.assert_allclose(rows["exponent"], [0.5, -0.1]) and np.testing.assert_allclose(
+        rows["coef"], [0.01, 0.2])
+
+
+def _optima_from(B, true_lr, noise, n_boot, seed=0):
+    """Bootstrap optima of synthetic seeds whose log-optima scatter by ``noise`` around true_lr."""
+    lrs = bs.lr_grid(1e-4, 80, 1.25)
+    rng = np.random.default_rng(seed)
+    centres = np.exp(np.log(true_lr) + rng.normal(0, noise, size=(8, B.size)))
+    losses = {b: (np.log(lrs) - np.log(centres[:, i, None])) ** 2 for i, b in enumerate(B)}
+    return bs.bootstrap_optima(lrs, losses, n_boot=n_boot)
+
+
+def test_fit_intervals_cover_the_truth_and_call_a_tie():
+    B = np.array([2, 4, 16, 64, 256, 1024, 2048], dtype=float)
+    power = bs.fits_with_intervals(_optima_from(B, 0.01 * B**0.3, 0.1, 150))
+    lo, hi = power.loc["power-law exponent", ["lo", "hi"]]
+    assert lo < 0.3 < hi and hi - lo < 0.1
+    # data from the saturating law: the saturating form fits better, resolved by the interval
+    sat = bs.fits_with_intervals(_optima_from(B, bs.saturating(B, 0.8, 40.0), 0.05, 150))
+    assert sat.loc["log-RMS power - saturating", "lo"] > 0
+    assert sat.loc["saturating B_noise", "lo"] < 40 < sat.loc["saturating B_noise", "hi"]
+    # data from a power law: the comparison interval straddles ~0 or favours the power law
+    assert power.loc["log-RMS power - saturating", "lo"] < 0
+    assert bs.with_interval(0.1612, 0.1401, 0.1799) == "0.16 [0.14, 0.18]"
+    assert bs.with_interval(0.00625, -0.0383, 0.0616, decimals=3) == "0.006 [\u22120.038, 0.062]"
+
 
 
 def test_noise_scale_grows_as_training_converges(lin):
@@ -166,23 +252,60 @@ def test_linear_theory_noise_matches_per_example_gradients():
     assert trace == pytest.approx(th["s"].sum(), rel=0.05)
 
 
-def test_optimum_table_and_loss_plot():
+def test_loss_plot_and_optimum_plot_mark_censored_points():
     lrs = bs.lr_grid(0.01, 12, 1.5)
     bowl = (np.log(lrs) - np.log(0.1)) ** 2 + 1
     losses = {4: np.vstack([bowl, np.r_[bowl[:-1], np.inf]]), 64: np.vstack([bowl, bowl])}
-    table = bs.optimum_table(lrs, losses)
-    assert list(table.index) == [4, 64]
-    assert table.loc[4, "lr*"] == pytest.approx(0.1, rel=1e-6) and table.loc[4, "diverged runs"] == 1
-    assert table.loc[64, "at grid edge"] == 0 and table.loc[64, "log std"] == pytest.approx(0, abs=1e-12)
     fig = bs.plot_loss_curves(lrs, losses, "t", floor=1.0)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and len(ax.get_legend().get_texts()) == 2
-
-
-def test_plot_optimum_draws_one_series_per_table():
-    import pandas as pd
-
-    t = pd.DataFrame({"lr*": [0.1, 0.2, 0.3], "log std": [0.1, 0.2, float("nan")]}, index=[2, 16, 128])
-    fig, ax = bs.plot_optimum({"a": t, "b": t * 2}, "title")
+    rising = np.vstack([np.linspace(2, 1, 12)] * 2)                   # best at the grid's top
+    table = bs.optimum_table(bs.bootstrap_optima(lrs, {**losses, 1024: rising}, n_boot=20))
+    assert table["censored"].tolist() == [False, False, True]
+    fig, ax = bs.plot_optimum({"a": table, "b": table}, "title")
     assert ax.get_xscale() == ax.get_yscale() == "log"
-    assert [x.get_text() for x in ax.get_legend().get_texts()] == ["a", "b"]
+    labels = [x.get_text() for x in ax.get_legend().get_texts()]
+    assert sorted(labels)[:2] == ["a (95% interval)", "b (95% interval)"] and len(labels) == 4
+    assert all("censored" in x for x in sorted(labels)[2:])
+
+
+def test_quadratic_optimum_never_passes_one_over_h_and_follows_the_log_law_at_small_steps():
+    h, m2, s = 2.0, 1.0, 1.0
+    th = {"h": np.array([h]), "m2": np.array([m2]), "s": np.array([s])}
+    grid = np.logspace(-4, np.log10(0.999 / h), 4000)
+    # Cap: past 1/h both terms grow with the step, so the optimum stays below 1/h at any batch.
+    for B in [1, 1e3, 1e9, 1e15]:
+        assert bs.theory_optimal_lr(th, B, 20) < 1 / h
+    wide = np.logspace(-4, np.log10(1.999 / h), 4000)
+    assert bs.theory_optimal_lr(th, 1e15, 20, wide) < 1 / h
+    # Log law: with many steps and small steps (eta h << 1) it matches the exact minimiser.
+    T = 2000
+    for B in [10, 100, 1000]:
+        exact = bs.theory_optimal_lr(th, B, T, grid)
+        assert bs.log_law_lr(h, m2, s, B, T) == pytest.approx(exact, rel=0.02)
+        assert exact * h < 0.01
+
+
+def test_sharpness_matches_the_full_hessian():
+    p = bs.mlp_problem(n_train=300, n_test=10, d=3, sigma=0.5, seed=1)
+    g = torch.Generator().manual_seed(3)
+    params = bs.init_params("mlp", (2,), 3, 3, g)
+    lam = bs.sharpness("mlp", params, p.X, p.Y, iters=200)
+    for r in range(2):
+        flat = torch.cat([q[r].reshape(-1) for q in params])
+        shapes = [q[r].shape for q in params]
+
+        def loss(theta):
+            parts, i = [], 0
+            for shp in shapes:
+                parts.append(theta[i:i + shp.numel()].view(shp))
+                i += shp.numel()
+            return ((bs.forward("mlp", parts, p.X) - p.Y) ** 2).mean()
+
+        eig = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat))
+        assert lam[r] == pytest.approx(float(eig[eig.abs().argmax()]), rel=1e-3)
+
+
+def test_sharpness_of_linear_regression_is_the_stability_limit(lin):
+    lam = bs.sharpness("linear", [torch.zeros(1, 6, 6)], lin.X, lin.Y, iters=60)
+    assert 2 / lam[0] == pytest.approx(bs.stability_limit(lin.X, 6), rel=1e-3)
