@@ -363,7 +363,7 @@ def train_stacked(w0: torch.Tensor, w_target: torch.Tensor, factors, lrs, steps:
         w0, w_target: ``(m, ℓ)``; data are ``x ~ N(0, I_ℓ)``, ``y = w_target x + noise·ε``.
         factors: ``[A (S, m, k), B (S, k, ℓ)]`` for LoRA or ``[D (S, m, ℓ)]`` for full finetuning;
             copied, not modified. All students see the same mini-batches.
-        lrs: ``(S,)`` learning rates, one per student.
+        lrs: ``(S,)`` learning rates, one per student; ``scaling``: ``s``, a number or ``(S,)``.
         optimizer: ``"adam"`` (hand-written, as ``torch.optim.Adam``), ``"sgd"`` or ``"momentum"``.
     Returns ``(losses (steps, S), factors)``: mean squared error per output per step, and the
     trained factors. Each student's loss depends only on its own slice, so summing the losses
@@ -371,13 +371,14 @@ def train_stacked(w0: torch.Tensor, w_target: torch.Tensor, factors, lrs, steps:
     """
     ps = [f.detach().clone().requires_grad_() for f in factors]
     lr = torch.as_tensor(lrs, dtype=w0.dtype).reshape(-1, 1, 1)
+    s = torch.as_tensor(scaling, dtype=w0.dtype).reshape(-1, 1, 1)
     state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in ps]
     g = torch.Generator().manual_seed(seed)
     history = torch.empty(positive_int("steps", steps), lr.shape[0])
     for t in range(1, steps + 1):
         x = torch.randn(batch, w0.shape[1], generator=g)
         y = x @ w_target.T + noise * torch.randn(batch, w0.shape[0], generator=g)
-        delta = scaling * ps[0] @ ps[1] if len(ps) == 2 else ps[0]
+        delta = s * ps[0] @ ps[1] if len(ps) == 2 else ps[0]
         err = x @ (w0 + delta).transpose(1, 2) - y  # (S, batch, m)
         loss = (err ** 2).mean(dim=(1, 2))
         grads = torch.autograd.grad(loss.sum(), ps)
