@@ -293,3 +293,41 @@ def test_stacked_training_equals_separate_torch_optim_runs(opt):
             o.zero_grad()
             loss.backward()
             o.step()
+
+
+def test_qlora_layer_matches_peft_on_bitsandbytes_linear4bit():
+    """Our NF4 base + LoRA against PEFT's LoRA around a bitsandbytes Linear4bit (fp32 constants)."""
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(6)
+    lin = nn.Linear(128, 64)
+
+    class One(nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.proj = layer
+
+        def forward(self, x):
+            return self.proj(x)
+
+    q4 = bnb.nn.Linear4bit(128, 64, compute_dtype=torch.float32, compress_statistics=False,
+                           quant_type="nf4")
+    q4.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False,
+                                  compress_statistics=False, quant_type="nf4")
+    q4.bias = nn.Parameter(lin.bias.data.clone(), requires_grad=False)
+    q4 = q4.to("cpu")  # quantizes the weight
+    q4.support_avx512bf16_for_cpu = False  # eval forwards on AVX512-BF16 CPUs repack the weights
+    ours = One(lora.NF4Linear(lin, block_size2=None))
+    lora.apply_lora(ours, ["proj"], 4, alpha=8.0, init="xavier", generator=torch.Generator().manual_seed(0))
+    theirs = get_peft_model(One(q4), LoraConfig(r=4, lora_alpha=8, target_modules=["proj"]))
+    layer = theirs.base_model.model.proj
+    with torch.no_grad():
+        layer.lora_B["default"].weight.copy_(ours.proj.A)
+        layer.lora_A["default"].weight.copy_(ours.proj.B)
+    x = torch.randn(5, 128, generator=torch.Generator().manual_seed(1))
+    y_ours, y_theirs = ours(x), theirs(x)
+    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-5, atol=1e-5)
+    y_ours.square().sum().backward()
+    y_theirs.square().sum().backward()
+    torch.testing.assert_close(ours.proj.A.grad, layer.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-5)

@@ -285,19 +285,23 @@ def constant_bits_per_param(block_size: int = 64, const_bits: int = 32,
 
 
 class NF4Linear(nn.Module):
-    """A frozen linear layer stored as NF4 indices with double-quantized constants (QLoRA base).
+    """A frozen linear layer stored as NF4 indices and block constants (the QLoRA base).
 
-    The weight is dequantized on every forward (as QLoRA does, to bf16; here to fp32), so
-    gradients flow to the input and to any LoRA factors around it but never to the weight.
+    ``block_size2=None`` keeps the fp32 constants; otherwise they are double-quantized. The
+    weight is dequantized on every forward (QLoRA does it to bf16; here to fp32), so gradients
+    flow to the input and to any LoRA factors around it but never to the weight.
     """
 
-    def __init__(self, base: nn.Linear, block_size: int = 64, block_size2: int = 256):
+    def __init__(self, base: nn.Linear, block_size: int = 64, block_size2: int | None = 256):
         super().__init__()
         self.in_features, self.out_features = base.in_features, base.out_features
         self.block_size, self.block_size2 = block_size, block_size2
         code = nf4_code()
         idx, absmax = quantize_blockwise(base.weight, code, block_size)
-        q, scales, mean = double_quantize(absmax, block_size2)
+        if block_size2 is None:
+            q, scales, mean = absmax, None, None
+        else:
+            q, scales, mean = double_quantize(absmax, block_size2)
         for name, t in (("code", code), ("idx", idx), ("q", q), ("scales", scales), ("mean", mean)):
             self.register_buffer(name, t)
         bias = None if base.bias is None else base.bias.detach().clone()
@@ -305,7 +309,8 @@ class NF4Linear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight the layer computes with, shape ``(m, ℓ)``."""
-        absmax = dequantize_double(self.q, self.scales, self.mean, self.block_size2)
+        absmax = self.q if self.block_size2 is None else dequantize_double(
+            self.q, self.scales, self.mean, self.block_size2)
         w = dequantize_blockwise(self.idx, absmax, self.code, self.block_size)
         return w.reshape(self.out_features, self.in_features)
 
