@@ -29,7 +29,8 @@ def _pair(rank=2, alpha=3.0, rslora=False, seed=0):
     torch.manual_seed(seed)
     base = Net()
     ours = copy.deepcopy(base)
-    lora.apply_lora(ours, ["q", "v"], rank, alpha, rslora=rslora, generator=torch.Generator().manual_seed(1))
+    lora.apply_lora(ours, ["q", "v"], rank, alpha, rslora=rslora,
+                    generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
     for m in lora.lora_modules(ours).values():  # both factors non-zero, so gradients are generic
         with torch.no_grad():
@@ -53,11 +54,13 @@ def test_outputs_and_gradients_match_peft(rslora):
     torch.testing.assert_close(y_ours, y_theirs, rtol=1e-6, atol=1e-6)
     (y_ours ** 2).sum().backward()
     (y_theirs ** 2).sum().backward()
-    assert lora.count_trainable(ours) == sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+    n_peft = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
+    assert lora.count_trainable(ours) == n_peft
     for name, m in lora.lora_modules(ours).items():
         layer = theirs.base_model.model.get_submodule(name)
-        torch.testing.assert_close(m.A.grad, layer.lora_B["default"].weight.grad, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(m.B.grad, layer.lora_A["default"].weight.grad, rtol=1e-5, atol=1e-6)
+        peft_b, peft_a = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+        torch.testing.assert_close(m.A.grad, peft_b.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(m.B.grad, peft_a.grad, rtol=1e-5, atol=1e-6)
         assert m.base.weight.grad is None
 
 
@@ -70,7 +73,8 @@ def test_merged_weights_match_peft_and_merge_equals_unmerged():
     merged = theirs.merge_and_unload()
     torch.testing.assert_close(ours(x), before, rtol=1e-6, atol=1e-6)
     for name, m in lora.lora_modules(ours).items():
-        torch.testing.assert_close(m.base.weight, merged.get_submodule(name).weight, rtol=1e-6, atol=1e-6)
+        want = merged.get_submodule(name).weight
+        torch.testing.assert_close(m.base.weight, want, rtol=1e-6, atol=1e-6)
     w_merged = {n: m.base.weight.clone() for n, m in lora.lora_modules(ours).items()}
     for name, m in lora.lora_modules(ours).items():
         m.unmerge()
@@ -198,8 +202,9 @@ def test_nf4_offset_and_code_hand_worked():
     # the largest positive value before normalising is Φ⁻¹(δ): the negatives are scaled by it
     from scipy.stats import norm
 
-    assert code[1].item() == pytest.approx(-norm.ppf(lora.nf4_offset() - (lora.nf4_offset() - 0.5) / 7)
-                                           / norm.ppf(lora.nf4_offset()), rel=1e-6)
+    delta = lora.nf4_offset()
+    assert code[1].item() == pytest.approx(-norm.ppf(delta - (delta - 0.5) / 7) / norm.ppf(delta),
+                                           rel=1e-6)
 
 
 def test_nf4_code_and_indices_match_bitsandbytes():
@@ -213,7 +218,8 @@ def test_nf4_code_and_indices_match_bitsandbytes():
     p = packed.flatten()  # two indices per byte, the first in the high nibble
     assert torch.equal(torch.stack([p >> 4, p & 15], 1).flatten(), idx)
     deq = bnbf.dequantize_4bit(packed, state)
-    torch.testing.assert_close(lora.dequantize_blockwise(idx, absmax, lora.nf4_code()), deq.flatten())
+    ours = lora.dequantize_blockwise(idx, absmax, lora.nf4_code())
+    torch.testing.assert_close(ours, deq.flatten())
 
 
 def test_double_quantization_matches_torchao():
@@ -319,7 +325,8 @@ def test_qlora_layer_matches_peft_on_bitsandbytes_linear4bit():
     q4 = q4.to("cpu")  # quantizes the weight
     q4.support_avx512bf16_for_cpu = False  # eval forwards on AVX512-BF16 CPUs repack the weights
     ours = One(lora.NF4Linear(lin, block_size2=None))
-    lora.apply_lora(ours, ["proj"], 4, alpha=8.0, init="xavier", generator=torch.Generator().manual_seed(0))
+    lora.apply_lora(ours, ["proj"], 4, alpha=8.0, init="xavier",
+                    generator=torch.Generator().manual_seed(0))
     theirs = get_peft_model(One(q4), LoraConfig(r=4, lora_alpha=8, target_modules=["proj"]))
     layer = theirs.base_model.model.proj
     with torch.no_grad():
@@ -330,4 +337,5 @@ def test_qlora_layer_matches_peft_on_bitsandbytes_linear4bit():
     torch.testing.assert_close(y_ours, y_theirs, rtol=1e-5, atol=1e-5)
     y_ours.square().sum().backward()
     y_theirs.square().sum().backward()
-    torch.testing.assert_close(ours.proj.A.grad, layer.lora_B["default"].weight.grad, rtol=1e-4, atol=1e-5)
+    peft_b = layer.lora_B["default"].weight
+    torch.testing.assert_close(ours.proj.A.grad, peft_b.grad, rtol=1e-4, atol=1e-5)

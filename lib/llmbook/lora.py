@@ -21,7 +21,7 @@ INITS = ("peft", "zeros", "xavier", "b_zero")
 
 
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable rank-``k`` update ``s·A B`` (chapter section hw11-q1).
+    """A frozen ``nn.Linear`` plus a trainable rank-``k`` update ``s·A B`` (section hw11-q1).
 
     Args:
         base: the pretrained layer (weight ``(m, ℓ)``); its parameters are frozen in place.
@@ -133,7 +133,7 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def load_adapter(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Swap in an adapter saved by :func:`adapter_state` (cme295-lora: swap matrices = swap tasks)."""
+    """Load an adapter saved by :func:`adapter_state` (cme295-lora: swap adapters = swap tasks)."""
     for n, m in lora_modules(model).items():
         if m.merged:
             raise ValueError(f"model: layer {n!r} is merged; unmerge before swapping adapters")
@@ -164,7 +164,7 @@ def full_bytes(m: int, ell: int, bytes_per_param: float = 4) -> float:
 
 
 def break_even_rank(m: int, ell: int) -> float:
-    """The rank ``k* = m ℓ / (m + ℓ)`` at which ``A`` and ``B`` cost as much as ``ΔW`` (hw11-q1d)."""
+    """The rank ``k* = m ℓ / (m + ℓ)`` at which ``A``, ``B`` cost as much as ``ΔW`` (hw11-q1d)."""
     m, ell = positive_int("m", m), positive_int("ell", ell)
     return m * ell / (m + ell)
 
@@ -217,7 +217,8 @@ def int4_code() -> torch.Tensor:
 def _blocks(x: torch.Tensor, block_size: int, arg: str = "x") -> torch.Tensor:
     block_size = positive_int("block_size", block_size)
     if x.numel() % block_size:
-        raise ValueError(f"{arg} has {x.numel()} entries, not a multiple of block_size={block_size}")
+        raise ValueError(f"{arg} has {x.numel()} entries, not a multiple of "
+                         f"block_size={block_size}")
     return x.reshape(-1, block_size)
 
 
@@ -324,7 +325,7 @@ class NF4Linear(nn.Module):
 
 def quantize_model_nf4(model: nn.Module, targets, block_size: int = 64,
                        block_size2: int = 256) -> list[str]:
-    """Replace each ``nn.Linear`` named by ``targets`` (PEFT's matching rule) by an ``NF4Linear``."""
+    """Replace each ``nn.Linear`` named by ``targets`` (PEFT's matching) by an ``NF4Linear``."""
     targets = [targets] if isinstance(targets, str) else list(targets)
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     for t in targets:
@@ -401,5 +402,6 @@ def train_stacked(w0: torch.Tensor, w_target: torch.Tensor, factors, lrs, steps:
                     step = (m1 / (1 - betas[0] ** t)) / ((m2 / (1 - betas[1] ** t)).sqrt() + eps)
                     p -= lr * step
                 else:
-                    raise ValueError(f"optimizer must be 'adam', 'sgd' or 'momentum', got {optimizer!r}")
+                    raise ValueError("optimizer must be 'adam', 'sgd' or 'momentum', "
+                                     f"got {optimizer!r}")
     return history, [p.detach() for p in ps]

@@ -69,7 +69,8 @@ class Block(nn.Module):
         self.n_heads = n_heads
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attn = nn.ModuleDict({k: nn.Linear(d_model, d_model, bias=False) for k in "qkvo"})
-        self.mlp = nn.ModuleDict({"fc1": nn.Linear(d_model, d_mlp), "fc2": nn.Linear(d_mlp, d_model)})
+        self.mlp = nn.ModuleDict({"fc1": nn.Linear(d_model, d_mlp),
+                                  "fc2": nn.Linear(d_mlp, d_model)})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
