@@ -1,6 +1,9 @@
 """llmbook: the small library behind the executable textbook on LLM adaptation,
 interpretability, scaling and compression. One module per topic:
 
+- ``lora``: LoRA by hand (wrapper, merge, adapters, byte counts), NF4 and double quantization,
+  stacked teacher-student fits (hw11-q1, genai-e4..e7, cme295-sft/lora/qlora)
+- ``seqtasks``: the tiny transformer and generated sequence tasks the LoRA chapter adapts
 - ``fermi``: memory, bandwidth, compute, money and energy estimates (hw11-q5)
 - ``scaling``: the Chinchilla law and compute-optimal allocation (hw11-q5b, genai-e1..e3)
 - ``batchsize``: vectorised SGD/Adam sweeps and batch-size scaling (hw11-q4)

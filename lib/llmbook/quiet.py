@@ -20,6 +20,7 @@ KNOWN_LOG_NOISE: tuple[tuple[str, str], ...] = (
     ("torch.utils._pytree", "<enum "),             # torchao registers enums the old way ("... is an Enum subclass")
     ("bitsandbytes", "The installed version of bitsandbytes was compiled without GPU support"),
     ("bitsandbytes.cextension", "The installed version of bitsandbytes was compiled without GPU support"),
+    ("torchao.kernel.intmm", "Warning: Detected no triton"),  # PEFT wrapping a layer on a CPU machine
 )
 
 # (category, message regex) of Python warnings printed by imports or by deprecated APIs the labs use.
