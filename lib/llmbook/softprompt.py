@@ -114,7 +114,7 @@ def task_examples(op: str, k: int, a: torch.Tensor, generator: torch.Generator,
     k = int(k)
     a = torch.as_tensor(a, dtype=torch.long)
     c = a + k if op == "plus" else a - k
-    if c.min() < 0 or c.max() >= N_NUMBERS or a.max() >= N_NUMBERS:
+    if a.numel() and (c.min() < 0 or c.max() >= N_NUMBERS or a.max() >= N_NUMBERS):
         raise ValueError(f"a out of range for task ({op}, {k}): {a.tolist()}")
     slots = slots or [op, str(k), "<slot>", "<slot>"]
     n = a.shape[0]
@@ -234,6 +234,16 @@ def pretrain(steps: int = 1000, batch_size: int = 128, lr: float = 3e-3, seed: i
         if log is not None and len(losses) % 100 == 0:
             log(len(losses), losses[-1])
     return model.eval(), losses
+
+
+def load_pretrained() -> TinyGPT:
+    """The book's pretrained, frozen :class:`TinyGPT` (``data/softprompt_gpt.pt``, made by
+    ``tools/train_softprompt_model.py``), in eval mode with every gradient switched off."""
+    from .data import data_path
+
+    model = TinyGPT()
+    model.load_state_dict(torch.load(data_path("softprompt_gpt.pt"), weights_only=True))
+    return freeze(model.eval())
 
 
 # ---------------------------------------------------------------- the soft prompt
