@@ -326,11 +326,31 @@ def parse_final_answer(generated: torch.Tensor) -> list[int | None]:
     return found
 
 
-def answer_accuracy(model: TinyGPT, tokens: torch.Tensor, prompts: torch.Tensor | None = None):
-    """Fraction of rows whose generated final answer equals the true one (exact match)."""
+def answer_hits(model: TinyGPT, tokens: torch.Tensor, prompts: torch.Tensor | None = None):
+    """Per row (B,) bool: the generated final answer equals the true one (exact match)."""
     truth = parse_final_answer(tokens[:, N_SLOTS + QUESTION_LEN:])
     got = parse_final_answer(greedy_complete(model, tokens, prompts))
-    return sum(g == t for g, t in zip(got, truth)) / len(truth)
+    return torch.tensor([g is not None and g == t for g, t in zip(got, truth)])
+
+
+def answer_accuracy(model: TinyGPT, tokens: torch.Tensor, prompts: torch.Tensor | None = None):
+    """Fraction of rows whose generated final answer equals the true one (exact match)."""
+    return float(answer_hits(model, tokens, prompts).float().mean())
+
+
+def accuracy_by_group(model: TinyGPT, groups: dict, prompts: dict | None = None) -> dict:
+    """Accuracy of each group of rows ``{name: tokens (N, S)}``, decoded in one batch.
+
+    ``prompts`` maps a group to its soft prompt (K, d); groups without one use their slot tokens
+    as a hard prompt (all groups must then be of one kind: all soft or all hard).
+    """
+    names = list(groups)
+    tokens = torch.cat([groups[n] for n in names])
+    rows = None
+    if prompts:
+        rows = torch.cat([prompts[n].expand(groups[n].shape[0], -1, -1) for n in names])
+    hits = answer_hits(model, tokens, rows).float().split([groups[n].shape[0] for n in names])
+    return {n: float(h.mean()) for n, h in zip(names, hits)}
 
 
 # ---------------------------------------------------------------- training prompts and models
