@@ -30,12 +30,14 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     settings = dict(SETTINGS, steps=args.steps)
     start = time.perf_counter()
-    model, losses = sp.pretrain(**settings, log=lambda s, l: print(f"step {s:5d}  loss {l:.4f}", flush=True))
+    log = lambda step, loss: print(f"step {step:5d}  loss {loss:.4f}", flush=True)  # noqa: E731
+    model, losses = sp.pretrain(**settings, log=log)
     meta = {"settings": settings, "losses": losses, "seconds": time.perf_counter() - start}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out)
     args.out.with_suffix(".json").write_text(json.dumps(meta))
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after {meta['seconds']:.0f} s")
+    size = args.out.stat().st_size / 1e6
+    print(f"saved {args.out} ({size:.2f} MB) after {meta['seconds']:.0f} s")
     return meta
 
 

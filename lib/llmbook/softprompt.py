@@ -136,7 +136,7 @@ def a_range(op: str, k: int) -> torch.Tensor:
 
 
 def pretraining_batch(n: int, generator: torch.Generator, tasks=None) -> torch.Tensor:
-    """A mixed batch (n, SEQ_LEN) over ``tasks`` (default: all 20 (op, k)), descriptors in the slots."""
+    """A mixed batch (n, SEQ_LEN) over ``tasks`` (default all 20 (op, k)), names in the slots."""
     tasks = tasks or [(op, k) for op in OPS for k in range(10)]
     which = torch.randint(0, len(tasks), (n,), generator=generator)
     rows = []
@@ -158,7 +158,7 @@ def target_mask(prompt_len: int = N_SLOTS) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block; ``causal=False`` turns it into a bidirectional encoder block."""
+    """Pre-LayerNorm transformer block; ``causal=False`` makes it bidirectional (an encoder)."""
 
     def __init__(self, d_model: int, n_heads: int, d_mlp: int):
         super().__init__()
@@ -208,8 +208,9 @@ class TinyGPT(nn.Module):
 
 
 def pretrain(steps: int = 1000, batch_size: int = 128, lr: float = 3e-3, seed: int = 0,
-             log=None, stop_after: int | None = None, **model_kwargs) -> tuple[TinyGPT, list[float]]:
-    """Pretrain a :class:`TinyGPT` on all 20 tasks, descriptors in the slots; returns (model, losses).
+             log=None, stop_after: int | None = None,
+             **model_kwargs) -> tuple[TinyGPT, list[float]]:
+    """Pretrain a :class:`TinyGPT` on all 20 tasks, names in the slots; returns (model, losses).
 
     The loss covers every non-slot, non-padding next token (question included), AdamW with a
     one-cycle schedule; deterministic for a given ``seed`` and thread count. ``log(step, loss)``
@@ -492,7 +493,7 @@ def tiny_gpt2(n_vocab: int = 50, n_ctx: int = 32, d_model: int = 32, n_layers: i
 
 
 def peft_prompt_tuning(hf_model, n_virtual: int):
-    """PEFT's prompt tuning of ``hf_model`` with ``n_virtual`` vectors sampled from the vocabulary."""
+    """PEFT's prompt tuning of ``hf_model``: ``n_virtual`` vectors sampled from the vocabulary."""
     from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
     cfg = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=n_virtual,
