@@ -187,3 +187,23 @@ def test_checkpoint_is_small_and_its_first_steps_reproduce():
     model, losses = sp.pretrain(**meta["settings"], stop_after=10)
     assert losses == pytest.approx(meta["losses"][:10], rel=1e-4)
     model.load_state_dict(torch.load(CKPT, weights_only=True))
+
+
+def test_pretrained_model_solves_named_tasks_and_search_finds_a_working_prompt():
+    model = sp.load_pretrained()
+    assert sp.trainable_count(model) == 0
+    g = torch.Generator().manual_seed(3)
+    sets = {t: sp.task_examples(*t, sp.a_range(*t), g) for t in [("plus", 2), ("minus", 9)]}
+    by_group = sp.accuracy_by_group(model, sets)
+    assert by_group == {t: sp.answer_accuracy(model, x) for t, x in sets.items()}
+    x = sets[("plus", 2)]
+    assert torch.equal(sp.greedy_complete(model, x), x[:, sp.N_SLOTS + sp.QUESTION_LEN:][:, :11])
+    wrong = x.clone()
+    wrong[:, 1] = sp.TOK["5"]                                  # name the wrong k: "plus 5"
+    assert sp.answer_accuracy(model, wrong) < 0.5
+    words, loss, scored = sp.beam_search_hard_prompt(model, x[:4], beam=2)
+    assert scored == len(sp.VOCAB) * (1 + 2 * (sp.N_SLOTS - 1))
+    found = x.clone()
+    found[:, : sp.N_SLOTS] = torch.tensor([sp.TOK[w] for w in words])
+    assert sp.answer_accuracy(model, found) >= 0.9           # found on 4 questions, scored on 20
+    assert loss == pytest.approx(float(sp.prompt_losses(model, found[:1, : sp.N_SLOTS], x[:4])[0]))
