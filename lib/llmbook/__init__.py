@@ -8,6 +8,7 @@ interpretability, scaling and compression. One module per topic:
 - ``scaling``: the Chinchilla law and compute-optimal allocation (hw11-q5b, genai-e1..e3)
 - ``batchsize``: vectorised SGD/Adam sweeps and batch-size scaling (hw11-q4)
 - ``circuits``, ``induction``: attention heads by hand and trained (hw11-q2, hw11-q3)
+- ``softprompt``: soft prompts on a frozen small GPT, loss mask, search, meta-learning (hw11-q6)
 - ``fmt``: number formatting for glued prose
 - ``glue``: a ``myst_nb.glue`` shim that also works in Colab
 - ``checks``: ``check_close`` for numerical checks after derivations

@@ -29,6 +29,10 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r"Please use quant_min and quant_max to specify the range for observers"),
     (UserWarning, r"must run observer before calling calculate_qparams"),
     (FutureWarning, r"`torch\.ao\.quantization` is deprecated"),
+    # PEFT's get_peft_model asks transformers 5 through a renamed property (soft prompting)
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    # tqdm.auto, imported by transformers/PEFT, when ipywidgets is absent (no progress bars used)
+    (Warning, r"IProgress not found"),
 )
 
 
