@@ -28,6 +28,7 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r"Please use quant_min and quant_max to specify the range for observers"),
     (UserWarning, r"must run observer before calling calculate_qparams"),
     (FutureWarning, r"`torch\.ao\.quantization` is deprecated"),
+    (UserWarning, r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor"),
 )
 
 
