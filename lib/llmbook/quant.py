@@ -313,7 +313,7 @@ def int_conv_accumulate(q_x: torch.Tensor, z_x: int, q_w: torch.Tensor, q_b: tor
     h, w = x.shape[2] - k + 1, x.shape[3] - k + 1
     cols = F.unfold(x.to(torch.float32), k).round().to(torch.int32)  # exact: |q| <= 128 (im2col)
     wm = q_w.reshape(c_out, -1).to(torch.int32)
-    acc = wm @ cols - z_x * wm.sum(dim=1, keepdim=True) + q_b.reshape(-1, 1)   # (B, C_out, L)
+    acc = wm @ cols - z_x * wm.sum(dim=1, keepdim=True, dtype=torch.int32) + q_b.reshape(-1, 1)
     return acc.reshape(q_x.shape[0], c_out, h, w)
 
 
