@@ -78,7 +78,8 @@ def test_channel_pruned_equals_masked_model(keep):
     masked = prune.channel_mask_equivalent(m, keep)
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(small.eval()(x), masked.eval()(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
+    assert not any(mod.training for mod in small.modules())   # eval in, eval out
     convs = [c for c, _ in prune.conv_blocks(small)]
     assert [c.out_channels for c in convs[:-1]] == [round(keep * c) for c in (8, 12, 16)]
     assert convs[-1].out_channels == 16

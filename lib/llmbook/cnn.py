@@ -149,3 +149,30 @@ def load_trained(path: Path | str = CHECKPOINT) -> tuple[VGG, dict]:
     model = VGG(tuple(blob["meta"]["plan"]))
     model.load_state_dict(blob["state"])
     return model.eval(), blob["meta"]
+
+
+# The original lab's VGG on CIFAR-10 (optional path, needs torchvision and the network).
+LAB_PLAN: tuple = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+def cifar10_or_none(root: str = "data/cifar10"):
+    """CIFAR-10 as ``(x_train, y_train, x_test, y_test)`` tensors, or None with a message.
+
+    The optional path of the labs, as in Colab: torchvision is imported here, never at module
+    level (on a CPU-only machine whose torch has no matching torchvision it is missing), and the
+    data are downloaded. When either fails, this prints why and returns None, and the notebook
+    continues on the default MNIST subset.
+    """
+    try:
+        import torchvision
+        train = torchvision.datasets.CIFAR10(root, train=True, download=True)
+        test = torchvision.datasets.CIFAR10(root, train=False, download=True)
+    except Exception as err:  # ImportError, no network, ...: fall back, say so
+        print(f"CIFAR-10 path unavailable ({type(err).__name__}); continuing on the MNIST subset")
+        return None
+
+    def tensors(ds):
+        x = torch.tensor(np.asarray(ds.data), dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
+        return x, torch.tensor(ds.targets, dtype=torch.int64)
+
+    return (*tensors(train), *tensors(test))

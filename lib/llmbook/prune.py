@@ -164,7 +164,7 @@ def channel_prune(model: nn.Module, keep_ratio: float) -> nn.Module:
         new.backbone[pos] = _sliced_conv(mods[pos], out_idx, in_idx)
         new.backbone[pos + 1] = _sliced_bn(mods[pos + 1], out_idx)
         in_idx = out_idx
-    return new
+    return new.train(model.training)       # new modules are built in training mode
 
 
 @torch.no_grad()
