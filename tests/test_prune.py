@@ -131,6 +131,14 @@ def test_parameter_counts_and_latency():
     assert set(kinds) == {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "mean", "Linear"}
     with pytest.raises(ValueError, match="repeats"):
         prune.median_latency(m, torch.zeros(1, 1, 8, 8), repeats=0)
+    calls = []
+    out = prune.interleaved_latency({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                    repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4 and set(out) == {"a", "b"}
+    x = torch.randn(2, 1, 8, 8)
+    steps = prune.layer_steps(m, x)
+    with torch.no_grad():          # the last step, on its stored input, gives the model's output
+        torch.testing.assert_close(steps[-1][1](), m(x))
 
 
 def _load_tool():

@@ -249,24 +249,48 @@ def median_latency(fn, x: torch.Tensor, repeats: int = 20, warmup: int = 3) -> f
 
 
 @torch.no_grad()
-def time_by_layer_type(model: nn.Module, x: torch.Tensor, repeats: int = 20) -> dict[str, float]:
-    """Median seconds spent in each kind of layer of a VGG forward pass on ``x``.
+def interleaved_latency(fns: dict, repeats: int = 20, warmup: int = 2) -> dict[str, float]:
+    """Median wall-clock seconds of each zero-argument callable in ``fns``, timed in rounds.
 
-    Runs the backbone one module at a time (the conv, BatchNorm, ReLU and max-pool steps),
-    then the mean pool and the classifier, timing each step; returns type name -> seconds
-    summed over the steps of that type ("Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d",
-    "mean", "Linear").
+    Each round runs every callable once, in turn, so a slow spell of a shared machine hits all
+    of them alike instead of whichever happened to be measured then. Returns name -> seconds.
     """
-    # ReLU out of place (the model's in-place one would overwrite the stored inputs)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    times = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@torch.no_grad()
+def layer_steps(model: nn.Module, x: torch.Tensor) -> list[tuple[str, object]]:
+    """The forward pass of a VGG on ``x`` as ``(layer type, zero-argument callable)`` steps.
+
+    Types: "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "mean", "Linear". Each callable runs one
+    module on its stored input (ReLU out of place, so the inputs are not overwritten).
+    """
     steps = [(type(m).__name__, torch.relu if isinstance(m, nn.ReLU) else m) for m in model.backbone]
     steps += [("mean", lambda t: t.mean(dim=(2, 3), keepdim=True).flatten(1)),
               ("Linear", model.classifier)]
     model.eval()
-    inputs, h = [], x
-    for _, f in steps:  # the input of every step, computed once
-        inputs.append(h)
+    out, h = [], x
+    for kind, f in steps:
+        out.append((kind, lambda f=f, h=h: f(h)))
         h = f(h)
+    return out
+
+
+def time_by_layer_type(model: nn.Module, x: torch.Tensor, repeats: int = 20) -> dict[str, float]:
+    """Median seconds spent in each kind of layer of a VGG forward pass on ``x``, summed by type
+    over the steps of :func:`layer_steps` (timed in interleaved rounds)."""
+    steps = layer_steps(model, x)
+    medians = interleaved_latency({i: fn for i, (_, fn) in enumerate(steps)}, repeats, warmup=1)
     totals: dict[str, float] = {}
-    for (kind, f), inp in zip(steps, inputs):
-        totals[kind] = totals.get(kind, 0.0) + median_latency(f, inp, repeats, warmup=1)
+    for i, (kind, _) in enumerate(steps):
+        totals[kind] = totals.get(kind, 0.0) + medians[i]
     return totals

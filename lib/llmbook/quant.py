@@ -133,10 +133,12 @@ def rescale(acc: torch.Tensor, m0, shift, zero_point: int, bits: int = 8, signed
 
 # --- k-means (codebook) quantization ----------------------------------------------------------
 
-def kmeans_codebook(weight: torch.Tensor, bits: int, iters: int = 25):
+def kmeans_codebook(weight: torch.Tensor, bits: int, iters: int = 25, init: str = "quantile"):
     """1-D k-means (Lloyd) of ``weight``'s entries into ``k = min(2^bits, numel)`` clusters.
 
-    Centroids start evenly spaced over ``[min, max]`` (deterministic); each iteration assigns
+    Centroids start at ``k`` evenly spaced quantiles of the weights (deterministic, and every
+    cluster starts with at least one weight; evenly spaced *values* would leave the clusters in
+    the sparse tails empty and waste codes: ``init="linspace"`` shows it); each iteration assigns
     every weight to its nearest centroid (a bucket search between sorted centroids) and moves
     each centroid to the mean of its cluster (an empty cluster keeps its place).
     Returns ``(codebook (k,), labels)`` with ``labels`` int64 of ``weight``'s shape; the
@@ -144,7 +146,12 @@ def kmeans_codebook(weight: torch.Tensor, bits: int, iters: int = 25):
     """
     k = min(2 ** _check_bits(bits), weight.numel())
     w = weight.detach().flatten().to(torch.float32)
-    codebook = torch.linspace(float(w.min()), float(w.max()), k)
+    if init == "quantile":
+        codebook = w.sort().values[torch.linspace(0, w.numel() - 1, k).round().long()]
+    elif init == "linspace":
+        codebook = torch.linspace(float(w.min()), float(w.max()), k)
+    else:
+        raise ValueError(f"init must be 'quantile' or 'linspace', got {init!r}")
     for _ in range(iters):
         labels = assign_to_codebook(w, codebook)
         codebook = update_codebook(w, labels, codebook)
