@@ -210,3 +210,14 @@ def test_int_pipeline_agrees_with_torch_ao_ptq():
     assert (ours == ref).float().mean() >= 0.98
     with pytest.raises(ValueError, match="engine"):
         quant.torch_ao_ptq(m, calib, "nope")
+
+
+def test_quantile_init_uses_every_code_where_linspace_wastes_some():
+    torch.manual_seed(0)
+    w = torch.distributions.StudentT(2.0).sample((5000,))     # long thin tails, like trained weights
+    cb_q, lab_q = quant.kmeans_codebook(w, 6)
+    cb_l, lab_l = quant.kmeans_codebook(w, 6, init="linspace")
+    assert cb_q[lab_q].unique().numel() == 64
+    assert cb_l[lab_l].unique().numel() < 64
+    with pytest.raises(ValueError, match="init"):
+        quant.kmeans_codebook(w, 2, init="random")
