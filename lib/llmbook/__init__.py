@@ -9,6 +9,8 @@ interpretability, scaling and compression. One module per topic:
 - ``batchsize``: vectorised SGD/Adam sweeps and batch-size scaling (hw11-q4)
 - ``circuits``, ``induction``: attention heads by hand and trained (hw11-q2, hw11-q3)
 - ``softprompt``: soft prompts on a frozen small GPT, loss mask, search, meta-learning (hw11-q6)
+- ``cnn``, ``prune``: the labs' small VGG on bundled MNIST; pruning by hand, MACs, latency (hw11-q7a)
+- ``quant``: the book's quantization module: k-means, linear, integer-only inference (hw11-q7b)
 - ``fmt``: number formatting for glued prose
 - ``glue``: a ``myst_nb.glue`` shim that also works in Colab
 - ``checks``: ``check_close`` for numerical checks after derivations

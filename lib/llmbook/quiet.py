@@ -33,6 +33,7 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
     # tqdm.auto, imported by transformers/PEFT, when ipywidgets is absent (no progress bars used)
     (Warning, r"IProgress not found"),
+    (UserWarning, r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor"),
 )
 
 

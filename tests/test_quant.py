@@ -1,0 +1,223 @@
+"""Quantization by hand: endpoint equations, k-means codebooks, fixed-point rescaling and the
+integer-only CNN within one quantization step of the float reference; torch.ao and autograd
+as cross-checks."""
+
+import pytest
+import torch
+from torch import nn
+
+from llmbook import cnn, quant
+
+SMALL_PLAN = (8, 12, "M", 16, 16, "M")
+
+
+def small_model(seed=0):
+    torch.manual_seed(seed)
+    m = cnn.VGG(SMALL_PLAN)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+def test_qrange_and_bad_bits():
+    assert quant.qrange(8) == (-128, 127)
+    assert quant.qrange(8, signed=False) == (0, 255)
+    assert quant.qrange(2) == (-2, 1)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="bits"):
+            quant.qrange(bad)
+    with pytest.raises(ValueError, match="bits"):
+        quant.kmeans_codebook(torch.randn(10), 0)
+
+
+def test_scale_zero_point_maps_endpoints_exactly():
+    # hand-worked: [-1, 3] onto [-128, 127]: S = 4/255, Z = round(-128 + 255/4) = -64
+    s, z = quant.scale_zero_point(-1.0, 3.0)
+    assert s == pytest.approx(4 / 255) and z == -64
+    r = torch.tensor([-1.0, 0.0, 3.0])
+    q = quant.linear_quantize(r, s, z)
+    assert q.dtype == torch.int8 and q.tolist() == [-128, -64, 127]
+    assert quant.linear_dequantize(q, s, z)[1] == 0.0          # zero is exact
+    s, z = quant.scale_zero_point(0.0, 2.0, bits=4, signed=False)
+    assert (s, z) == (pytest.approx(2 / 15), 0)
+
+
+def test_quantize_dequantize_error_is_half_a_step():
+    torch.manual_seed(0)
+    r = torch.randn(1000) * 3
+    s, z = quant.scale_zero_point(float(r.min()), float(r.max()))
+    err = (quant.linear_dequantize(quant.linear_quantize(r, s, z), s, z) - r).abs().max()
+    assert err <= s / 2 + 1e-6
+
+
+def test_per_channel_weights_against_torch():
+    torch.manual_seed(0)
+    w = torch.randn(6, 3, 3, 3) * torch.linspace(0.1, 2, 6).reshape(-1, 1, 1, 1)
+    q, s = quant.quantize_weight(w, 8)
+    assert torch.allclose(s, w.abs().amax(dim=(1, 2, 3)) / 127)
+    ref = torch.fake_quantize_per_channel_affine(w, s, torch.zeros(6, dtype=torch.int32), 0, -128, 127)
+    torch.testing.assert_close(q.float() * s.reshape(-1, 1, 1, 1), ref)
+    assert q.abs().max() == 127
+
+
+def test_bias_scale_is_product_of_scales():
+    b, s_w = torch.tensor([0.5, -1.0]), torch.tensor([0.01, 0.02])
+    q = quant.quantize_bias(b, s_w, 0.1)
+    assert q.dtype == torch.int32 and q.tolist() == [500, -500]
+
+
+@pytest.mark.parametrize("m", [0.3, 1e-4, 0.999999, 2.5, 0.0123])
+def test_fixed_point_multiplier(m):
+    m0, shift = quant.fixed_point_multiplier(torch.tensor(m, dtype=torch.float64))
+    assert 2 ** 30 <= int(m0) < 2 ** 31
+    assert int(m0) / 2 ** int(shift) == pytest.approx(m, rel=1e-9)
+    acc = torch.arange(-5000, 5000, 7, dtype=torch.int32).reshape(1, -1)
+    got = quant.rescale(acc, m0, shift, 3, bits=32)
+    want = torch.floor(acc.double() * m + 0.5).long() + 3
+    assert (got.long() - want).abs().max() <= 1
+    with pytest.raises(ValueError, match="m must be positive"):
+        quant.fixed_point_multiplier(torch.tensor(0.0))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_kmeans_at_most_2_to_the_n_values(bits):
+    torch.manual_seed(bits)
+    w = torch.randn(32, 16, 3, 3)
+    codebook, labels = quant.kmeans_codebook(w, bits)
+    assert codebook.numel() == 2 ** bits
+    assert codebook[labels].unique().numel() <= 2 ** bits
+    assert labels.shape == w.shape
+    # each weight is at its nearest centroid
+    d = (w.reshape(-1, 1) - codebook.reshape(1, -1)).abs()
+    assert torch.equal(d.argmin(1), labels.flatten())
+
+
+def test_kmeans_caps_at_number_of_weights_and_on_a_trained_layer():
+    codebook, labels = quant.kmeans_codebook(torch.tensor([0.1, -0.3, 0.7]), 4)
+    assert codebook.numel() == 3 and codebook[labels].unique().numel() == 3
+    model, _ = cnn.load_trained()
+    state = quant.kmeans_quantize_model(model, 4, layers=["backbone.3"])
+    assert model.backbone[3].weight.unique().numel() == 16
+    assert set(state) == {"backbone.3"}
+    with pytest.raises(ValueError, match="layer"):
+        quant.kmeans_quantize_model(model, 4, layers=["backbone.2"])
+
+
+def test_kmeans_lower_error_than_linear_at_same_bits():
+    torch.manual_seed(0)
+    w = torch.randn(20000)
+    codebook, labels = quant.kmeans_codebook(w, 3)
+    s, z = quant.scale_zero_point(float(w.min()), float(w.max()), 3)
+    lin = quant.linear_dequantize(quant.linear_quantize(w, s, z, 3), s, z)
+    assert (codebook[labels] - w).pow(2).mean() < (lin - w).pow(2).mean()
+
+
+def test_qat_centroid_update_follows_mean_cluster_gradient():
+    torch.manual_seed(0)
+    layer = nn.Linear(20, 10)
+    model = nn.Sequential()
+    model.classifier = layer
+    state = quant.kmeans_quantize_model(model, 2)
+    before = state["classifier"][0].clone()
+    labels = state["classifier"][1]
+    x = torch.randn(8, 20)
+    loss = model(x).pow(2).sum()
+    loss.backward()
+    grad = layer.weight.grad.clone()
+    with torch.no_grad():
+        layer.weight -= 0.01 * grad            # a plain SGD step
+    quant.kmeans_qat_callback(state)(model)
+    after = state["classifier"][0]
+    for k in range(4):
+        sel = labels == k
+        if sel.any():
+            assert after[k] == pytest.approx(float(before[k] - 0.01 * grad[sel].mean()), abs=1e-6)
+    assert layer.weight.unique().numel() <= 4
+
+
+def test_storage_bits():
+    assert quant.storage_bits(1000, 4, "kmeans") == 4000 + 32 * 16
+    assert quant.storage_bits(1000, 4, "linear", n_channels=10) == 4000 + 320
+    assert quant.storage_bits(10, 8, "float32") == 320
+    with pytest.raises(ValueError, match="scheme"):
+        quant.storage_bits(10, 8, "fp8")
+
+
+def test_fold_batchnorm_matches_conv_then_bn():
+    m = small_model()
+    w, b = quant.fold_batchnorm(m.backbone[0], m.backbone[1])
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        want = m.backbone[1](m.backbone[0](x))
+    torch.testing.assert_close(nn.functional.conv2d(x, w, b, padding=1), want, rtol=1e-5, atol=1e-5)
+
+
+def test_int_conv_accumulate_is_exact_integer_conv():
+    torch.manual_seed(0)
+    qx = torch.randint(-128, 128, (2, 3, 5, 5), dtype=torch.int8)
+    qw = torch.randint(-127, 128, (4, 3, 3, 3), dtype=torch.int8)
+    qb = torch.randint(-1000, 1000, (4,), dtype=torch.int32)
+    acc = quant.int_conv_accumulate(qx, -7, qw, qb, 1)
+    x = nn.functional.pad(qx.double() + 7, (1, 1, 1, 1))       # pad in real zeros
+    want = nn.functional.conv2d(x, qw.double(), qb.double())
+    assert acc.dtype == torch.int32 and torch.equal(acc.double(), want)
+
+
+@pytest.mark.parametrize("bits", [8, 6])
+def test_integer_pipeline_within_one_step_per_layer(bits):
+    m = small_model()
+    torch.manual_seed(1)
+    x = torch.rand(16, 1, 8, 8)
+    qstages, (s_in, z_in) = quant.quantize_cnn(m, x, bits=bits)
+    q_in = quant.linear_quantize(x, s_in, z_in, bits)
+    outs = quant.int_forward(qstages, q_in, keep_all=True)
+    q_min, q_max = quant.qrange(bits)
+    for q, out in zip(qstages, outs):
+        ref = quant.dequantized_stage_reference(q, q_in)
+        lo, hi = q["s_y"] * (q_min - q["z_y"]), q["s_y"] * (q_max - q["z_y"])
+        got = quant.linear_dequantize(out, q["s_y"], q["z_y"])
+        assert (got - ref.clamp(lo, hi)).abs().max() <= q["s_y"], q["kind"]
+        q_in = out
+    # and end to end close to the float model
+    with torch.no_grad():
+        logits = m(x)
+    last = qstages[-1]
+    got = quant.linear_dequantize(outs[-1], last["s_y"], last["z_y"])
+    assert (got - logits).abs().max() < 0.1 * logits.abs().max() * (256 / 2 ** bits)
+
+
+def test_relu_is_the_clamp_at_the_output_zero_point():
+    m = small_model()
+    qstages, _ = quant.quantize_cnn(m, torch.rand(16, 1, 8, 8))
+    convs = [q for q in qstages if q["kind"] == "conv"]
+    assert all(q["z_y"] == -128 for q in convs)     # calibrated on ReLU outputs: r_min = 0
+
+
+def test_int_pipeline_agrees_with_torch_ao_ptq():
+    m, _ = cnn.load_trained()
+    *_, x_te, y_te = cnn.mnist_subset(n_test=200)
+    calib = x_te[:100]
+    qstages, (s, z) = quant.quantize_cnn(m, calib)
+    ours = quant.int_forward(qstages, quant.linear_quantize(x_te, s, z)).argmax(1)
+    ao = quant.torch_ao_ptq(m, calib, "x86")
+    with torch.no_grad():
+        theirs = ao(x_te).argmax(1)
+        ref = m(x_te).argmax(1)
+    assert (ours == theirs).float().mean() >= 0.98
+    assert (ours == ref).float().mean() >= 0.98
+    with pytest.raises(ValueError, match="engine"):
+        quant.torch_ao_ptq(m, calib, "nope")
+
+
+def test_quantile_init_uses_every_code_where_linspace_wastes_some():
+    torch.manual_seed(0)
+    w = torch.distributions.StudentT(2.0).sample((5000,))     # long thin tails, like trained weights
+    cb_q, lab_q = quant.kmeans_codebook(w, 6)
+    cb_l, lab_l = quant.kmeans_codebook(w, 6, init="linspace")
+    assert cb_q[lab_q].unique().numel() == 64
+    assert cb_l[lab_l].unique().numel() < 64
+    with pytest.raises(ValueError, match="init"):
+        quant.kmeans_codebook(w, 2, init="random")
