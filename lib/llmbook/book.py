@@ -45,14 +45,18 @@ def bootstrap_source(repo_url: str) -> str:
     a local ``git+file://`` clone).
     """
     return (
-        "# Set-up for Colab or a fresh environment: install the book's library if it is missing.\n"
-        "# It uses the torch, numpy and pandas already installed and never replaces them.\n"
+        "# Set-up for Colab or a fresh environment: install the book's library\n"
+        "# if it is missing. It uses the torch, numpy and pandas already\n"
+        "# installed and never replaces them.\n"
         "try:\n"
         "    import llmbook\n"
         "except ImportError:\n"
         "    import os, subprocess, sys\n"
-        f"    url = os.environ.get('LLMBOOK_INSTALL_URL', 'git+{repo_url}')\n"
-        "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', f'llmbook @ {url}'], check=True)\n"
+        "\n"
+        f'    default = "git+{repo_url}"\n'
+        '    url = os.environ.get("LLMBOOK_INSTALL_URL", default)\n'
+        '    pip = [sys.executable, "-m", "pip", "install", "-q"]\n'
+        '    subprocess.run(pip + [f"llmbook @ {url}"], check=True)\n'
         "    import llmbook"
     )
 
