@@ -79,3 +79,46 @@ def test_chapter_prose_glues_numbers():
     """Crude guard against hand-typed results: a chapter with answers must paste computed values."""
     text = (ROOT / "chapters" / "fermi.md").read_text()
     assert text.count("{glue:text}") >= 40
+
+
+# A code block on a page is 79 characters wide at 1280 px (the browser test measures it);
+# keep every line of notebook code, and of the library code shown on a page, within that.
+CODE_WIDTH = 79
+
+
+def _pyobject_source(path, name):
+    import ast
+
+    tree = ast.parse(path.read_text())
+    node, lines = tree, path.read_text().splitlines()
+    for part in name.split("."):
+        node = next(n for n in ast.iter_child_nodes(node)
+                    if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and n.name == part)
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return lines[start - 1:node.end_lineno]
+
+
+def test_notebook_code_fits_the_page():
+    long = []
+    for path in NOTEBOOKS:
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                long += [f"{path.name}: {line}" for line in "".join(cell["source"]).splitlines()
+                         if len(line) > CODE_WIDTH]
+    assert long == [], f"code lines over {CODE_WIDTH} characters (tools/split_long_strings.py, black -l 79)"
+
+
+def test_library_code_shown_on_pages_fits_the_page():
+    include = re.compile(r"```\{literalinclude\} (\S+)\n((?::\w+:.*\n)*)")
+    long, shown = [], 0
+    for page in (ROOT / "chapters").glob("*.md"):
+        for target, options in include.findall(page.read_text()):
+            obj = re.search(r":pyobject: (\S+)", options)
+            if obj is None:
+                continue
+            shown += 1
+            source = (page.parent / target).resolve()
+            long += [f"{page.name} {obj[1]}: {line}" for line in _pyobject_source(source, obj[1])
+                     if len(line) > CODE_WIDTH]
+    assert shown > 0
+    assert long == [], f"library lines shown on a page are over {CODE_WIDTH} characters"

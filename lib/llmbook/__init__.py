@@ -1,22 +1,30 @@
 """llmbook: the small library behind the executable textbook on LLM adaptation,
 interpretability, scaling and compression. One module per topic:
 
-- ``lora``: LoRA by hand (wrapper, merge, adapters, byte counts), NF4 and double quantization,
+- ``lora``: LoRA by hand (wrapper, merge, adapters, byte counts), NF4 and
+    double quantization,
   stacked teacher-student fits (hw11-q1, genai-e4..e7, cme295-sft/lora/qlora)
-- ``seqtasks``: the tiny transformer and generated sequence tasks the LoRA chapter adapts
+- ``seqtasks``: the tiny transformer and generated sequence tasks the LoRA
+    chapter adapts
 - ``fermi``: memory, bandwidth, compute, money and energy estimates (hw11-q5)
-- ``scaling``: the Chinchilla law and compute-optimal allocation (hw11-q5b, genai-e1..e3)
+- ``scaling``: the Chinchilla law and compute-optimal allocation (hw11-q5b,
+    genai-e1..e3)
 - ``batchsize``: vectorised SGD/Adam sweeps and batch-size scaling (hw11-q4)
-- ``circuits``, ``induction``: attention heads by hand and trained (hw11-q2, hw11-q3)
-- ``softprompt``: soft prompts on a frozen small GPT, loss mask, search, meta-learning (hw11-q6)
-- ``cnn``, ``prune``: the labs' small VGG on bundled MNIST; pruning by hand, MACs, latency (hw11-q7a)
-- ``quant``: the book's quantization module: k-means, linear, integer-only inference (hw11-q7b)
+- ``circuits``, ``induction``: attention heads by hand and trained (hw11-q2,
+    hw11-q3)
+- ``softprompt``: soft prompts on a frozen small GPT, loss mask, search,
+    meta-learning (hw11-q6)
+- ``cnn``, ``prune``: the labs' small VGG on bundled MNIST; pruning by hand,
+    MACs, latency (hw11-q7a)
+- ``quant``: the book's quantization module: k-means, linear, integer-only
+    inference (hw11-q7b)
 - ``fmt``: number formatting for glued prose
 - ``glue``: a ``myst_nb.glue`` shim that also works in Colab
 - ``checks``: ``check_close`` for numerical checks after derivations
 - ``plotting``: the book's one matplotlib style
 - ``data``: the tables that ship with the package
-- ``quiet``: the known noise of third-party imports, filtered by logger and message
+- ``quiet``: the known noise of third-party imports, filtered by logger and
+    message
 - ``extras``: install an optional extra (as Colab needs) when it is missing
 - ``book``: book infrastructure (bootstrap cell, question index)
 """

@@ -1,4 +1,6 @@
-"""Argument checks shared by every module: bad input raises ``ValueError`` naming the argument."""
+"""Argument checks shared by every module: bad input raises ``ValueError``
+naming the argument.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +11,16 @@ import numpy as np
 
 
 def as_float(name: str, value: object) -> float:
-    """Return ``value`` as a finite float, or raise ``ValueError`` naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
-        raise ValueError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    """Return ``value`` as a finite float, or raise ``ValueError`` naming
+    ``name``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (numbers.Real, np.number)
+    ):
+        raise ValueError(
+            f"{name} must be a real number, got "
+            f"{value!r} ({type(value).__name__})"
+        )
     x = float(value)
     if not math.isfinite(x):
         raise ValueError(f"{name} must be finite, got {value!r}")
@@ -19,7 +28,9 @@ def as_float(name: str, value: object) -> float:
 
 
 def positive(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite number > 0, else raise ``ValueError``."""
+    """Return ``value`` as a float if it is a finite number > 0, else raise
+    ``ValueError``.
+    """
     x = as_float(name, value)
     if x <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
@@ -27,7 +38,9 @@ def positive(name: str, value: object) -> float:
 
 
 def nonnegative(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite number >= 0, else raise ``ValueError``."""
+    """Return ``value`` as a float if it is a finite number >= 0, else raise
+    ``ValueError``.
+    """
     x = as_float(name, value)
     if x < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
@@ -35,7 +48,9 @@ def nonnegative(name: str, value: object) -> float:
 
 
 def fraction(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Return ``value`` if it lies in (0, 1] (or [0, 1] with ``allow_zero``), else raise."""
+    """Return ``value`` if it lies in (0, 1] (or [0, 1] with
+    ``allow_zero``), else raise.
+    """
     x = as_float(name, value)
     low_ok = x >= 0 if allow_zero else x > 0
     if not (low_ok and x <= 1):
@@ -45,7 +60,9 @@ def fraction(name: str, value: object, *, allow_zero: bool = False) -> float:
 
 
 def positive_int(name: str, value: object) -> int:
-    """Return ``value`` as an int if it is a whole number >= 1, else raise ``ValueError``."""
+    """Return ``value`` as an int if it is a whole number >= 1, else raise
+    ``ValueError``.
+    """
     x = positive(name, value)
     if x != int(x):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
@@ -53,7 +70,9 @@ def positive_int(name: str, value: object) -> int:
 
 
 def positive_array(name: str, value: object) -> np.ndarray:
-    """Return ``value`` as a float array whose entries are finite and > 0, else raise."""
+    """Return ``value`` as a float array whose entries are finite and > 0,
+    else raise.
+    """
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -61,5 +80,7 @@ def positive_array(name: str, value: object) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty")
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"{name} must be finite and > 0 everywhere, got {value!r}")
+        raise ValueError(
+            f"{name} must be finite and > 0 everywhere, got {value!r}"
+        )
     return arr

@@ -1,8 +1,10 @@
-"""Book infrastructure: the Colab bootstrap cell, the Problem Index, the notebook checks.
+"""Book infrastructure: the Colab bootstrap cell, the Problem Index, the
+notebook checks.
 
-Run ``python -m llmbook.book sync`` after changing ``repository.url`` in ``_config.yml``
-or adding a question label: it rewrites every notebook's bootstrap cell and the
-Problem Index page. The tests fail while either is out of date.
+Run ``python -m llmbook.book sync`` after changing ``repository.url`` in
+``_config.yml`` or adding a question label: it rewrites every notebook's
+bootstrap cell and the Problem Index page. The tests fail while either is out
+of date.
 """
 
 from __future__ import annotations
@@ -19,33 +21,50 @@ LABEL_RE = re.compile(r"^\(([A-Za-z0-9_.-]+)\)=\s*$", re.MULTILINE)
 
 
 def repo_root(start: Path | None = None) -> Path:
-    """The folder holding ``_config.yml``, searching upward from ``start`` (default: cwd)."""
+    """The folder holding ``_config.yml``, searching upward from ``start``
+    (default: cwd).
+    """
     here = (start or Path.cwd()).resolve()
     for folder in [here, *here.parents]:
         if (folder / "_config.yml").is_file():
             return folder
-    raise FileNotFoundError("no _config.yml above the current folder: run this inside the book's repository")
+    raise FileNotFoundError(
+        "no _config.yml above the current folder: "
+        "run this inside the book's repository"
+    )
 
 
 def config_repository(root: Path) -> tuple[str, str]:
-    """``(url, branch)`` of ``repository:`` in ``_config.yml`` (read without a YAML dependency)."""
+    """``(url, branch)`` of ``repository:`` in ``_config.yml`` (read without
+    a YAML dependency).
+    """
     text = (root / "_config.yml").read_text()
-    block = re.search(r"^repository:\s*\n((?:[ \t]+.*\n?)+)", text, re.MULTILINE)
+    block = re.search(
+        r"^repository:\s*\n((?:[ \t]+.*\n?)+)", text, re.MULTILINE
+    )
     if not block:
         raise ValueError("_config.yml has no repository: block")
-    fields = dict(re.findall(r"^\s+(\w+):\s*\"?([^\"\n#]*?)\"?\s*(?:#.*)?$", block.group(1), re.MULTILINE))
+    fields = dict(
+        re.findall(
+            r"^\s+(\w+):\s*\"?([^\"\n#]*?)\"?\s*(?:#.*)?$",
+            block.group(1),
+            re.MULTILINE,
+        )
+    )
     return fields["url"], fields.get("branch", "main")
 
 
 def bootstrap_source(repo_url: str) -> str:
-    """The identical first code cell of every notebook: install ``llmbook`` only if it is missing.
+    """The identical first code cell of every notebook: install ``llmbook``
+    only if it is missing.
 
-    The install address comes from ``repository.url`` in ``_config.yml``; the environment
-    variable ``LLMBOOK_INSTALL_URL`` overrides it (the Colab simulation test points it at
-    a local ``git+file://`` clone).
+    The install address comes from ``repository.url`` in ``_config.yml``; the
+    environment variable ``LLMBOOK_INSTALL_URL`` overrides it (the Colab
+    simulation test points it at a local ``git+file://`` clone).
     """
     return (
-        "# Set-up for Colab or a fresh environment: install the book's library\n"
+        "# Set-up for Colab or a fresh "
+        "environment: install the book's library\n"
         "# if it is missing. It uses the torch, numpy and pandas already\n"
         "# installed and never replaces them.\n"
         "try:\n"
@@ -62,17 +81,27 @@ def bootstrap_source(repo_url: str) -> str:
 
 
 def problems_config(root: Path) -> str:
-    """``_config.yml`` for the instructors' problems-only edition (``make problems``).
+    """``_config.yml`` for the instructors' problems-only edition (``make
+    problems``).
 
-    The same book with ``hide_solutions: true`` (sphinx-exercise drops every solution; the
-    book's Sphinx extension reduces notebook pages to their titles) and the notebooks'
-    execution cache shared with the full build, so nothing runs twice.
+    The same book with ``hide_solutions: true`` (sphinx-exercise drops every
+    solution; the book's Sphinx extension reduces notebook pages to their
+    titles) and the notebooks' execution cache shared with the full build, so
+    nothing runs twice.
     """
     text = (root / "_config.yml").read_text()
     if "hide_solutions: false" not in text:
-        raise ValueError("_config.yml must set `hide_solutions: false` under sphinx.config")
+        raise ValueError(
+            "_config.yml must set `hide_solutions: false` under sphinx.config"
+        )
     text = text.replace("hide_solutions: false", "hide_solutions: true")
-    text = re.sub(r'^title: "(.*)"', r'title: "\1: problems"', text, count=1, flags=re.MULTILINE)
+    text = re.sub(
+        r'^title: "(.*)"',
+        r'title: "\1: problems"',
+        text,
+        count=1,
+        flags=re.MULTILINE,
+    )
     cache = (root / "_build" / ".jupyter_cache").resolve()
     text = text.replace("execute:\n", f"execute:\n  cache: {cache}\n", 1)
     return text
@@ -88,18 +117,29 @@ def cell_text(cell: dict) -> str:
 
 
 def notebook_problems(nb: dict, repo_url: str) -> list[str]:
-    """What is wrong with a notebook's layout: bootstrap first, parameters second, no outputs."""
+    """What is wrong with a notebook's layout: bootstrap first, parameters
+    second, no outputs.
+    """
     problems = []
     cells = code_cells(nb)
     if len(cells) < 2:
         return ["needs a bootstrap cell and a parameters cell"]
     if cell_text(cells[0]) != bootstrap_source(repo_url):
-        problems.append("first code cell is not the current bootstrap cell (run `python -m llmbook.book sync`)")
+        problems.append(
+            "first code cell is not the current bootstrap "
+            "cell (run `python -m llmbook.book sync`)"
+        )
     if PARAMETERS_TAG not in cells[1].get("metadata", {}).get("tags", []):
         problems.append("second code cell is not tagged 'parameters'")
-    tagged = [c for c in cells if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])]
+    tagged = [
+        c
+        for c in cells
+        if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])
+    ]
     if len(tagged) != 1:
-        problems.append(f"has {len(tagged)} cells tagged 'parameters', wants exactly 1")
+        problems.append(
+            f"has {len(tagged)} cells tagged 'parameters', wants exactly 1"
+        )
     if any(c.get("outputs") or c.get("execution_count") for c in cells):
         problems.append("is committed with outputs or execution counts")
     return problems
@@ -112,7 +152,9 @@ def read_questions(root: Path) -> list[dict]:
 
 
 def chapter_labels(root: Path) -> dict[str, list[str]]:
-    """Every MyST label ``(name)=`` in ``chapters/*.md``, mapped to the files that define it."""
+    """Every MyST label ``(name)=`` in ``chapters/*.md``, mapped to the
+    files that define it.
+    """
     found: dict[str, list[str]] = {}
     for page in sorted((root / "chapters").glob("*.md")):
         for label in LABEL_RE.findall(page.read_text()):
@@ -130,14 +172,18 @@ SOURCE_NAMES = {
 
 
 def render_problem_index(root: Path) -> str:
-    """The Problem Index page: one line per question id, linked where it is answered."""
+    """The Problem Index page: one line per question id, linked where it is
+    answered.
+    """
     labels = chapter_labels(root)
     lines = [
         "(problem-index)=",
         "# Problem index",
         "",
-        "Every question and worked result of the homework, the student's assignment and the",
-        "lectures, by its stable id. A linked id is answered in the book; the others belong to",
+        "Every question and worked result of the "
+        "homework, the student's assignment and the",
+        "lectures, by its stable id. A linked id is "
+        "answered in the book; the others belong to",
         "chapters in preparation.",
         "",
     ]
@@ -147,13 +193,19 @@ def render_problem_index(root: Path) -> str:
             current = q["source"]
             lines += ["", f"## {SOURCE_NAMES.get(current, current)}", ""]
         qid = q["id"]
-        link = f"{{ref}}`{qid} <{qid}>`" if qid in labels else f"`{qid}` (in preparation)"
+        link = (
+            f"{{ref}}`{qid} <{qid}>`"
+            if qid in labels
+            else f"`{qid}` (in preparation)"
+        )
         lines.append(f"- {link}: {q['asks']}")
     return "\n".join(lines) + "\n"
 
 
 def sync(root: Path) -> list[str]:
-    """Rewrite the bootstrap cells and the Problem Index; return the files changed."""
+    """Rewrite the bootstrap cells and the Problem Index; return the files
+    changed.
+    """
     url, _ = config_repository(root)
     changed = []
     for path in sorted((root / "notebooks").glob("*.ipynb")):
@@ -164,7 +216,9 @@ def sync(root: Path) -> list[str]:
             first.setdefault("metadata", {}).setdefault("tags", [])
             if BOOTSTRAP_TAG not in first["metadata"]["tags"]:
                 first["metadata"]["tags"].append(BOOTSTRAP_TAG)
-            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            path.write_text(
+                json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+            )
             changed.append(str(path.relative_to(root)))
     index = root / "chapters" / "problem-index.md"
     text = render_problem_index(root)
@@ -185,7 +239,9 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 def execution_times(build_dir: Path) -> list[tuple[str, float]]:
-    """``(notebook, seconds)`` for every notebook executed in a build, from its jupyter-cache."""
+    """``(notebook, seconds)`` for every notebook executed in a build, from
+    its jupyter-cache.
+    """
     from jupyter_cache import get_cache
 
     cache_dir = Path(build_dir) / ".jupyter_cache"
@@ -193,12 +249,19 @@ def execution_times(build_dir: Path) -> list[tuple[str, float]]:
         return []
     rows = []
     for record in get_cache(str(cache_dir)).list_cache_records():
-        rows.append((Path(record.uri).name, float(record.data.get("execution_seconds", float("nan")))))
+        rows.append(
+            (
+                Path(record.uri).name,
+                float(record.data.get("execution_seconds", float("nan"))),
+            )
+        )
     return sorted(rows)
 
 
 def executed_notebook(build_dir: Path, name: str) -> dict:
-    """The executed copy of notebook ``name`` (e.g. ``"fermi.ipynb"``) stored in a build's cache."""
+    """The executed copy of notebook ``name`` (e.g. ``"fermi.ipynb"``)
+    stored in a build's cache.
+    """
     import nbformat
     from jupyter_cache import get_cache
 
@@ -210,10 +273,17 @@ def executed_notebook(build_dir: Path, name: str) -> dict:
 
 
 def format_times(rows: list[tuple[str, float]], limit_s: float = 180.0) -> str:
-    """A plain-text table of notebook execution times, flagging any over ``limit_s``."""
+    """A plain-text table of notebook execution times, flagging any over
+    ``limit_s``.
+    """
     width = max([len(name) for name, _ in rows] + [len("notebook")])
-    lines = [f"{'notebook':<{width}}  seconds  within {limit_s:.0f} s", "-" * (width + 27)]
+    lines = [
+        f"{'notebook':<{width}}  seconds  within {limit_s:.0f} s",
+        "-" * (width + 27),
+    ]
     for name, sec in rows:
-        lines.append(f"{name:<{width}}  {sec:7.1f}  {'yes' if sec < limit_s else 'NO'}")
+        lines.append(
+            f"{name:<{width}}  {sec:7.1f}  {'yes' if sec < limit_s else 'NO'}"
+        )
     lines.append(f"{'total':<{width}}  {sum(s for _, s in rows):7.1f}")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
-"""Optional extras: install what a notebook needs when it is missing (as in a fresh Colab runtime).
+"""Optional extras: install what a notebook needs when it is missing (as in a
+fresh Colab runtime).
 
-The version ranges are read from the installed package's own metadata (``pyproject.toml``'s
-``[project.optional-dependencies]``), so they are written in one place. torch is never
-installed or replaced: Colab's own build is kept.
+The version ranges are read from the installed package's own metadata
+(``pyproject.toml``'s ``[project.optional-dependencies]``), so they are written
+in one place. torch is never installed or replaced: Colab's own build is kept.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
 
 
 def extra_requirements(extra: str) -> list[str]:
-    """The requirement strings of ``extra`` from the package metadata, torch left out.
+    """The requirement strings of ``extra`` from the package metadata, torch
+    left out.
 
     Raises ``ValueError`` for an extra the package does not define.
     """
     if extra not in EXTRA_MODULES:
-        raise ValueError(f"extra must be one of {sorted(EXTRA_MODULES)}, got {extra!r}")
+        raise ValueError(
+            f"extra must be one of {sorted(EXTRA_MODULES)}, got {extra!r}"
+        )
     found = []
     for req in importlib.metadata.requires("llmbook") or []:
         spec, _, marker = req.partition(";")
@@ -42,16 +46,27 @@ def extra_requirements(extra: str) -> list[str]:
 def missing_modules(extra: str) -> list[str]:
     """Which of the modules that make up ``extra`` cannot be imported here."""
     if extra not in EXTRA_MODULES:
-        raise ValueError(f"extra must be one of {sorted(EXTRA_MODULES)}, got {extra!r}")
-    return [m for m in EXTRA_MODULES[extra] if importlib.util.find_spec(m) is None]
+        raise ValueError(
+            f"extra must be one of {sorted(EXTRA_MODULES)}, got {extra!r}"
+        )
+    return [
+        m for m in EXTRA_MODULES[extra] if importlib.util.find_spec(m) is None
+    ]
 
 
 def require(extra: str) -> None:
-    """Install ``extra``'s packages with pip when any of its modules is missing; else do nothing."""
+    """Install ``extra``'s packages with pip when any of its modules is
+    missing; else do nothing.
+    """
     missing = missing_modules(extra)
     if not missing:
         return
     reqs = extra_requirements(extra)
-    print(f"installing the book's '{extra}' extra ({', '.join(reqs)}) for {', '.join(missing)}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *reqs], check=True)
+    print(
+        f"installing the book's '{extra}' extra "
+        f"({', '.join(reqs)}) for {', '.join(missing)}"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", *reqs], check=True
+    )
     importlib.invalidate_caches()

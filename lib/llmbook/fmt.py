@@ -1,4 +1,5 @@
-"""Number formatting for glued prose: scientific notation, money, bytes, durations.
+"""Number formatting for glued prose: scientific notation, money, bytes,
+durations.
 
 Every number in the book's prose is produced by one of these functions from a
 computed value, so the rounding rules live in one place.
@@ -14,7 +15,8 @@ _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def sig(x: float, digits: int = 3) -> str:
-    """Round ``x`` to ``digits`` significant figures and print it plainly, with thousands separators.
+    """Round ``x`` to ``digits`` significant figures and print it plainly, with
+    thousands separators.
 
     >>> sig(1234.5678, 3)
     '1,230'
@@ -26,9 +28,12 @@ def sig(x: float, digits: int = 3) -> str:
     if x == 0:
         return "0"
     exponent = math.floor(math.log10(abs(x)))
-    places = digits - 1 - exponent  # may be negative: round(66182, -2) == 66200
+    places = (
+        digits - 1 - exponent
+    )  # may be negative: round(66182, -2) == 66200
     rounded = round(x, places)
-    # Rounding can carry into a new power of ten (9.99 -> 10.0): one decimal fewer then.
+    # Rounding can carry into a new power of ten (9.99 -> 10.0): one decimal
+    # fewer then.
     if rounded != 0 and math.floor(math.log10(abs(rounded))) != exponent:
         places -= 1
         rounded = round(x, places)
@@ -38,9 +43,11 @@ def sig(x: float, digits: int = 3) -> str:
 
 
 def sci(x: float, digits: int = 2) -> str:
-    """Scientific notation with a Unicode exponent, e.g. ``sci(1.7e15) == '1.7 × 10¹⁵'``.
+    """Scientific notation with a Unicode exponent, e.g. ``sci(1.7e15) == '1.7
+    × 10¹⁵'``.
 
-    Numbers between 0.01 and 10 000 are printed plainly (``sig``), which reads better in prose.
+    Numbers between 0.01 and 10 000 are printed plainly (``sig``), which reads
+    better in prose.
     """
     x = as_float("x", x)
     digits = positive_int("digits", digits)
@@ -57,7 +64,9 @@ _SCALES = [(1e12, "trillion"), (1e9, "billion"), (1e6, "million")]
 
 
 def words(x: float, digits: int = 3) -> str:
-    """Large counts in words: ``words(2.1e11) == '210 billion'``; small ones via ``sig``."""
+    """Large counts in words: ``words(2.1e11) == '210 billion'``; small ones
+    via ``sig``.
+    """
     x = as_float("x", x)
     for scale, name in _SCALES:
         if abs(x) >= scale:
@@ -68,15 +77,26 @@ def words(x: float, digits: int = 3) -> str:
 
 
 def usd(x: float, digits: int = 3) -> str:
-    """US dollars in words: ``usd(2.1e11) == '210 billion USD'``, ``usd(18.18) == '18.2 USD'``."""
+    """US dollars in words: ``usd(2.1e11) == '210 billion USD'``,
+    ``usd(18.18) == '18.2 USD'``.
+    """
     return f"{words(x, digits)} USD"
 
 
-_BYTE_UNITS = [(1e18, "EB"), (1e15, "PB"), (1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")]
+_BYTE_UNITS = [
+    (1e18, "EB"),
+    (1e15, "PB"),
+    (1e12, "TB"),
+    (1e9, "GB"),
+    (1e6, "MB"),
+    (1e3, "kB"),
+]
 
 
 def nbytes(x: float, digits: int = 3) -> str:
-    """Bytes with decimal SI prefixes (1 GB = 10⁹ B, as GPU and disk vendors count)."""
+    """Bytes with decimal SI prefixes (1 GB = 10⁹ B, as GPU and disk vendors
+    count).
+    """
     x = as_float("x", x)
     for scale, unit in _BYTE_UNITS:
         if abs(x) >= scale:
@@ -85,9 +105,16 @@ def nbytes(x: float, digits: int = 3) -> str:
 
 
 def duration(seconds: float, digits: int = 3) -> str:
-    """A duration in the largest unit that keeps the number >= 1 (s, min, h, days, years)."""
+    """A duration in the largest unit that keeps the number >= 1 (s, min, h,
+    days, years).
+    """
     s = as_float("seconds", seconds)
-    for scale, unit in [(365.25 * 86400, "years"), (86400, "days"), (3600, "hours"), (60, "minutes")]:
+    for scale, unit in [
+        (365.25 * 86400, "years"),
+        (86400, "days"),
+        (3600, "hours"),
+        (60, "minutes"),
+    ]:
         if abs(s) >= scale:
             return f"{sig(s / scale, digits)} {unit}"
     return f"{sig(s, digits)} s"

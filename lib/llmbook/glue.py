@@ -1,10 +1,12 @@
-"""A shim around ``myst_nb.glue`` so notebooks also run where myst-nb is missing (Colab).
+"""A shim around ``myst_nb.glue`` so notebooks also run where myst-nb is
+missing (Colab).
 
-In the book build, ``glue`` stores a value in the notebook's outputs and the prose
-pastes it with ``{glue:text}``. Where myst-nb is missing the value is printed as
-``name = value``, so a reader of the notebook sees every number the prose would quote.
-A matplotlib figure is shown exactly once, in the cell that glues it, and then closed,
-so the inline backend does not show it a second time.
+In the book build, ``glue`` stores a value in the notebook's outputs and the
+prose pastes it with ``{glue:text}``. Where myst-nb is missing the value is
+printed as ``name = value``, so a reader of the notebook sees every number the
+prose would quote. A matplotlib figure is shown exactly once, in the cell that
+glues it, and then closed, so the inline backend does not show it a second
+time.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ def _is_figure(value: Any) -> bool:
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """Record ``value`` under ``name`` for the prose; return nothing (it is a side effect).
+    """Record ``value`` under ``name`` for the prose; return nothing (it is a
+    side effect).
 
     Args:
-        name: the key the chapter pages paste (``{glue:text}`notebook.ipynb::name```).
-        value: a string (pasted as it is), a number (pasted via its repr) or a matplotlib
+        name: the key the chapter pages paste
+            (``{glue:text}`notebook.ipynb::name```).
+        value: a string (pasted as it is), a number (pasted via its repr) or a
+            matplotlib
             figure (shown once here, pasted as an image, then closed).
-        display: also show a non-figure value as the cell's output (as ``myst_nb.glue`` does).
+        display: also show a non-figure value as the cell's output (as
+            ``myst_nb.glue`` does).
 
     Raises ``ValueError`` for an empty ``name``.
     """
@@ -51,8 +57,11 @@ def glue(name: str, value: Any, display: bool = False) -> None:
         else:
             try:
                 from IPython.display import display as ipy_display
+
                 ipy_display(value)
-            except ImportError:  # pragma: no cover - plain Python without IPython
+            except (
+                ImportError
+            ):  # pragma: no cover - plain Python without IPython
                 pass
         plt.close(value)
         return
@@ -68,14 +77,19 @@ def has_myst_nb() -> bool:
 
 
 def read_glued(notebook: str | Path | dict) -> dict[str, str]:
-    """Return ``{key: text/plain}`` for every value glued in an executed notebook.
+    """Return ``{key: text/plain}`` for every value glued in an executed
+    notebook.
 
-    Accepts a path to an ``.ipynb`` file or an already loaded notebook dict. Strings
-    come back without their quotes, as the book pastes them.
+    Accepts a path to an ``.ipynb`` file or an already loaded notebook dict.
+    Strings come back without their quotes, as the book pastes them.
     """
     from ast import literal_eval
 
-    nb = notebook if isinstance(notebook, dict) else json.loads(Path(notebook).read_text())
+    nb = (
+        notebook
+        if isinstance(notebook, dict)
+        else json.loads(Path(notebook).read_text())
+    )
     found: dict[str, str] = {}
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []):
@@ -83,7 +97,9 @@ def read_glued(notebook: str | Path | dict) -> dict[str, str]:
             key = scrap.get("name")
             if key is None:
                 continue
-            text = out.get("data", {}).get(scrap.get("mime_prefix", "") + "text/plain", "")
+            text = out.get("data", {}).get(
+                scrap.get("mime_prefix", "") + "text/plain", ""
+            )
             text = "".join(text) if isinstance(text, list) else text
             try:
                 value = literal_eval(text)

@@ -1,4 +1,5 @@
-"""One plotting style for the whole book: readable fonts, a colour-blind-safe palette,
+"""One plotting style for the whole book: readable fonts, a colour-blind-safe
+palette,
 labelled axes with units, log scales where values span decades."""
 
 from __future__ import annotations
@@ -7,8 +8,18 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-# Okabe & Ito (2008), "Color Universal Design": distinguishable with the common colour-vision deficiencies.
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+# Okabe & Ito (2008), "Color Universal Design": distinguishable with the common
+# colour-vision deficiencies.
+PALETTE = [
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+]
 
 STYLE = {
     "figure.figsize": (6.4, 4.0),
@@ -31,14 +42,18 @@ STYLE = {
 def use_style(image_format: str = "svg") -> None:
     """Apply the book's matplotlib style to every later figure in this session.
 
-    Inside a Jupyter kernel, figures are also rendered as ``image_format``: ``"svg"``
-    (the default: sharp at any zoom and in print) or ``"retina"`` (PNG at twice the
-    resolution, for figures with too many points for SVG).
+    Inside a Jupyter kernel, figures are also rendered as ``image_format``:
+    ``"svg"`` (the default: sharp at any zoom and in print) or ``"retina"``
+    (PNG at twice the resolution, for figures with too many points for SVG).
     """
     if image_format not in ("svg", "retina"):
-        raise ValueError(f"image_format must be 'svg' or 'retina', got {image_format!r}")
+        raise ValueError(
+            f"image_format must be 'svg' or 'retina', got {image_format!r}"
+        )
     mpl.rcParams.update(STYLE)
-    mpl.rcParams["svg.fonttype"] = "none"  # text stays text in the SVG: smaller, searchable
+    mpl.rcParams["svg.fonttype"] = (
+        "none"  # text stays text in the SVG: smaller, searchable
+    )
     try:
         from IPython import get_ipython
         from matplotlib_inline.backend_inline import set_matplotlib_formats
@@ -49,19 +64,34 @@ def use_style(image_format: str = "svg") -> None:
 
 
 def spans_decades(values, decades: float = 2.0) -> bool:
-    """True when the positive ``values`` span at least ``decades`` powers of ten (use a log axis)."""
+    """True when the positive ``values`` span at least ``decades`` powers of
+    ten (use a log axis).
+    """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
     return v.size > 1 and np.log10(v.max() / v.min()) >= decades
 
 
-def new_axes(xlabel: str, ylabel: str, title: str, *, logx: bool = False, logy: bool = False,
-             figsize: tuple[float, float] | None = None):
-    """Return ``(fig, ax)`` with labelled axes and a title; the labels must carry units.
+def new_axes(
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    *,
+    logx: bool = False,
+    logy: bool = False,
+    figsize: tuple[float, float] | None = None,
+):
+    """Return ``(fig, ax)`` with labelled axes and a title; the labels must
+    carry units.
 
-    Raises ``ValueError`` for an empty label, so an unlabelled figure cannot slip in.
+    Raises ``ValueError`` for an empty label, so an unlabelled figure cannot
+    slip in.
     """
-    for arg, text in (("xlabel", xlabel), ("ylabel", ylabel), ("title", title)):
+    for arg, text in (
+        ("xlabel", xlabel),
+        ("ylabel", ylabel),
+        ("title", title),
+    ):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{arg} must be a non-empty string")
     use_style()
@@ -76,13 +106,26 @@ def new_axes(xlabel: str, ylabel: str, title: str, *, logx: bool = False, logy: 
     return fig, ax
 
 
-def heatmap(ax, matrix, *, xlabels=None, ylabels=None, title: str = "", signed: bool | None = None,
-            annotate: bool = True, fmt: str = "{:.2f}", vmin: float | None = None, vmax: float | None = None):
-    """Draw a matrix on ``ax``; signed data get a diverging map centred at 0, others viridis.
+def heatmap(
+    ax,
+    matrix,
+    *,
+    xlabels=None,
+    ylabels=None,
+    title: str = "",
+    signed: bool | None = None,
+    annotate: bool = True,
+    fmt: str = "{:.2f}",
+    vmin: float | None = None,
+    vmax: float | None = None,
+):
+    """Draw a matrix on ``ax``; signed data get a diverging map centred at 0,
+    others viridis.
 
-    Pass the same ``vmin``/``vmax`` to every panel that is meant to be compared, so they
-    share one colour scale (for signed data the scale is symmetric, ``±max(|vmin|, |vmax|)``).
-    Returns the image so a colour bar can be added. Annotates cells (8 pt) when the matrix is small.
+    Pass the same ``vmin``/``vmax`` to every panel that is meant to be
+    compared, so they share one colour scale (for signed data the scale is
+    symmetric, ``±max(|vmin|, |vmax|)``). Returns the image so a colour bar can
+    be added. Annotates cells (8 pt) when the matrix is small.
     """
     M = np.asarray(matrix, dtype=float)
     if M.ndim != 2:
@@ -107,7 +150,16 @@ def heatmap(ax, matrix, *, xlabels=None, ylabels=None, title: str = "", signed: 
             if np.isfinite(v):
                 t = (v - lo) / ((hi - lo) or 1.0)
                 light = abs(2 * t - 1) > 0.6 if signed else t < 0.5
-                ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8, color="white" if light else "black")
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(v),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if light else "black",
+                )
     return im
+
 
 use_style()  # importing the plotting module sets the book style (and SVG output in a kernel)

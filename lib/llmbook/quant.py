@@ -1,13 +1,17 @@
-"""Quantization by hand: k-means codebooks and linear (scale and zero-point) integer arithmetic.
+"""Quantization by hand: k-means codebooks and linear (scale and zero-point)
+integer arithmetic.
 
-The book's one quantization module. It holds the general building blocks (integer ranges for
-any bit width, scale and zero point from the endpoint equations, quantize and dequantize,
-per-channel symmetric weights, int32 bias, fixed-point rescaling, k-means codebooks) and, on
-top of them, integer-only inference of the small CNN of :mod:`llmbook.cnn`.
+The book's one quantization module. It holds the general building blocks
+(integer ranges for any bit width, scale and zero point from the endpoint
+equations, quantize and dequantize, per-channel symmetric weights, int32 bias,
+fixed-point rescaling, k-means codebooks) and, on top of them, integer-only
+inference of the small CNN of :mod:`llmbook.cnn`.
 Derivations: chapter "Pruning and quantization", hw11-q7b-i to hw11-q7b-vii.
 
-Conventions: a real value ``r`` is represented by an integer ``q`` as ``r = S (q - Z)`` with a
-positive float scale ``S`` and an integer zero point ``Z`` in the integer range.
+Conventions: a real value ``r`` is represented by an integer ``q`` as ``r = S
+    (q - Z)`` with a
+positive float scale ``S`` and an integer zero point ``Z`` in the integer
+range.
 """
 
 from __future__ import annotations
@@ -26,22 +30,33 @@ def _check_bits(bits: int) -> int:
     return int(bits)
 
 
-# --- integer ranges, scale and zero point ------------------------------------------------------
+# --- integer ranges, scale and zero point
+# ------------------------------------------------------
+
 
 def qrange(bits: int, signed: bool = True) -> tuple[int, int]:
-    """The integer range ``(q_min, q_max)`` of ``bits``-bit integers: ``(-2^(b-1), 2^(b-1) - 1)``
+    """The integer range ``(q_min, q_max)`` of ``bits``-bit integers:
+    ``(-2^(b-1), 2^(b-1) - 1)``
     when ``signed``, else ``(0, 2^b - 1)``."""
     bits = _check_bits(bits)
-    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    return (
+        (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        if signed
+        else (0, 2**bits - 1)
+    )
 
 
-def scale_zero_point(r_min: float, r_max: float, bits: int = 8, signed: bool = True):
-    """Scale ``S`` and zero point ``Z`` that map ``[r_min, r_max]`` onto the ``bits``-bit range.
+def scale_zero_point(
+    r_min: float, r_max: float, bits: int = 8, signed: bool = True
+):
+    """Scale ``S`` and zero point ``Z`` that map ``[r_min, r_max]`` onto the
+    ``bits``-bit range.
 
-    From the endpoint equations ``r_max = S (q_max - Z)`` and ``r_min = S (q_min - Z)``:
-    subtracting gives ``S = (r_max - r_min) / (q_max - q_min)``; then
-    ``Z = round(q_min - r_min / S)``, an integer so that ``r = 0`` is represented exactly.
-    The range is first widened to contain 0 (hw11-q7b-iv, v). Returns ``(S, Z)`` as (float, int).
+    From the endpoint equations ``r_max = S (q_max - Z)`` and ``r_min = S
+    (q_min - Z)``: subtracting gives ``S = (r_max - r_min) / (q_max - q_min)``;
+    then ``Z = round(q_min - r_min / S)``, an integer so that ``r = 0`` is
+    represented exactly. The range is first widened to contain 0 (hw11-q7b-iv,
+    v). Returns ``(S, Z)`` as (float, int).
     """
     q_min, q_max = qrange(bits, signed)
     r_min, r_max = min(float(r_min), 0.0), max(float(r_max), 0.0)
@@ -57,13 +72,20 @@ def storage_dtype(bits: int, signed: bool = True) -> torch.dtype:
     bits = _check_bits(bits)
     if bits <= 8:
         return torch.int8 if signed else torch.uint8
-    return torch.int16 if bits <= 16 and signed else torch.int32 if bits <= 32 else torch.int64
+    return (
+        torch.int16
+        if bits <= 16 and signed
+        else torch.int32 if bits <= 32 else torch.int64
+    )
 
 
-def linear_quantize(r: torch.Tensor, scale, zero_point, bits: int = 8, signed: bool = True):
+def linear_quantize(
+    r: torch.Tensor, scale, zero_point, bits: int = 8, signed: bool = True
+):
     """``q = clamp(round(r / S) + Z, q_min, q_max)`` in :func:`storage_dtype`.
 
-    ``scale`` and ``zero_point`` may be tensors that broadcast against ``r`` (per channel).
+    ``scale`` and ``zero_point`` may be tensors that broadcast against ``r``
+    (per channel).
     """
     q_min, q_max = qrange(bits, signed)
     q = torch.round(r / scale) + zero_point
@@ -75,55 +97,89 @@ def linear_dequantize(q: torch.Tensor, scale, zero_point) -> torch.Tensor:
     return scale * (q.to(torch.float32) - zero_point)
 
 
-def symmetric_weight_scale(weight: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Per-output-channel symmetric scales ``S_c = max |w_c| / q_max`` (zero point 0).
+def symmetric_weight_scale(
+    weight: torch.Tensor, bits: int = 8
+) -> torch.Tensor:
+    """Per-output-channel symmetric scales ``S_c = max |w_c| / q_max`` (zero
+    point 0).
 
     Args:
-        weight: ``(C_out, ...)``. Returns ``(C_out,)`` float32. With ``Z = 0`` the range
-        ``[-max|w_c|, max|w_c|]`` maps onto ``[-q_max, q_max]`` (``q_min`` unused).
+        weight: ``(C_out, ...)``. Returns ``(C_out,)`` float32. With ``Z = 0``
+            the range
+        ``[-max|w_c|, max|w_c|]`` maps onto ``[-q_max, q_max]`` (``q_min``
+        unused).
     """
     _, q_max = qrange(bits, True)
     w_max = weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1)
-    return torch.where(w_max > 0, w_max / max(q_max, 1), torch.ones_like(w_max))
+    return torch.where(
+        w_max > 0, w_max / max(q_max, 1), torch.ones_like(w_max)
+    )
 
 
 def quantize_weight(weight: torch.Tensor, bits: int = 8):
-    """Symmetric per-output-channel quantization: returns ``(q_w, S_w)``, ``q_w`` of weight's shape."""
+    """Symmetric per-output-channel quantization: returns ``(q_w, S_w)``,
+    ``q_w`` of weight's shape.
+    """
     scale = symmetric_weight_scale(weight, bits)
     shape = (-1,) + (1,) * (weight.dim() - 1)
-    return linear_quantize(weight.detach(), scale.reshape(shape), 0, bits, True), scale
+    return (
+        linear_quantize(weight.detach(), scale.reshape(shape), 0, bits, True),
+        scale,
+    )
 
 
-def quantize_bias(bias: torch.Tensor, weight_scale: torch.Tensor, input_scale: float):
-    """int32 bias ``q_b = round(b / (S_W S_X))`` with zero point 0, so it adds straight onto the
-    int32 accumulator of ``sum q_w (q_x - Z_x)``, whose scale is ``S_W S_X``."""
-    return torch.round(bias.detach() / (weight_scale * input_scale)).to(torch.int32)
+def quantize_bias(
+    bias: torch.Tensor, weight_scale: torch.Tensor, input_scale: float
+):
+    """int32 bias ``q_b = round(b / (S_W S_X))`` with zero point 0, so it adds
+    straight onto the int32 accumulator of ``sum q_w (q_x - Z_x)``, whose scale
+    is ``S_W S_X``.
+    """
+    return torch.round(bias.detach() / (weight_scale * input_scale)).to(
+        torch.int32
+    )
 
 
 def fixed_point_multiplier(m: torch.Tensor, bits: int = 31):
-    """Write each positive real multiplier as ``m = m0 * 2^-shift`` with integer
-    ``m0`` in ``[2^(bits-1), 2^bits)``. Returns ``(m0, shift)`` as int64 tensors."""
+    """Write each positive real multiplier as ``m = m0 * 2^-shift`` with
+    integer ``m0`` in ``[2^(bits-1), 2^bits)``. Returns ``(m0, shift)`` as
+    int64 tensors.
+    """
     m = torch.as_tensor(m, dtype=torch.float64)
     if (m <= 0).any():
         raise ValueError("m must be positive")
-    exponent = torch.floor(torch.log2(m)) + 1                    # m = f 2^exponent, f in [0.5, 1)
+    exponent = (
+        torch.floor(torch.log2(m)) + 1
+    )  # m = f 2^exponent, f in [0.5, 1)
     m0 = torch.round(m * 2.0 ** (bits - exponent)).to(torch.int64)
     shift = (bits - exponent).to(torch.int64)
-    carry = m0 >= 2 ** bits                                       # rounding up to 2^bits
-    return torch.where(carry, m0 // 2, m0), torch.where(carry, shift - 1, shift)
+    carry = m0 >= 2**bits  # rounding up to 2^bits
+    return torch.where(carry, m0 // 2, m0), torch.where(
+        carry, shift - 1, shift
+    )
 
 
-def rescale(acc: torch.Tensor, m0, shift, zero_point: int, bits: int = 8, signed: bool = True):
-    """Integer-only requantization ``q = clamp(Z + round(acc * m0 / 2^shift))``.
+def rescale(
+    acc: torch.Tensor,
+    m0,
+    shift,
+    zero_point: int,
+    bits: int = 8,
+    signed: bool = True,
+):
+    """Integer-only requantization ``q = clamp(Z + round(acc * m0 /
+    2^shift))``.
 
     Args:
         acc: int32 accumulator ``(B, C, ...)``; ``m0``, ``shift``: from
             :func:`fixed_point_multiplier`, scalars or ``(C,)`` (per channel).
-    The product is formed in int64 and rounded half up by adding ``2^(shift-1)`` before the
-    arithmetic right shift: no float anywhere.
+    The product is formed in int64 and rounded half up by adding
+    ``2^(shift-1)`` before the arithmetic right shift: no float anywhere.
     """
     shape = (1, -1) + (1,) * (acc.dim() - 2)
-    m0 = torch.as_tensor(m0, dtype=torch.int64).reshape(shape if torch.numel(torch.as_tensor(m0)) > 1 else ())
+    m0 = torch.as_tensor(m0, dtype=torch.int64).reshape(
+        shape if torch.numel(torch.as_tensor(m0)) > 1 else ()
+    )
     shift = torch.as_tensor(shift, dtype=torch.int64).reshape(m0.shape)
     prod = acc.to(torch.int64) * m0
     q = ((prod + (1 << (shift - 1))) >> shift) + zero_point
@@ -131,27 +187,38 @@ def rescale(acc: torch.Tensor, m0, shift, zero_point: int, bits: int = 8, signed
     return q.clamp(q_min, q_max).to(storage_dtype(bits, signed))
 
 
-# --- k-means (codebook) quantization ----------------------------------------------------------
+# --- k-means (codebook) quantization
+# ----------------------------------------------------------
 
-def kmeans_codebook(weight: torch.Tensor, bits: int, iters: int = 25, init: str = "quantile"):
-    """1-D k-means (Lloyd) of ``weight``'s entries into ``k = min(2^bits, numel)`` clusters.
 
-    Centroids start at ``k`` evenly spaced quantiles of the weights (deterministic, and every
-    cluster starts with at least one weight; evenly spaced *values* would leave the clusters in
-    the sparse tails empty and waste codes: ``init="linspace"`` shows it); each iteration assigns
-    every weight to its nearest centroid (a bucket search between sorted centroids) and moves
-    each centroid to the mean of its cluster (an empty cluster keeps its place).
-    Returns ``(codebook (k,), labels)`` with ``labels`` int64 of ``weight``'s shape; the
-    quantized tensor ``codebook[labels]`` has at most ``2^bits`` distinct values (hw11-q7b-ii).
+def kmeans_codebook(
+    weight: torch.Tensor, bits: int, iters: int = 25, init: str = "quantile"
+):
+    """1-D k-means (Lloyd) of ``weight``'s entries into ``k = min(2^bits,
+    numel)`` clusters.
+
+    Centroids start at ``k`` evenly spaced quantiles of the weights
+    (deterministic, and every cluster starts with at least one weight; evenly
+    spaced *values* would leave the clusters in the sparse tails empty and
+    waste codes: ``init="linspace"`` shows it); each iteration assigns every
+    weight to its nearest centroid (a bucket search between sorted centroids)
+    and moves each centroid to the mean of its cluster (an empty cluster keeps
+    its place). Returns ``(codebook (k,), labels)`` with ``labels`` int64 of
+    ``weight``'s shape; the quantized tensor ``codebook[labels]`` has at most
+    ``2^bits`` distinct values (hw11-q7b-ii).
     """
     k = min(2 ** _check_bits(bits), weight.numel())
     w = weight.detach().flatten().to(torch.float32)
     if init == "quantile":
-        codebook = w.sort().values[torch.linspace(0, w.numel() - 1, k).round().long()]
+        codebook = w.sort().values[
+            torch.linspace(0, w.numel() - 1, k).round().long()
+        ]
     elif init == "linspace":
         codebook = torch.linspace(float(w.min()), float(w.max()), k)
     else:
-        raise ValueError(f"init must be 'quantile' or 'linspace', got {init!r}")
+        raise ValueError(
+            f"init must be 'quantile' or 'linspace', got {init!r}"
+        )
     for _ in range(iters):
         labels = assign_to_codebook(w, codebook)
         codebook = update_codebook(w, labels, codebook)
@@ -159,18 +226,26 @@ def kmeans_codebook(weight: torch.Tensor, bits: int, iters: int = 25, init: str 
     return codebook, assign_to_codebook(w, codebook).reshape(weight.shape)
 
 
-def assign_to_codebook(weight: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest entry of the sorted ``codebook`` for every entry of ``weight``."""
+def assign_to_codebook(
+    weight: torch.Tensor, codebook: torch.Tensor
+) -> torch.Tensor:
+    """Index of the nearest entry of the sorted ``codebook`` for every entry
+    of ``weight``.
+    """
     mids = (codebook[1:] + codebook[:-1]) / 2
     return torch.bucketize(weight.detach(), mids)
 
 
-def update_codebook(weight: torch.Tensor, labels: torch.Tensor, codebook: torch.Tensor):
-    """Each centroid becomes the mean of the weights labelled with it (empty clusters unchanged).
+def update_codebook(
+    weight: torch.Tensor, labels: torch.Tensor, codebook: torch.Tensor
+):
+    """Each centroid becomes the mean of the weights labelled with it (empty
+    clusters unchanged).
 
-    In quantization-aware training this is the centroid update: after an SGD step
-    ``w <- c[label] - lr g``, the mean of a cluster is ``c - lr mean(g over the cluster)``, so the
-    centroid follows the average gradient of its weights (Han et al., Deep Compression).
+    In quantization-aware training this is the centroid update: after an SGD
+    step ``w <- c[label] - lr g``, the mean of a cluster is ``c - lr mean(g
+    over the cluster)``, so the centroid follows the average gradient of its
+    weights (Han et al., Deep Compression).
     """
     k = codebook.numel()
     w, lab = weight.detach().flatten().to(torch.float32), labels.flatten()
@@ -181,10 +256,12 @@ def update_codebook(weight: torch.Tensor, labels: torch.Tensor, codebook: torch.
 
 @torch.no_grad()
 def kmeans_quantize_model(model: nn.Module, bits: int, layers=None) -> dict:
-    """Replace every conv/linear weight (or those named in ``layers``) by its k-means codebook values.
+    """Replace every conv/linear weight (or those named in ``layers``) by its
+    k-means codebook values.
 
-    Returns layer name -> ``(codebook, labels)``, the state :func:`kmeans_qat_callback` needs.
-    Raises ``ValueError`` naming an unknown layer.
+    Returns layer name -> ``(codebook, labels)``, the state
+    :func:`kmeans_qat_callback` needs. Raises ``ValueError`` naming an unknown
+    layer.
     """
     from .prune import prunable_layers
 
@@ -192,7 +269,9 @@ def kmeans_quantize_model(model: nn.Module, bits: int, layers=None) -> dict:
     state = {}
     for name in layers or list(all_layers):
         if name not in all_layers:
-            raise ValueError(f"layer must be one of {sorted(all_layers)}, got {name!r}")
+            raise ValueError(
+                f"layer must be one of {sorted(all_layers)}, got {name!r}"
+            )
         w = all_layers[name].weight
         codebook, labels = kmeans_codebook(w, bits)
         w.copy_(codebook[labels])
@@ -201,8 +280,9 @@ def kmeans_quantize_model(model: nn.Module, bits: int, layers=None) -> dict:
 
 
 def kmeans_qat_callback(state: dict):
-    """A ``callback(model)`` for :func:`llmbook.cnn.train`: after each optimizer step, move each
-    centroid to the mean of its cluster's updated weights and snap the weights back onto the
+    """A ``callback(model)`` for :func:`llmbook.cnn.train`: after each
+    optimizer step, move each centroid to the mean of its cluster's updated
+    weights and snap the weights back onto the
     codebook (cluster labels stay fixed). ``state`` is updated in place."""
     from .prune import prunable_layers
 
@@ -218,55 +298,79 @@ def kmeans_qat_callback(state: dict):
     return callback
 
 
-def storage_bits(n_weights: int, bits: int, scheme: str, n_channels: int = 1) -> int:
-    """Bits to store one layer's weights: ``n bits`` plus the side information of ``scheme``.
+def storage_bits(
+    n_weights: int, bits: int, scheme: str, n_channels: int = 1
+) -> int:
+    """Bits to store one layer's weights: ``n bits`` plus the side information
+    of ``scheme``.
 
-    ``"kmeans"``: a float32 codebook of ``2^bits`` entries; ``"linear"``: one float32 scale per
+    ``"kmeans"``: a float32 codebook of ``2^bits`` entries; ``"linear"``: one
+        float32 scale per
     output channel (zero point 0); ``"float32"``: 32 bits per weight.
     """
     bits = _check_bits(bits)
     if scheme == "kmeans":
-        return n_weights * bits + 32 * min(2 ** bits, n_weights)
+        return n_weights * bits + 32 * min(2**bits, n_weights)
     if scheme == "linear":
         return n_weights * bits + 32 * n_channels
     if scheme == "float32":
         return 32 * n_weights
-    raise ValueError(f"scheme must be 'kmeans', 'linear' or 'float32', got {scheme!r}")
+    raise ValueError(
+        f"scheme must be 'kmeans', 'linear' or 'float32', got {scheme!r}"
+    )
 
 
-# --- integer-only inference of the CNN -------------------------------------------------------
+# --- integer-only inference of the CNN
+# -------------------------------------------------------
+
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d):
-    """Fold an eval-mode BatchNorm into the conv before it: returns float ``(W', b')`` with
-    ``W'_c = W_c g_c / sqrt(v_c + eps)`` and ``b'_c = beta_c + (b_c - mu_c) g_c / sqrt(v_c + eps)``."""
+    """Fold an eval-mode BatchNorm into the conv before it: returns float
+    ``(W', b')`` with ``W'_c = W_c g_c / sqrt(v_c + eps)`` and ``b'_c = beta_c
+    + (b_c - mu_c) g_c / sqrt(v_c + eps)``.
+    """
     gain = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(gain)
+    bias = (
+        conv.bias.detach() if conv.bias is not None else torch.zeros_like(gain)
+    )
     w = conv.weight.detach() * gain.reshape(-1, 1, 1, 1)
     return w, bn.bias.detach() + (bias - bn.running_mean) * gain
 
 
 def float_stages(model: nn.Module) -> list[dict]:
-    """A :class:`llmbook.cnn.VGG` as a list of float stages with BatchNorm folded into the convs:
-    ``{"kind": "conv", "w", "b", "padding"}`` (each followed by ReLU), ``{"kind": "maxpool"}``,
+    """A :class:`llmbook.cnn.VGG` as a list of float stages with BatchNorm
+    folded into the convs: ``{"kind": "conv", "w", "b", "padding"}`` (each
+    followed by ReLU), ``{"kind": "maxpool"}``,
     ``{"kind": "mean"}`` and ``{"kind": "linear", "w", "b"}``."""
     stages, mods = [], list(model.backbone)
     for i, m in enumerate(mods):
         if isinstance(m, nn.Conv2d):
             w, b = fold_batchnorm(m, mods[i + 1])
-            stages.append({"kind": "conv", "w": w, "b": b, "padding": m.padding[0]})
+            stages.append(
+                {"kind": "conv", "w": w, "b": b, "padding": m.padding[0]}
+            )
         elif isinstance(m, nn.MaxPool2d):
             stages.append({"kind": "maxpool"})
     stages.append({"kind": "mean"})
-    stages.append({"kind": "linear", "w": model.classifier.weight.detach(),
-                   "b": model.classifier.bias.detach()})
+    stages.append(
+        {
+            "kind": "linear",
+            "w": model.classifier.weight.detach(),
+            "b": model.classifier.bias.detach(),
+        }
+    )
     return stages
 
 
 def float_stage(stage: dict, x: torch.Tensor) -> torch.Tensor:
-    """One float stage of :func:`float_stages` (conv stages include their ReLU)."""
+    """One float stage of :func:`float_stages` (conv stages include their
+    ReLU).
+    """
     kind = stage["kind"]
     if kind == "conv":
-        return F.relu(F.conv2d(x, stage["w"], stage["b"], padding=stage["padding"]))
+        return F.relu(
+            F.conv2d(x, stage["w"], stage["b"], padding=stage["padding"])
+        )
     if kind == "maxpool":
         return F.max_pool2d(x, 2)
     if kind == "mean":
@@ -275,14 +379,21 @@ def float_stage(stage: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quantize_cnn(model: nn.Module, x_calib: torch.Tensor, bits: int = 8, input_range=(0.0, 1.0)):
-    """Calibrate and quantize a VGG for integer-only inference (:func:`int_forward`).
+def quantize_cnn(
+    model: nn.Module,
+    x_calib: torch.Tensor,
+    bits: int = 8,
+    input_range=(0.0, 1.0),
+):
+    """Calibrate and quantize a VGG for integer-only inference
+    (:func:`int_forward`).
 
-    Weights: symmetric per output channel (:func:`quantize_weight`); biases int32 with
-    ``S = S_W S_X``; activations: asymmetric, ``(S, Z)`` from the min and max each stage's output
-    takes on the calibration batch ``x_calib`` (the input's from ``input_range``). Each
-    conv/linear/mean stage stores its fixed-point multiplier ``M = S_W S_X / S_Y``.
-    Returns ``(qstages, (S_in, Z_in))``.
+    Weights: symmetric per output channel (:func:`quantize_weight`); biases
+        int32 with
+    ``S = S_W S_X``; activations: asymmetric, ``(S, Z)`` from the min and max
+    each stage's output takes on the calibration batch ``x_calib`` (the input's
+    from ``input_range``). Each conv/linear/mean stage stores its fixed-point
+    multiplier ``M = S_W S_X / S_Y``. Returns ``(qstages, (S_in, Z_in))``.
     """
     bits = _check_bits(bits)
     s_x, z_x = scale_zero_point(*input_range, bits)
@@ -290,7 +401,7 @@ def quantize_cnn(model: nn.Module, x_calib: torch.Tensor, bits: int = 8, input_r
     for st in float_stages(model):
         x = float_stage(st, x)
         q = {"kind": st["kind"], "s_x": s_x, "z_x": z_x}
-        if st["kind"] != "maxpool":                          # max-pool keeps its input's (S, Z)
+        if st["kind"] != "maxpool":  # max-pool keeps its input's (S, Z)
             s_x, z_x = scale_zero_point(float(x.min()), float(x.max()), bits)
         q.update(s_y=s_x, z_y=z_x, bits=bits)
         if "w" in st:
@@ -305,53 +416,81 @@ def quantize_cnn(model: nn.Module, x_calib: torch.Tensor, bits: int = 8, input_r
     return qstages, scale_zero_point(*input_range, bits)
 
 
-def int_conv_accumulate(q_x: torch.Tensor, z_x: int, q_w: torch.Tensor, q_b: torch.Tensor,
-                        padding: int) -> torch.Tensor:
-    """int32 accumulator ``sum q_w (q_x - Z_x) + q_b`` of a conv (a linear layer is a 1 x 1 conv).
+def int_conv_accumulate(
+    q_x: torch.Tensor,
+    z_x: int,
+    q_w: torch.Tensor,
+    q_b: torch.Tensor,
+    padding: int,
+) -> torch.Tensor:
+    """int32 accumulator ``sum q_w (q_x - Z_x) + q_b`` of a conv (a linear
+    layer is a 1 x 1 conv).
 
     Args:
-        q_x: ``(B, C_in, H, W)`` int8; q_w: ``(C_out, C_in, k, k)`` int8; q_b: ``(C_out,)`` int32.
-    Padding uses ``Z_x`` (the integer that means real 0). The products are int8 x int8
-    (``q_w q_x``); the zero-point term ``Z_x sum q_w`` is subtracted once per output channel.
-    Returns ``(B, C_out, H', W')`` int32.
+        q_x: ``(B, C_in, H, W)`` int8; q_w: ``(C_out, C_in, k, k)`` int8; q_b:
+            ``(C_out,)`` int32.
+    Padding uses ``Z_x`` (the integer that means real 0). The products are int8
+    x int8 (``q_w q_x``); the zero-point term ``Z_x sum q_w`` is subtracted
+    once per output channel. Returns ``(B, C_out, H', W')`` int32.
     """
     c_out, _, k, _ = q_w.shape
     x = F.pad(q_x.to(torch.int32), (padding,) * 4, value=z_x)
     h, w = x.shape[2] - k + 1, x.shape[3] - k + 1
-    cols = F.unfold(x.to(torch.float32), k).round().to(torch.int32)  # exact: |q| <= 128 (im2col)
+    cols = (
+        F.unfold(x.to(torch.float32), k).round().to(torch.int32)
+    )  # exact: |q| <= 128 (im2col)
     wm = q_w.reshape(c_out, -1).to(torch.int32)
-    acc = wm @ cols - z_x * wm.sum(dim=1, keepdim=True, dtype=torch.int32) + q_b.reshape(-1, 1)
+    acc = (
+        wm @ cols
+        - z_x * wm.sum(dim=1, keepdim=True, dtype=torch.int32)
+        + q_b.reshape(-1, 1)
+    )
     return acc.reshape(q_x.shape[0], c_out, h, w)
 
 
 def int_stage(q: dict, q_x: torch.Tensor) -> torch.Tensor:
-    """One integer-only stage of :func:`quantize_cnn`: int8 in, int8 out, no float arithmetic.
+    """One integer-only stage of :func:`quantize_cnn`: int8 in, int8 out, no
+    float arithmetic.
 
-    conv: int32 accumulation, fixed-point rescale, clamp to ``[Z_y, q_max]`` (the ReLU: the
-    output zero point is ``q_min`` after calibration on ReLU outputs, so clamping at ``q_min``
-    is clamping at real 0); maxpool: max of integers; mean: int32 sum over pixels, rescaled by
-    ``S_x / (S_y H W)``; linear: as conv, clamped to the full range.
+    conv: int32 accumulation, fixed-point rescale, clamp to ``[Z_y, q_max]``
+        (the ReLU: the
+    output zero point is ``q_min`` after calibration on ReLU outputs, so
+    clamping at ``q_min`` is clamping at real 0); maxpool: max of integers;
+    mean: int32 sum over pixels, rescaled by ``S_x / (S_y H W)``; linear: as
+    conv, clamped to the full range.
     """
     kind, bits = q["kind"], q["bits"]
     if kind == "maxpool":
         return F.max_pool2d(q_x, 2)
     if kind == "mean":
         n = q_x.shape[2] * q_x.shape[3]
-        acc = q_x.to(torch.int32).sum(dim=(2, 3)) - n * q["z_x"]          # (B, C) int32
-        m0, shift = fixed_point_multiplier(torch.tensor(q["s_x"] / (q["s_y"] * n)))
+        acc = (
+            q_x.to(torch.int32).sum(dim=(2, 3)) - n * q["z_x"]
+        )  # (B, C) int32
+        m0, shift = fixed_point_multiplier(
+            torch.tensor(q["s_x"] / (q["s_y"] * n))
+        )
         return rescale(acc, m0, shift, q["z_y"], bits)
     if kind == "linear":
-        acc = int_conv_accumulate(q_x[:, :, None, None], q["z_x"], q["q_w"][:, :, None, None],
-                                  q["q_b"], 0)[:, :, 0, 0]
+        acc = int_conv_accumulate(
+            q_x[:, :, None, None],
+            q["z_x"],
+            q["q_w"][:, :, None, None],
+            q["q_b"],
+            0,
+        )[:, :, 0, 0]
         return rescale(acc, q["m0"], q["shift"], q["z_y"], bits)
     acc = int_conv_accumulate(q_x, q["z_x"], q["q_w"], q["q_b"], q["padding"])
     out = rescale(acc, q["m0"], q["shift"], q["z_y"], bits)
-    return out.clamp(min=q["z_y"])           # ReLU; a no-op when z_y == q_min
+    return out.clamp(min=q["z_y"])  # ReLU; a no-op when z_y == q_min
 
 
 @torch.no_grad()
-def int_forward(qstages: list[dict], q_x: torch.Tensor, keep_all: bool = False):
-    """Run the integer-only CNN on quantized images ``q_x``; return the int8 logits
+def int_forward(
+    qstages: list[dict], q_x: torch.Tensor, keep_all: bool = False
+):
+    """Run the integer-only CNN on quantized images ``q_x``; return the int8
+    logits
     (or, with ``keep_all``, the list of every stage's int8 output)."""
     outs = []
     for q in qstages:
@@ -361,36 +500,53 @@ def int_forward(qstages: list[dict], q_x: torch.Tensor, keep_all: bool = False):
 
 
 def dequantized_stage_reference(q: dict, q_x: torch.Tensor) -> torch.Tensor:
-    """The real-valued output a stage should produce from the dequantized input, weights and bias:
-    the reference the integer stage must match within one output step ``S_y``."""
+    """The real-valued output a stage should produce from the dequantized
+    input, weights and bias: the reference the integer stage must match within
+    one output step ``S_y``.
+    """
     x = linear_dequantize(q_x, q["s_x"], q["z_x"])
     if "q_w" in q:
         shape = (-1,) + (1,) * (q["q_w"].dim() - 1)
         w = linear_dequantize(q["q_w"], q["s_w"].reshape(shape), 0)
         b = q["q_b"].to(torch.float64) * q["s_w"].double() * q["s_x"]
-        st = {"kind": q["kind"], "w": w, "b": b.float(), "padding": q.get("padding", 0)}
+        st = {
+            "kind": q["kind"],
+            "w": w,
+            "b": b.float(),
+            "padding": q.get("padding", 0),
+        }
     else:
         st = {"kind": q["kind"]}
     return float_stage(st, x)
 
 
 @torch.no_grad()
-def torch_ao_ptq(model: nn.Module, x_calib: torch.Tensor, engine: str = "x86") -> nn.Module:
-    """``torch.ao.quantization`` eager-mode post-training static int8 quantization of a VGG.
+def torch_ao_ptq(
+    model: nn.Module, x_calib: torch.Tensor, engine: str = "x86"
+) -> nn.Module:
+    """``torch.ao.quantization`` eager-mode post-training static int8
+    quantization of a VGG.
 
-    Fuses each conv-BN-ReLU, wraps the model in Quant/DeQuant stubs, calibrates the default
-    observers of ``engine`` on ``x_calib`` and converts. A cross-check for :func:`quantize_cnn`.
-    Its deprecation warnings are filtered by message in :mod:`llmbook.quiet`.
+    Fuses each conv-BN-ReLU, wraps the model in Quant/DeQuant stubs, calibrates
+    the default observers of ``engine`` on ``x_calib`` and converts. A
+    cross-check for :func:`quantize_cnn`. Its deprecation warnings are filtered
+    by message in :mod:`llmbook.quiet`.
     """
     import torch.ao.quantization as tq
 
     if engine not in torch.backends.quantized.supported_engines:
-        raise ValueError(f"engine must be one of {torch.backends.quantized.supported_engines}")
+        raise ValueError(
+            "engine must be one of "
+            f"{torch.backends.quantized.supported_engines}"
+        )
     torch.backends.quantized.engine = engine
     m = copy.deepcopy(model).eval()
     mods = list(m.backbone)
-    groups = [[f"backbone.{i}", f"backbone.{i + 1}", f"backbone.{i + 2}"]
-              for i, mod in enumerate(mods) if isinstance(mod, nn.Conv2d)]
+    groups = [
+        [f"backbone.{i}", f"backbone.{i + 1}", f"backbone.{i + 2}"]
+        for i, mod in enumerate(mods)
+        if isinstance(mod, nn.Conv2d)
+    ]
     m = tq.fuse_modules(m, groups)
     wrapped = nn.Sequential(tq.QuantStub(), m, tq.DeQuantStub()).eval()
     wrapped.qconfig = tq.get_default_qconfig(engine)

@@ -1,7 +1,8 @@
-"""Sphinx extension: serve MathJax from the built site instead of a CDN; drop duplicate scripts.
+"""Sphinx extension: serve MathJax from the built site instead of a CDN; drop
+duplicate scripts.
 
-The book builds and is tested offline, and the site should render maths without a
-network. MathJax 3 comes from the ``django-static-mathjax`` wheel (pinned in
+The book builds and is tested offline, and the site should render maths without
+a network. MathJax 3 comes from the ``django-static-mathjax`` wheel (pinned in
 requirements.txt); its ``es5`` folder is copied to ``_static/mathjax``.
 """
 
@@ -29,34 +30,47 @@ def _use_local(app, config) -> None:
 
 def _copy(app, exception) -> None:
     source = _mathjax_es5()
-    if exception is None and source is not None and app.builder.format == "html":
+    if (
+        exception is None
+        and source is not None
+        and app.builder.format == "html"
+    ):
         target = Path(app.outdir) / "_static" / "mathjax"
-        # The speech-rule engine (sre) is only loaded on demand by the accessibility menu.
+        # The speech-rule engine (sre) is only loaded on demand by the
+        # accessibility menu.
         shutil.copytree(source, target, dirs_exist_ok=True)
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
-    # Jupyter Book 1 registers sphinx-thebe's inline config script twice; the second
-    # `const THEBE_JS_URL` declaration is a console error on every page.
+    # Jupyter Book 1 registers sphinx-thebe's inline config script twice; the
+    # second `const THEBE_JS_URL` declaration is a console error on every page.
     seen, unique = set(), []
     for script in context.get("script_files", []):
-        key = (getattr(script, "filename", None) or "", tuple(sorted(getattr(script, "attributes", {}).items())))
+        key = (
+            getattr(script, "filename", None) or "",
+            tuple(sorted(getattr(script, "attributes", {}).items())),
+        )
         if key not in seen:
             seen.add(key)
             unique.append(script)
-    context["script_files"][:] = unique  # in place: later handlers (sphinx.ext.mathjax) append to it
+    context["script_files"][
+        :
+    ] = unique  # in place: later handlers (sphinx.ext.mathjax) append to it
 
 
 PROBLEMS_NOTE = (
-    "This is the problems-only edition: the computations behind the answers are left out. "
+    "This is the problems-only edition: the "
+    "computations behind the answers are left out. "
     "The full edition shows this notebook with its results."
 )
 
 
 def _strip_notebook_in_problems_edition(app, doctree, docname) -> None:
-    # With `hide_solutions`, sphinx-exercise drops every solution block; the notebook pages
-    # are all solution, so only their title and a note remain.
-    if not getattr(app.config, "hide_solutions", False) or not docname.startswith("notebooks/"):
+    # With `hide_solutions`, sphinx-exercise drops every solution block; the
+    # notebook pages are all solution, so only their title and a note remain.
+    if not getattr(
+        app.config, "hide_solutions", False
+    ) or not docname.startswith("notebooks/"):
         return
     from docutils import nodes
 
@@ -72,9 +86,10 @@ def _strip_notebook_in_problems_edition(app, doctree, docname) -> None:
 
 
 def _svg_cross_document_glue() -> None:
-    # myst-nb pastes a figure glued in another document only from PNG/JPEG/GIF/PDF data; an
-    # SVG figure falls through to its text/plain repr ("<Figure size ...>"). Treat SVG like
-    # PNG: the notebook page has already written it to _images under the same hash name.
+    # myst-nb pastes a figure glued in another document only from
+    # PNG/JPEG/GIF/PDF data; an SVG figure falls through to its text/plain repr
+    # ("<Figure size ...>"). Treat SVG like PNG: the notebook page has already
+    # written it to _images under the same hash name.
     import hashlib
     import os
 
@@ -90,8 +105,14 @@ def _svg_cross_document_glue() -> None:
         first = next((m for m in priority_list if m in data), None)
         if first != "image/svg+xml":
             return original(node, output, priority_list, builder, env)
-        text = data[first] if isinstance(data[first], str) else "".join(data[first])
-        digest = hashlib.sha256(os.linesep.join(text.splitlines()).encode("utf-8")).hexdigest()
+        text = (
+            data[first]
+            if isinstance(data[first], str)
+            else "".join(data[first])
+        )
+        digest = hashlib.sha256(
+            os.linesep.join(text.splitlines()).encode("utf-8")
+        ).hexdigest()
         outdir = Path(builder.outdir)
         target = outdir / builder.imagedir / f"{digest}.svg"
         uri = os.path.relpath(target, (outdir / env.docname).parent)
