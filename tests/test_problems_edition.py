@@ -56,3 +56,16 @@ def test_notebook_pages_are_reduced_to_their_titles(problems_html, doc):
     main = main_of(problems_html, doc)
     assert sphinx_ext.PROBLEMS_NOTE in main.get_text(" ")
     assert main.select("div.cell") == [] and main.select("img") == []
+
+
+@pytest.mark.parametrize("doc", [d for d in toc_docnames() if d.startswith("chapters/")])
+def test_key_takeaways_are_left_out(built_book, problems_html, doc):
+    full, problems = main_of(built_book, doc), main_of(problems_html, doc)
+    bullets = [li.get_text(" ").strip() for box in full.select(".admonition.tip")
+               if sphinx_ext.TAKEAWAYS_TITLE in box.get_text() for li in box.select("li")]
+    if not bullets:
+        return
+    text = problems.get_text(" ")
+    assert sphinx_ext.TAKEAWAYS_NOTE in text
+    for bullet in bullets:
+        assert bullet[:60] not in text, f"a key takeaway leaked into the problems edition: {bullet[:60]}"

@@ -494,6 +494,22 @@ def saturating(B, lr_max: float, b_noise: float):
     return lr_max / (1 + b_noise / np.asarray(B, dtype=float))
 
 
+def _log_batch_lr(batch_sizes, lr_star, min_points: int):
+    """log B (n,) and log lr* (..., n), checked: positive, same last axis."""
+    B = positive_array("batch_sizes", batch_sizes)
+    lr = positive_array("lr_star", lr_star)
+    if B.ndim != 1 or lr.shape[-1:] != B.shape or B.size < min_points:
+        raise ValueError(
+            "batch_sizes and lr_star need the same last axis and "
+            f">= {min_points} points"
+        )
+    return np.log(B), np.log(lr)
+
+
+def _scalars_as_floats(out: dict) -> dict:
+    return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
+
+
 def fit_saturating(batch_sizes, lr_star, n_grid: int = 481) -> dict:
     """Least squares in log(lr) of :func:`saturating` for each row of
     ``lr_star`` (..., n_B): returns lr_max, b_noise and the log-RMS error
@@ -504,14 +520,7 @@ def fit_saturating(batch_sizes, lr_star, n_grid: int = 481) -> dict:
     a fine grid around the best point, each refined by :func:`optimal_lr`'s
     parabola.
     """
-    B, lr = positive_array("batch_sizes", batch_sizes), positive_array(
-        "lr_star", lr_star
-    )
-    if B.ndim != 1 or lr.shape[-1:] != B.shape or B.size < 3:
-        raise ValueError(
-            "batch_sizes and lr_star need the same last axis and >= 3 points"
-        )
-    x, y = np.log(B), np.log(lr)
+    x, y = _log_batch_lr(batch_sizes, lr_star, min_points=3)
 
     def fit(log_b):  # log_b (..., n) -> log_lr_max, rms
         shape = -np.logaddexp(
@@ -542,9 +551,7 @@ def fit_saturating(batch_sizes, lr_star, n_grid: int = 481) -> dict:
         "b_noise": np.exp(log_b),
         "log_rms": rms[..., 0],
     }
-    return {
-        key: (float(v) if np.ndim(v) == 0 else v) for key, v in out.items()
-    }
+    return _scalars_as_floats(out)
 
 
 def fit_power_law(batch_sizes, lr_star) -> dict:
@@ -552,22 +559,13 @@ def fit_power_law(batch_sizes, lr_star) -> dict:
     ``lr_star`` (..., n_B): returns coef, exponent and log-RMS error, floats
     for one row.
     """
-    B, lr = positive_array("batch_sizes", batch_sizes), positive_array(
-        "lr_star", lr_star
-    )
-    if B.ndim != 1 or lr.shape[-1:] != B.shape or B.size < 2:
-        raise ValueError(
-            "batch_sizes and lr_star need the same last axis and >= 2 points"
-        )
-    x, y = np.log(B), np.log(lr)
+    x, y = _log_batch_lr(batch_sizes, lr_star, min_points=2)
     xc = x - x.mean()
     k = (y * xc).sum(-1) / (xc**2).sum()
     c = y.mean(-1) - k * x.mean()
     rms = np.sqrt(np.mean((c[..., None] + k[..., None] * x - y) ** 2, axis=-1))
     out = {"coef": np.exp(c), "exponent": k, "log_rms": rms}
-    return {
-        key: (float(v) if np.ndim(v) == 0 else v) for key, v in out.items()
-    }
+    return _scalars_as_floats(out)
 
 
 def fits_with_intervals(optima: dict, level: float = 0.95, keep=None):

@@ -124,6 +124,27 @@ def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
+def _targeted(model: nn.Module, targets, types) -> list[tuple[str, nn.Module]]:
+    """(name, module) of each layer of ``types`` named by ``targets`` (PEFT's
+    rule); ``ValueError`` for an empty list or a target that matches none."""
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    if not targets:
+        raise ValueError("targets must name at least one layer")
+    linears = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, types)
+    ]
+    for t in targets:
+        if not any(_matches(n, t) for n, _ in linears):
+            raise ValueError(f"targets: no nn.Linear named {t!r} in the model")
+    return [(n, m) for n, m in linears if any(_matches(n, t) for t in targets)]
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
 def apply_lora(
     model: nn.Module,
     targets,
@@ -143,31 +164,16 @@ def apply_lora(
     order. Raises ``ValueError`` naming a target that matches no ``nn.Linear``.
     Chapter section cme295-lora ("where to apply").
     """
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    if not targets:
-        raise ValueError("targets must name at least one layer")
+    chosen = _targeted(model, targets, (nn.Linear, NF4Linear))
     for p in model.parameters():
         p.requires_grad_(False)
-    linears = [
-        (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.Linear, NF4Linear))
-    ]
-    for t in targets:
-        if not any(_matches(n, t) for n, _ in linears):
-            raise ValueError(f"targets: no nn.Linear named {t!r} in the model")
-    wrapped = []
-    for name, module in linears:
-        if any(_matches(name, t) for t in targets):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(
-                parent,
-                child,
-                LoRALinear(module, rank, alpha, init, rslora, generator),
-            )
-            wrapped.append(name)
-    return wrapped
+    for name, module in chosen:
+        _replace(
+            model,
+            name,
+            LoRALinear(module, rank, alpha, init, rslora, generator),
+        )
+    return [name for name, _ in chosen]
 
 
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
@@ -475,21 +481,10 @@ def quantize_model_nf4(
     """Replace each ``nn.Linear`` named by ``targets`` (PEFT's matching) by
     an ``NF4Linear``.
     """
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    linears = [
-        (n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)
-    ]
-    for t in targets:
-        if not any(_matches(n, t) for n, _ in linears):
-            raise ValueError(f"targets: no nn.Linear named {t!r} in the model")
-    done = []
-    for name, module in linears:
-        if any(_matches(name, t) for t in targets):
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, NF4Linear(module, block_size, block_size2))
-            done.append(name)
-    return done
+    chosen = _targeted(model, targets, nn.Linear)
+    for name, module in chosen:
+        _replace(model, name, NF4Linear(module, block_size, block_size2))
+    return [name for name, _ in chosen]
 
 
 # ------------------------------------------------- teacher-student: many small

@@ -34,6 +34,21 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
+def select_layers(model: nn.Module, layers=None) -> dict[str, nn.Module]:
+    """The prunable layers named in ``layers`` (default: all of them), by name.
+
+    Raises ``ValueError`` naming a layer that is not a conv or linear layer of
+    ``model``.
+    """
+    available = prunable_layers(model)
+    for name in layers or []:
+        if name not in available:
+            raise ValueError(
+                f"layer must be one of {sorted(available)}, got {name!r}"
+            )
+    return {n: available[n] for n in layers} if layers else available
+
+
 def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     """A 0/1 mask of ``weight``'s shape that zeroes the ``round(sparsity *
     numel)`` smallest |w|.
@@ -113,14 +128,9 @@ def sensitivity_scan(
     Returns layer name -> list of accuracies, one per sparsity. ``model`` is
     restored afterwards.
     """
-    all_layers = prunable_layers(model)
     result = {}
-    for name in layers or list(all_layers):
-        if name not in all_layers:
-            raise ValueError(
-                f"layer must be one of {sorted(all_layers)}, got {name!r}"
-            )
-        w = all_layers[name].weight
+    for name, layer in select_layers(model, layers).items():
+        w = layer.weight
         original = w.detach().clone()
         accs = []
         for s in sparsities:

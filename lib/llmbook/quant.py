@@ -263,16 +263,11 @@ def kmeans_quantize_model(model: nn.Module, bits: int, layers=None) -> dict:
     :func:`kmeans_qat_callback` needs. Raises ``ValueError`` naming an unknown
     layer.
     """
-    from .prune import prunable_layers
+    from .prune import select_layers
 
-    all_layers = prunable_layers(model)
     state = {}
-    for name in layers or list(all_layers):
-        if name not in all_layers:
-            raise ValueError(
-                f"layer must be one of {sorted(all_layers)}, got {name!r}"
-            )
-        w = all_layers[name].weight
+    for name, layer in select_layers(model, layers).items():
+        w = layer.weight
         codebook, labels = kmeans_codebook(w, bits)
         w.copy_(codebook[labels])
         state[name] = (codebook, labels)

@@ -65,24 +65,48 @@ PROBLEMS_NOTE = (
 )
 
 
-def _strip_notebook_in_problems_edition(app, doctree, docname) -> None:
-    # With `hide_solutions`, sphinx-exercise drops every solution block; the
-    # notebook pages are all solution, so only their title and a note remain.
-    if not getattr(
-        app.config, "hide_solutions", False
-    ) or not docname.startswith("notebooks/"):
+TAKEAWAYS_TITLE = "Key takeaways"
+TAKEAWAYS_NOTE = (
+    "The key takeaways are left out of the problems-only edition: they state "
+    "the answers."
+)
+
+
+def _keep_only_title(section, note: str) -> None:
+    """Empty a section except for its title, and add a one-paragraph note."""
+    from docutils import nodes
+
+    title = next(iter(section.findall(nodes.title)), None)
+    title = title.deepcopy() if title is not None else None
+    section.clear()
+    if title is not None:
+        section += (
+            title  # ``+=`` sets the parent, which Sphinx's indexer reads
+        )
+    section += nodes.paragraph(text=note)
+
+
+def _strip_answers_in_problems_edition(app, doctree, docname) -> None:
+    # With `hide_solutions`, sphinx-exercise drops every solution block. The
+    # notebook pages are all solution, so only their title and a note remain;
+    # on chapter pages the key takeaways, which sum up the answers, go too.
+    if not getattr(app.config, "hide_solutions", False):
         return
     from docutils import nodes
 
-    section = next(iter(doctree.findall(nodes.section)), None)
-    if section is None:
+    if docname.startswith("notebooks/"):
+        section = next(iter(doctree.findall(nodes.section)), None)
+        if section is None:
+            return
+        _keep_only_title(section, PROBLEMS_NOTE)
+        for other in list(doctree.children):
+            if other is not section:
+                doctree.remove(other)
         return
-    title = next(iter(section.findall(nodes.title)), None)
-    section.children = [title.deepcopy()] if title is not None else []
-    section += nodes.paragraph(text=PROBLEMS_NOTE)
-    for other in list(doctree.children):
-        if other is not section:
-            doctree.remove(other)
+    for section in list(doctree.findall(nodes.section)):
+        title = next(iter(section.findall(nodes.title)), None)
+        if title is not None and title.astext() == TAKEAWAYS_TITLE:
+            _keep_only_title(section, TAKEAWAYS_NOTE)
 
 
 def _svg_cross_document_glue() -> None:
@@ -126,7 +150,7 @@ def _svg_cross_document_glue() -> None:
 
 def setup(app):
     _svg_cross_document_glue()
-    app.connect("doctree-resolved", _strip_notebook_in_problems_edition)
+    app.connect("doctree-resolved", _strip_answers_in_problems_edition)
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("config-inited", _use_local)
     app.connect("build-finished", _copy)
