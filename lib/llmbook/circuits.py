@@ -147,7 +147,9 @@ def previous_token_head(
     return W_QK, W_OV
 
 
-def copying_head(attention_strength: float) -> tuple[np.ndarray, np.ndarray]:
+def copying_head(
+    attention_strength: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """(W_QK, W_OV) of the copying head, each (D_MODEL, D_MODEL) (hw11-q3).
 
     QK: the query's current token matches each key's previous token. Position 0
