@@ -56,6 +56,7 @@ def test_notebook_pages_are_reduced_to_their_titles(problems_html, doc):
     main = main_of(problems_html, doc)
     assert sphinx_ext.PROBLEMS_NOTE in main.get_text(" ")
     assert main.select("div.cell") == [] and main.select("img") == []
+    assert not main.select('a[href*="colab"]') and not main.select('a[href$=".ipynb"]')
 
 
 @pytest.mark.parametrize("doc", [d for d in toc_docnames() if d.startswith("chapters/")])

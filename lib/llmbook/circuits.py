@@ -152,11 +152,10 @@ def copying_head(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(W_QK, W_OV) of the copying head, each (D_MODEL, D_MODEL) (hw11-q3).
 
-    QK: the query's current token matches each key's previous token. Position 0
-        has no
-    previous token (the first head can only attend to itself there), so every
-    query also scores key position 0 down by ``attention_strength``. OV: copy
-    the attended token.
+    QK: the query's current token matches each key's previous token.
+    Position 0 has no previous token (the first head can only attend to
+    itself there), so every query also scores key position 0 down by
+    ``attention_strength``. OV: copy the attended token.
     """
     s = float(attention_strength)
     W_QK = np.zeros((D_MODEL, D_MODEL))

@@ -38,6 +38,10 @@ KNOWN_LOG_NOISE: tuple[tuple[str, str], ...] = (
         "was compiled without GPU support",
     ),
     (
+        "bitsandbytes.backends.cpu.ops",
+        "Failed to load CPU gemm_4bit_forward",
+    ),  # optional hub kernel on CPUs with AVX512-BF16; the built-in one runs
+    (
         "torchao.kernel.intmm",
         "Warning: Detected no triton",
     ),  # PEFT wrapping a layer on a CPU machine

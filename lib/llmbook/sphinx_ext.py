@@ -109,6 +109,17 @@ def _strip_answers_in_problems_edition(app, doctree, docname) -> None:
             _keep_only_title(section, TAKEAWAYS_NOTE)
 
 
+def _no_buttons_in_problems_edition(app, config) -> None:
+    # A Colab launch or an .ipynb download would open the full notebook, with
+    # the answers: the problems-only edition offers neither.
+    if not getattr(config, "hide_solutions", False):
+        return
+    options = dict(config.html_theme_options or {})
+    options["use_download_button"] = False
+    options["launch_buttons"] = {}
+    config.html_theme_options = options
+
+
 def _svg_cross_document_glue() -> None:
     # myst-nb pastes a figure glued in another document only from
     # PNG/JPEG/GIF/PDF data; an SVG figure falls through to its text/plain repr
@@ -153,5 +164,6 @@ def setup(app):
     app.connect("doctree-resolved", _strip_answers_in_problems_edition)
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("config-inited", _use_local)
+    app.connect("config-inited", _no_buttons_in_problems_edition)
     app.connect("build-finished", _copy)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
