@@ -268,3 +268,24 @@ def test_bad_arguments_raise():
         at.kv_cache_bytes_per_token(2, 2, 0)
     with pytest.raises(ValueError, match="recompute"):
         at.attention_flops(4, 2, backward=False, recompute=True)
+
+
+def test_naive_attention_matches_sdpa():
+    Q, K, V = rand(2, 9, 4, seed=1), rand(2, 9, 4, seed=2), rand(2, 9, 4,
+                                                                 seed=3)
+    torch.testing.assert_close(at.naive_attention(Q, K, V),
+                               F.scaled_dot_product_attention(Q, K, V))
+
+
+def test_peak_memory_sees_a_known_allocation():
+    def nothing():
+        return None
+
+    def allocate(n_bytes):
+        torch.ones(n_bytes // 4, dtype=torch.float32)
+
+    assert at.peak_memory_increase(nothing) < 2 ** 20
+    got = at.peak_memory_increase(allocate, 64 * 2 ** 20)
+    assert 60 * 2 ** 20 < got < 72 * 2 ** 20
+    with pytest.raises(ValueError, match="fn"):
+        at.peak_memory_increase(3)

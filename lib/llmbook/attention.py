@@ -498,3 +498,35 @@ def attention_flops(
     elif recompute:
         raise ValueError("recompute only applies with backward=True")
     return flops
+
+
+def naive_attention(Q, K, V) -> torch.Tensor:
+    """``softmax(Q K^T / sqrt(d)) V`` computed the obvious way, with the
+    whole (..., N, N) score matrix in memory (for timing against PyTorch's
+    fused ``scaled_dot_product_attention``)."""
+    S = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    return torch.softmax(S, dim=-1) @ V
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} missing from /proc/self/status")
+
+
+def peak_memory_increase(fn, *args) -> int:
+    """Bytes by which ``fn(*args)`` raised the resident memory of this
+    process at its high point (Linux): the peak-RSS counter is reset by
+    writing 5 to ``/proc/self/clear_refs``, then the peak after the call is
+    compared with the resident size before it. Memory the allocator already
+    holds is reused and not counted, so call ``fn`` once before measuring
+    to compare like with like."""
+    if not callable(fn):
+        raise ValueError("fn must be callable")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kb("VmRSS")
+    fn(*args)
+    return (_status_kb("VmHWM") - before) * 1024
