@@ -18,6 +18,11 @@ interpretability, scaling and compression. One module per topic:
     MACs, latency (hw11-q7a)
 - ``quant``: the book's quantization module: k-means, linear, integer-only
     inference (hw11-q7b)
+- ``attention``: attention as the lecture's equations, GQA/MQA, the KV
+    cache, FlashAttention's tiles with HBM counts (dls-attention,
+    cme295-flash-attention)
+- ``moe``: mixture-of-experts routers, balancing losses, capacity, the
+    gpt-oss count (scale-moe)
 - ``fmt``: number formatting for glued prose
 - ``glue``: a ``myst_nb.glue`` shim that also works in Colab
 - ``checks``: ``check_close`` for numerical checks after derivations

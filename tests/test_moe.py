@@ -1,0 +1,167 @@
+"""The MoE routers against hand-worked examples, the Switch loss and the
+smooth load against their definitions, and gpt-oss's published counts."""
+
+import math
+
+import pytest
+import torch
+
+from llmbook import moe
+
+
+def test_keep_top_k_hand_example():
+    H = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
+    got = moe.keep_top_k(H, 2)
+    assert got.tolist() == [[-math.inf, 3.0, 2.0, -math.inf]]
+    G = torch.softmax(got, -1)
+    e = math.exp(1.0)
+    assert G[0, 1].item() == pytest.approx(e / (e + 1))
+    assert G[0, 0].item() == 0.0
+
+
+def test_softmax_gating_sums_to_one():
+    x, W = torch.eye(2), torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])
+    G = moe.softmax_gating(x, W)
+    assert G[0].tolist() == pytest.approx([0.25, 0.75])
+    assert G[1].tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_noisy_gating_hand_example():
+    x = torch.tensor([[1.0]])
+    W_g = torch.tensor([[2.0, 1.0, 0.0]])
+    W_n = torch.tensor([[0.0, 0.0, 0.0]])  # softplus(0) = log 2
+    noise = torch.tensor([[0.0, 0.0, 3.0]])
+    G, clean, H, std = moe.noisy_top_k_gating(x, W_g, W_n, 1, noise)
+    # expert 2 wins with 3 log 2 = 2.08 > 2: the noise changed the choice
+    assert H[0, 2].item() == pytest.approx(3 * math.log(2))
+    assert G.tolist() == [[0.0, 0.0, 1.0]]
+    G0, *_ = moe.noisy_top_k_gating(x, W_g, W_n, 1, None)
+    assert G0.tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_load_probability_hand_example_and_monte_carlo():
+    clean = torch.tensor([[2.0, 1.0, 0.0]])
+    std = torch.ones(1, 3)
+    H = clean.clone()
+    P = moe.load_probability(clean, H, std, 1)
+    Phi = torch.distributions.Normal(0.0, 1.0).cdf
+    # expert 0 is top: it stays top while its logit beats 1 (the others')
+    assert P[0, 0].item() == pytest.approx(Phi(torch.tensor(1.0)).item())
+    # expert 1 must beat 2, expert 2 must beat 2
+    assert P[0, 1].item() == pytest.approx(Phi(torch.tensor(-1.0)).item())
+    assert P[0, 2].item() == pytest.approx(Phi(torch.tensor(-2.0)).item())
+    # Monte Carlo: redraw only expert 1's noise
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(200_000, generator=g)
+    assert ((1.0 + z) > 2.0).double().mean().item() == pytest.approx(
+        P[0, 1].item(), abs=0.005)
+
+
+def test_cv_squared_and_losses():
+    assert moe.cv_squared(torch.tensor([1.0, 1.0, 1.0])).item() == 0.0
+    # [0, 2]: mean 1, population variance 1
+    assert moe.cv_squared(torch.tensor([0.0, 2.0])).item() == 1.0
+    gates = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    # importance [3, 1]: mean 2, var 1 -> CV^2 = 1/4
+    assert moe.importance_loss(gates, 0.1).item() == pytest.approx(0.025)
+    assert moe.load_loss(gates, 2.0).item() == pytest.approx(0.5)
+
+
+def test_expert_capacity():
+    assert moe.expert_capacity(8, 4, 1.0) == 2
+    assert moe.expert_capacity(8, 4, 1.25) == 3
+    assert moe.expert_capacity(10, 4, 1.0) == 3
+
+
+def test_switch_route_hand_example():
+    # 6 tokens, 2 experts, capacity ceil(1.0 * 6 / 2) = 3; five want
+    # expert 0: tokens 0, 1, 3 fill it, tokens 4 and 5 are dropped
+    logits = torch.tensor([[2.0, 0], [1, 0], [0, 3], [5, 0], [1, 0],
+                           [4, 0]])
+    expert, gate, kept, probs = moe.switch_route(logits, 1.0)
+    assert expert.tolist() == [0, 0, 1, 0, 0, 0]
+    assert kept.tolist() == [True, True, True, True, False, False]
+    assert gate[2].item() == pytest.approx(torch.sigmoid(
+        torch.tensor(3.0)).item())
+    _, _, kept2, _ = moe.switch_route(logits, 2.0)
+    assert kept2.all()
+
+
+def test_switch_balancing_loss_hand_example():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
+    expert = probs.argmax(-1)
+    # f = [3/4, 1/4], P = [0.6, 0.4]: 2 * (0.45 + 0.1) = 1.1
+    got = moe.switch_balancing_loss(probs, expert, 0.01)
+    assert got.item() == pytest.approx(0.011)
+    uniform = torch.full((4, 2), 0.5)
+    assert moe.switch_balancing_loss(
+        uniform, torch.tensor([0, 1, 0, 1]), 0.01).item() == pytest.approx(
+            0.01)
+
+
+def test_moe_layer_switch_matches_a_loop_over_tokens():
+    torch.manual_seed(0)
+    layer = moe.MoELayer(4, 6, 3, capacity_factor=1.0).double()
+    x = torch.randn(9, 4, dtype=torch.float64)
+    y, aux = layer(x)
+    expert, gate, kept, probs = moe.switch_route(x @ layer.W_g, 1.0)
+    for t in range(9):
+        e = expert[t]
+        h = torch.relu(x[t] @ layer.W1[e] + layer.b1[e, 0])
+        want = (h @ layer.W2[e] + layer.b2[e, 0]) * gate[t] * kept[t]
+        torch.testing.assert_close(y[t], want)
+    assert layer.last_dropped == pytest.approx(1 - kept.double().mean())
+    assert layer.last_fraction.sum().item() == pytest.approx(1.0)
+    assert aux.item() == pytest.approx(
+        moe.switch_balancing_loss(probs, expert, 0.01).item())
+
+
+def test_moe_layer_topk_weights_two_experts():
+    torch.manual_seed(1)
+    layer = moe.MoELayer(4, 5, 4, router="topk", k=2).double().eval()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    y, _ = layer(x)
+    G = torch.softmax(moe.keep_top_k(x @ layer.W_g, 2), -1)
+    assert ((G > 0).sum(-1) == 2).all()
+    h = torch.relu(torch.einsum("td,edh->eth", x, layer.W1) + layer.b1)
+    out = torch.einsum("eth,ehd->etd", h, layer.W2) + layer.b2
+    want = sum(G[:, e, None] * out[e] for e in range(4))
+    torch.testing.assert_close(y, want)
+
+
+def test_clustered_regression_is_deterministic():
+    a = moe.clustered_regression(50, 3, 4, seed=2)
+    b = moe.clustered_regression(50, 3, 4, seed=2)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert a[0].shape == (50, 3) and a[2].max() < 4
+
+
+def test_gpt_oss_counts_match_the_model_card():
+    # model card (OpenAI 2025): 116.83 B total, 5.13 B active; 20.91 B and
+    # 3.61 B; shapes d_model 2880, 64 heads of 64, 8 KV heads, vocab 201088
+    big = moe.gpt_oss_params(36, 128, 4, 2880, 2880, 64, 8, 64, 201088)
+    small = moe.gpt_oss_params(24, 32, 4, 2880, 2880, 64, 8, 64, 201088)
+    assert big["total"] / 1e9 == pytest.approx(116.83, abs=0.01)
+    assert big["active"] / 1e9 == pytest.approx(5.13, abs=0.01)
+    assert small["total"] / 1e9 == pytest.approx(20.91, abs=0.01)
+    assert small["active"] / 1e9 == pytest.approx(3.61, abs=0.01)
+    assert big["attention"] / 1e9 == pytest.approx(0.96, abs=0.005)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="k="):
+        moe.keep_top_k(torch.zeros(2, 3), 4)
+    with pytest.raises(ValueError, match="k="):
+        moe.load_probability(torch.zeros(1, 2), torch.zeros(1, 2),
+                             torch.ones(1, 2), 2)
+    with pytest.raises(ValueError, match="capacity_factor"):
+        moe.expert_capacity(4, 2, 0)
+    with pytest.raises(ValueError, match="alpha"):
+        moe.switch_balancing_loss(torch.ones(2, 2) / 2,
+                                  torch.tensor([0, 1]), -1)
+    with pytest.raises(ValueError, match="router"):
+        moe.MoELayer(2, 2, 2, router="dense")
+    with pytest.raises(ValueError, match="v must"):
+        moe.cv_squared(torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="active_experts"):
+        moe.gpt_oss_params(1, 2, 3, 4, 4, 1, 1, 4, 10)
