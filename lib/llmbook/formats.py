@@ -140,8 +140,11 @@ def compose_value(sign, exponent, mantissa, name) -> torch.Tensor:
 
 
 def bit_string(x: float, name) -> str:
-    """The bits of ``x`` rounded to format ``name``, as ``"s|exponent|mantissa"``
-    (e.g. ``bit_string(1.75, "bfloat16") == "0|01111111|1100000"``)."""
+    """The bits of ``x`` rounded to format ``name``, as
+    ``"s|exponent|mantissa"``.
+
+    Example: ``bit_string(1.75, "bfloat16") == "0|01111111|1100000"``.
+    """
     f = get_format(name)
     s, e, m = split_bits(torch.tensor([float(x)], dtype=f.dtype))
     return (
@@ -210,7 +213,11 @@ def running_sum(x, name) -> np.ndarray:
     Returns the ``n`` partial sums (``numpy.add.accumulate`` in that dtype,
     which rounds after each step).
     """
-    dtypes = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
+    dtypes = {
+        "float16": np.float16,
+        "float32": np.float32,
+        "float64": np.float64,
+    }
     if name not in dtypes:
         raise ValueError(f"name must be one of {sorted(dtypes)}, got {name!r}")
     arr = np.asarray(x, dtype=dtypes[name])
@@ -235,3 +242,123 @@ def stall_value(increment: float, name) -> float:
         raise ValueError(f"increment must be > 0, got {increment!r}")
     k = math.ceil(math.log2(increment)) + f.man_bits + 1
     return math.ldexp(1.0, k)
+
+
+# --- mixed-precision training of a small MLP
+# ------------------------------------------------------
+
+RECIPES = ("fp32", "fp16", "bf16", "fp16-master", "bf16-master")
+
+
+def mlp_init(n_in: int, hidden: int, n_out: int, seed: int = 0) -> list:
+    """Float32 parameters ``[W1 (n_in, hidden), b1, W2 (hidden, n_out),
+    b2]`` of a one-hidden-layer ReLU MLP, ``W ~ N(0, 1/fan_in)``."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(n_in, hidden, generator=g) / math.sqrt(n_in),
+        torch.zeros(hidden),
+        torch.randn(hidden, n_out, generator=g) / math.sqrt(hidden),
+        torch.zeros(n_out),
+    ]
+
+
+def mlp_forward(params: list, x: torch.Tensor) -> torch.Tensor:
+    """Logits ``relu(x W1 + b1) W2 + b2`` in the dtype of ``params``."""
+    w1, b1, w2, b2 = params
+    return torch.relu(x @ w1 + b1) @ w2 + b2
+
+
+def mlp_grads(params: list, x, y, dtype, loss_scale: float = 1.0):
+    """Gradients of ``loss_scale`` times the mean cross-entropy, with the
+    forward and backward pass in ``dtype`` (the loss itself, a softmax and a
+    mean, in float32). Returns ``(grads in dtype, loss float)``."""
+    from torch.nn import functional as F
+
+    p = [t.detach().to(dtype).requires_grad_() for t in params]
+    loss = F.cross_entropy(mlp_forward(p, x.to(dtype)).float(), y)
+    (loss * loss_scale).backward()
+    return [t.grad for t in p], float(loss.detach())
+
+
+def train_mlp_precision(
+    x: torch.Tensor, y: torch.Tensor, recipe: str, steps: int = 300,
+    lr: float = 0.1, batch: int = 128, hidden: int = 64, seed: int = 0,
+    loss_scale: float = 1.0, dynamic: bool = False,
+    growth_interval: int = 100,
+) -> dict:
+    """SGD on an MLP classifier under one precision recipe.
+
+    Recipes: ``"fp32"``; ``"fp16"``/``"bf16"``: weights, gradients and the
+    update ``w <- w - lr g`` all in 16 bits; ``"fp16-master"``/
+    ``"bf16-master"``: float32 master weights cast to 16 bits for the forward
+    and backward pass, gradients unscaled and applied in float32. The loss is
+    multiplied by ``loss_scale`` before the backward pass and the gradients
+    divided by it after; with ``dynamic`` a step whose gradients hold an inf
+    or NaN is skipped and the scale halved, and the scale doubles after
+    ``growth_interval`` good steps in a row (the rule of
+    ``torch.amp.GradScaler``).
+
+    Args:
+        x: ``(n, d)`` float32 inputs; y: ``(n,)`` int64 labels.
+    Returns a dict: ``loss`` (per step), ``params`` (float32),
+    ``lost_updates`` (fraction of nonzero updates that left a 16-bit weight
+    unchanged), ``skipped`` (steps), ``scales`` (loss scale per step).
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    if not float(loss_scale) > 0:
+        raise ValueError(f"loss_scale must be > 0, got {loss_scale!r}")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16,
+             "bf16": torch.bfloat16}[recipe.split("-")[0]]
+    params = mlp_init(x.shape[1], hidden, int(y.max()) + 1, seed)
+    pure = recipe in ("fp16", "bf16")
+    if pure:
+        params = [t.to(dtype) for t in params]
+    g = torch.Generator().manual_seed(seed + 1)
+    scale, good, skipped, lost, moved = float(loss_scale), 0, 0, 0, 0
+    losses, scales = [], []
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (batch,), generator=g)
+        grads, loss = mlp_grads(params, x[idx], y[idx], dtype, scale)
+        losses.append(loss)
+        scales.append(scale)
+        finite = all(bool(torch.isfinite(t).all()) for t in grads)
+        if dynamic and not finite:
+            skipped, good, scale = skipped + 1, 0, scale / 2
+            continue
+        if pure:
+            upd = [(t / scale) * lr for t in grads]  # in 16 bits
+            new = [p - u for p, u in zip(params, upd)]
+            lost += sum(int(((n == p) & (u != 0)).sum())
+                        for n, p, u in zip(new, params, upd))
+            moved += sum(int((u != 0).sum()) for u in upd)
+            params = new
+        else:
+            params = [p - lr * (t.float() / scale)
+                      for p, t in zip(params, grads)]
+        good += 1
+        if dynamic and good % growth_interval == 0:
+            scale *= 2
+    return {
+        "loss": losses,
+        "params": [t.float() for t in params],
+        "lost_updates": lost / moved if moved else 0.0,
+        "skipped": skipped,
+        "scales": scales,
+    }
+
+
+def underflow_count(params: list, x, y, dtype, loss_scale: float = 1.0):
+    """Gradient entries that are nonzero in float32 but exactly zero (or not
+    finite) after a ``dtype`` backward pass with ``loss_scale``. Returns
+    ``(zeroed, nonfinite, nonzero_fp32)`` counts for one batch."""
+    g32, _ = mlp_grads(params, x, y, torch.float32)
+    glo, _ = mlp_grads(params, x, y, dtype, loss_scale)
+    a = torch.cat([t.flatten() for t in g32])
+    b = torch.cat([t.flatten().float() for t in glo])
+    nz = a != 0
+    return (
+        int(((b == 0) & nz).sum()),
+        int((~torch.isfinite(b)).sum()),
+        int(nz.sum()),
+    )

@@ -630,7 +630,9 @@ def scale_overhead_bits(group_size: int, scale_bits: int = 16) -> float:
     """Extra storage per weight of one ``scale_bits``-bit scale shared by
     ``group_size`` weights: ``scale_bits / group_size`` bits."""
     if int(group_size) != group_size or group_size < 1:
-        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        raise ValueError(
+            f"group_size must be a positive integer, got {group_size!r}"
+        )
     return _check_bits(scale_bits) / group_size
 
 
