@@ -194,3 +194,19 @@ def test_bad_recipe():
         formats.train_mlp_precision(x, y, "fp8")
     with pytest.raises(ValueError, match="loss_scale"):
         formats.train_mlp_precision(x, y, "fp32", loss_scale=0)
+
+
+def test_hidden_grad_closed_form():
+    x, y = _toy_data(n=32)
+    params = formats.mlp_init(20, 16, 3, seed=2)
+    w1, b1, w2, b2 = params
+    z = x @ w1 + b1
+    p = torch.softmax(torch.relu(z) @ w2 + b2, dim=1)
+    onehot = torch.nn.functional.one_hot(y, 3).float()
+    want = ((p - onehot) / len(y)) @ w2.T * (z > 0).float()
+    got = formats.hidden_grad(params, x, y, torch.float32)
+    torch.testing.assert_close(got, want)
+    scaled = formats.hidden_grad(params, x, y, torch.float32, 8.0)
+    torch.testing.assert_close(scaled, 8.0 * want)
+    half = formats.hidden_grad(params, x, y, torch.float16)
+    assert half.dtype == torch.float16

@@ -362,3 +362,24 @@ def underflow_count(params: list, x, y, dtype, loss_scale: float = 1.0):
         int((~torch.isfinite(b)).sum()),
         int(nz.sum()),
     )
+
+
+def hidden_grad(params: list, x, y, dtype, loss_scale: float = 1.0):
+    """Gradient of ``loss_scale`` times the mean cross-entropy with respect to
+    the hidden pre-activations ``z = x W1 + b1``, computed in ``dtype`` as
+    the backward pass of :func:`mlp_grads` computes it.
+
+    Args:
+        params: as :func:`mlp_init`; x: ``(n, d)``; y: ``(n,)``.
+    Returns ``(n, hidden)`` in ``dtype``. These activation gradients carry a
+    factor ``1/n`` from the mean and are smaller than the weight gradients,
+    which sum over the batch: they are the ones that underflow first.
+    """
+    from torch.nn import functional as F
+
+    w1, b1, w2, b2 = [t.detach().to(dtype) for t in params]
+    z = (x.to(dtype) @ w1 + b1).requires_grad_()
+    logits = torch.relu(z) @ w2 + b2
+    loss = F.cross_entropy(logits.float(), y) * loss_scale
+    (g,) = torch.autograd.grad(loss, z)
+    return g
