@@ -157,7 +157,7 @@ def format_properties(name) -> dict:
 
     Returns a dict with ``bits``, ``exp_bits``, ``man_bits``, ``max`` (largest
     finite value), ``min_normal``, ``min_subnormal``, ``eps`` (the gap from 1
-    to the next number, ``2^-M``) and ``digits`` (decimal digits resolved,
+    to the next number, ``2^-M``) and ``digits`` (decimal digits always kept,
     ``floor(M log10 2)``, numpy's ``finfo.precision``). The largest finite
     value is ``(2 - 2^-M) 2^(e_max - bias)`` with ``e_max = 2^E - 2`` for
     IEEE formats; ``float8_e4m3fn`` uses the all-ones exponent too, minus the
