@@ -210,3 +210,31 @@ def test_hidden_grad_closed_form():
     torch.testing.assert_close(scaled, 8.0 * want)
     half = formats.hidden_grad(params, x, y, torch.float16)
     assert half.dtype == torch.float16
+
+
+def test_loss_scale_rule_matches_torch_amp():
+    g = torch.Generator().manual_seed(3)
+    flags = (torch.rand(300, generator=g) < 0.1).tolist()
+    scale, good = 2.0**16, 0
+    t_scale = torch.tensor([2.0**16])
+    t_good = torch.tensor([0], dtype=torch.int32)
+    for inf in flags:
+        scale, good = formats.update_loss_scale(scale, good, inf, 7)
+        torch._amp_update_scale_(t_scale, t_good,
+                                 torch.tensor([float(inf)]), 2.0, 0.5, 7)
+        assert scale == t_scale.item() and good == t_good.item()
+    with pytest.raises(ValueError, match="growth_interval"):
+        formats.update_loss_scale(1.0, 0, False, 0)
+
+
+def test_dynamic_scaling_without_overflow_matches_static_unscaled():
+    # a growing but never overflowing scale only multiplies and divides by
+    # powers of two: the training run is identical to the unscaled one
+    x, y = _toy_data()
+    kw = dict(steps=30, batch=64, hidden=16)
+    plain = formats.train_mlp_precision(x, y, "fp16-master", **kw)
+    dyn = formats.train_mlp_precision(x, y, "fp16-master", loss_scale=4.0,
+                                      dynamic=True, growth_interval=5, **kw)
+    assert dyn["skipped"] == 0 and dyn["scales"][-1] == 4.0 * 2**5
+    for a, b in zip(plain["params"], dyn["params"]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

@@ -323,22 +323,24 @@ def train_mlp_precision(
         losses.append(loss)
         scales.append(scale)
         finite = all(bool(torch.isfinite(t).all()) for t in grads)
+        used = scale  # the gradients carry this factor
+        if dynamic:
+            scale, good = update_loss_scale(
+                scale, good, not finite, growth_interval
+            )
         if dynamic and not finite:
-            skipped, good, scale = skipped + 1, 0, scale / 2
+            skipped += 1
             continue
         if pure:
-            upd = [(t / scale) * lr for t in grads]  # in 16 bits
+            upd = [(t / used) * lr for t in grads]  # in 16 bits
             new = [p - u for p, u in zip(params, upd)]
             lost += sum(int(((n == p) & (u != 0)).sum())
                         for n, p, u in zip(new, params, upd))
             moved += sum(int((u != 0).sum()) for u in upd)
             params = new
         else:
-            params = [p - lr * (t.float() / scale)
+            params = [p - lr * (t.float() / used)
                       for p, t in zip(params, grads)]
-        good += 1
-        if dynamic and good % growth_interval == 0:
-            scale *= 2
     return {
         "loss": losses,
         "params": [t.float() for t in params],
@@ -346,6 +348,30 @@ def train_mlp_precision(
         "skipped": skipped,
         "scales": scales,
     }
+
+
+def update_loss_scale(
+    scale: float, good_steps: int, found_inf: bool, growth_interval: int
+):
+    """One step of dynamic loss scaling: returns ``(scale, good_steps)``.
+
+    An inf or NaN in the gradients halves the scale and restarts the count
+    of good steps (the step itself is skipped by the caller); otherwise the
+    count grows, and when it reaches ``growth_interval`` the scale doubles
+    and the count restarts. The rule of ``torch.amp.GradScaler`` with its
+    default factors (tested against ``torch._amp_update_scale_``).
+    """
+    if int(growth_interval) != growth_interval or growth_interval < 1:
+        raise ValueError(
+            "growth_interval must be a positive integer, "
+            f"got {growth_interval!r}"
+        )
+    if found_inf:
+        return scale * 0.5, 0
+    good_steps += 1
+    if good_steps == growth_interval:
+        return scale * 2.0, 0
+    return scale, good_steps
 
 
 def underflow_count(params: list, x, y, dtype, loss_scale: float = 1.0):
