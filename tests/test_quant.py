@@ -221,3 +221,154 @@ def test_quantile_init_uses_every_code_where_linspace_wastes_some():
     assert cb_l[lab_l].unique().numel() < 64
     with pytest.raises(ValueError, match="init"):
         quant.kmeans_codebook(w, 2, init="random")
+
+
+# --- lecture walkthrough: number formats and linear quantization ---------
+# The lecture's 2-bit 4 x 4 example (DSC 291) and its stated results.
+LECTURE_W = torch.tensor([[2.09, -0.98, 1.48, 0.09],
+                          [0.05, -0.14, -1.08, 2.12],
+                          [-0.91, 1.92, 0.0, -1.03],
+                          [1.87, 0.0, 1.53, 1.49]])
+
+
+def test_lecture_asymmetric_2bit_example():
+    q, s, z = quant.asymmetric_quantize(LECTURE_W, 2)
+    assert round(s, 2) == 1.07 and z == -1
+    assert q.tolist() == [[1, -2, 0, -1], [-1, -1, -2, 1],
+                          [-2, 1, -1, -2], [1, -1, 0, 0]]
+    codes = {1: "01", 0: "00", -1: "11", -2: "10"}  # two's complement
+    for v, c in codes.items():
+        assert format(v & 0b11, "02b") == c
+
+
+def test_lecture_granularity_example():
+    q, s = quant.symmetric_quantize(LECTURE_W, 2, "tensor")
+    assert s.item() == pytest.approx(2.12)
+    assert q.tolist() == [[1, 0, 1, 0], [0, 0, -1, 1],
+                          [0, 1, 0, 0], [1, 0, 1, 1]]
+    assert round(quant.quantization_error(LECTURE_W, q * s), 2) == 2.28
+    q, s = quant.symmetric_quantize(LECTURE_W, 2, "channel")
+    assert s.flatten().tolist() == pytest.approx([2.09, 2.12, 1.92, 1.87])
+    assert q[2].tolist() == [0, 1, 0, -1]
+    assert round(quant.quantization_error(LECTURE_W, q * s), 2) == 2.08
+    # group of the whole row is per channel; group of one entry is exact
+    qg, sg = quant.symmetric_quantize(LECTURE_W, 2, "group", group_size=4)
+    assert torch.equal(qg, q)
+    qg, sg = quant.symmetric_quantize(LECTURE_W, 2, "group", group_size=1)
+    assert quant.quantization_error(LECTURE_W, qg * sg) < 1e-6
+
+
+def test_lecture_kmeans_example():
+    codebook, labels = quant.kmeans_codebook(LECTURE_W, 2)
+    assert codebook.tolist() == pytest.approx([-1.0, 0.0, 1.5, 2.0])
+    assert labels.tolist() == [[3, 0, 2, 1], [1, 1, 0, 3],
+                               [0, 3, 1, 0], [3, 1, 2, 2]]
+
+
+def test_group_error_is_half_a_group_step():
+    torch.manual_seed(0)
+    w = torch.randn(8, 64) * torch.logspace(-1, 1, 64)
+    for g in (64, 16, 4):
+        q, s = quant.symmetric_quantize(w, 4, "group", group_size=g)
+        assert s.shape == w.shape
+        # every entry within half of its own group's step
+        assert ((q * s - w).abs() <= s / 2 + 1e-6).all()
+        blocks = s.reshape(8, -1, g)
+        assert (blocks == blocks[..., :1]).all()  # one scale per group
+        want = w.reshape(8, -1, g).abs().amax(2) / 7
+        torch.testing.assert_close(blocks[..., 0], want)
+    assert quant.scale_overhead_bits(128, 16) == 0.125
+
+
+def test_int_linear_expansion_and_float_product():
+    torch.manual_seed(0)
+    w, x = torch.randn(6, 32), torch.rand(32, 5) * 3 - 1
+    for z_w_mode in ("symmetric", "asymmetric"):
+        if z_w_mode == "symmetric":
+            q_w, s_w = quant.symmetric_quantize(w, 8, "tensor")
+            s_w, z_w = float(s_w), 0
+        else:
+            q_w, s_w, z_w = quant.asymmetric_quantize(w, 8)
+        q_x, s_x, z_x = quant.asymmetric_quantize(x, 8)
+        acc = quant.int_linear_accumulate(q_w, z_w, q_x, z_x)
+        direct = (q_w.long() - z_w) @ (q_x.long() - z_x)
+        assert acc.dtype == torch.int32 and torch.equal(acc.long(), direct)
+        y = quant.linear_dequantize(q_w, s_w, z_w) @ quant.linear_dequantize(
+            q_x, s_x, z_x)
+        s_y, z_y = quant.scale_zero_point(float(y.min()), float(y.max()))
+        q_y = quant.int_linear(q_w, s_w, z_w, q_x, s_x, z_x, s_y, z_y)
+        # within one output step of the product of the dequantized inputs
+        err = (quant.linear_dequantize(q_y, s_y, z_y) - y).abs().max()
+        assert err <= s_y * 0.5 + 1e-6
+
+
+def test_int_linear_equals_torch_ao():
+    torch.manual_seed(1)
+    q_w = torch.randint(-127, 128, (12, 40))
+    q_x = torch.randint(0, 256, (7, 40))
+    args = dict(s_w=0.013, s_x=0.021, s_y=0.37, z_y=118)
+    ours = quant.int_linear(q_w, args["s_w"], 0, q_x.T, args["s_x"], 97,
+                            args["s_y"], args["z_y"], 8, False).T
+    ref = quant.torch_ao_linear(q_x, args["s_x"], 97, q_w, args["s_w"],
+                                args["s_y"], args["z_y"])
+    assert torch.equal(ours.long(), ref)
+
+
+def test_llm_int8_lecture_vector():
+    x = torch.tensor([-0.10, -0.23, 0.08, -0.38, -0.28, -0.29, -2.11, 0.34,
+                      -0.53, -67.0])
+    q, c = quant.absmax_quantize(x)
+    back = (q.float() * c / 127).tolist()
+    lecture = [-0.00, -0.00, 0.00, -0.53, -0.53, -0.53, -2.11, 0.53, -0.53,
+               -67.00]
+    assert [round(v, 2) for v in back] == pytest.approx(lecture)
+
+
+def test_int8_matmul_and_decomposition():
+    torch.manual_seed(0)
+    x, w = torch.randn(16, 64), torch.randn(64, 32) * 0.1
+    x[:, 3] *= 60.0  # one outlier feature dimension
+    ref = x @ w
+    err = {}
+    err["tensor"] = (quant.int8_matmul(x, w, False) - ref).norm()
+    err["vector"] = (quant.int8_matmul(x, w, True) - ref).norm()
+    out, cols = quant.int8_matmul_decomposed(x, w, 6.0)
+    err["decomp"] = (out - ref).norm()
+    assert cols.tolist() == [3]
+    assert err["decomp"] < err["vector"] < err["tensor"]
+    # no outliers: the decomposition is plain vector-wise int8
+    x2 = torch.randn(16, 64)
+    out2, cols2 = quant.int8_matmul_decomposed(x2, w, 1e3)
+    assert cols2.numel() == 0
+    assert torch.equal(out2, quant.int8_matmul(x2, w, True))
+
+
+def test_smoothquant_keeps_the_product():
+    torch.manual_seed(0)
+    x, w = torch.randn(8, 16), torch.randn(16, 4)
+    x[:, 2] *= 50
+    s = quant.smoothquant_scales(x.abs().amax(0), w.abs().amax(1), 0.5)
+    torch.testing.assert_close((x / s) @ (s[:, None] * w), x @ w)
+    xs, ws = x / s, s[:, None] * w
+    torch.testing.assert_close(xs.abs().amax(0), ws.abs().amax(1))
+
+
+def test_new_quant_functions_reject_bad_arguments():
+    with pytest.raises(ValueError, match="r"):
+        quant.asymmetric_quantize(torch.tensor([]), 8)
+    with pytest.raises(ValueError, match="bits"):
+        quant.symmetric_quantize(LECTURE_W, 0)
+    with pytest.raises(ValueError, match="granularity"):
+        quant.symmetric_quantize(LECTURE_W, 2, "row")
+    with pytest.raises(ValueError, match="group_size"):
+        quant.symmetric_quantize(LECTURE_W, 2, "group", group_size=3)
+    with pytest.raises(ValueError, match="group_size"):
+        quant.scale_overhead_bits(0)
+    with pytest.raises(ValueError, match="q_w"):
+        quant.int_linear_accumulate(torch.ones(2, 3), 0, torch.ones(2, 2), 0)
+    with pytest.raises(ValueError, match="x"):
+        quant.absmax_quantize(torch.tensor([]))
+    with pytest.raises(ValueError, match="threshold"):
+        quant.int8_matmul_decomposed(torch.ones(2, 2), torch.ones(2, 2), 0)
+    with pytest.raises(ValueError, match="alpha"):
+        quant.smoothquant_scales(torch.ones(2), torch.ones(2), 1.5)

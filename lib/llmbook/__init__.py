@@ -23,6 +23,10 @@ interpretability, scaling and compression. One module per topic:
     cme295-flash-attention)
 - ``moe``: mixture-of-experts routers, balancing losses, capacity, the
     gpt-oss count (scale-moe)
+    inference (hw11-q7b); granularity, integer-only matmul, LLM.int8() and
+    SmoothQuant helpers (dls-linear-quant, dls-granularity, scale-precision)
+- ``formats``: float formats bit by bit, their range and precision, and
+    mixed-precision training of a small MLP (cme295-formats, scale-precision)
 - ``fmt``: number formatting for glued prose
 - ``glue``: a ``myst_nb.glue`` shim that also works in Colab
 - ``checks``: ``check_close`` for numerical checks after derivations

@@ -548,3 +548,216 @@ def torch_ao_ptq(
     tq.prepare(wrapped, inplace=True)
     wrapped(x_calib)
     return tq.convert(wrapped, inplace=True)
+
+
+# --- granularity, integer-only matmul, outliers (lecture walkthrough)
+# ------------------------------------------------------
+# Added for the chapter "Number formats, linear quantization and mixed
+# precision" (dls-linear-quant, dls-granularity, dls-kmeans-vs-linear,
+# scale-precision). Nothing above is changed.
+
+
+def _check_tensor(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
+    return x
+
+
+def asymmetric_quantize(r: torch.Tensor, bits: int = 8, signed: bool = True):
+    """Per-tensor asymmetric quantization with ``(S, Z)`` from the tensor's
+    own min and max (:func:`scale_zero_point`).
+
+    Args:
+        r: any shape, not empty. Returns ``(q, S, Z)``: ``q`` integers of
+        ``r``'s shape, ``S`` float, ``Z`` int (dls-linear-quant).
+    """
+    r = _check_tensor("r", r)
+    s, z = scale_zero_point(float(r.min()), float(r.max()), bits, signed)
+    return linear_quantize(r, s, z, bits, signed), s, z
+
+
+def symmetric_quantize(
+    r: torch.Tensor, bits: int = 8, granularity: str = "tensor",
+    group_size: int | None = None,
+):
+    """Symmetric (``Z = 0``) quantization at a chosen granularity.
+
+    ``S = max|r| / q_max`` over the whole tensor (``"tensor"``), over each
+    row, the output channel of a weight matrix (``"channel"``), or over each
+    run of ``group_size`` consecutive entries of a row (``"group"``; the row
+    length must be a multiple of it). ``q = clamp(round(r / S), q_min,
+    q_max)``; ``q_min = -2^(b-1)`` is never reached.
+
+    Args:
+        r: ``(rows, cols)`` (``"tensor"`` also takes any shape), not empty.
+    Returns ``(q, S)``, ``S`` broadcastable against ``r`` (dls-granularity).
+    """
+    r = _check_tensor("r", r).detach().to(torch.float32)
+    _, q_max = qrange(bits, True)
+    q_max = max(q_max, 1)
+    if granularity == "tensor":
+        s = r.abs().max().reshape((1,) * r.dim())
+    elif granularity == "channel":
+        s = r.abs().amax(dim=1, keepdim=True)
+    elif granularity == "group":
+        if group_size is None or int(group_size) != group_size or (
+            group_size < 1 or r.shape[1] % group_size
+        ):
+            raise ValueError(
+                "group_size must be a positive divisor of the row length "
+                f"{r.shape[1]}, got {group_size!r}"
+            )
+        g = r.reshape(r.shape[0], -1, int(group_size))
+        s = g.abs().amax(dim=2, keepdim=True)
+        s = s.expand_as(g).reshape(r.shape)
+    else:
+        raise ValueError(
+            "granularity must be 'tensor', 'channel' or 'group', "
+            f"got {granularity!r}"
+        )
+    s = torch.where(s > 0, s / q_max, torch.ones_like(s))
+    return linear_quantize(r, s, 0, bits, True), s
+
+
+def quantization_error(r: torch.Tensor, r_hat: torch.Tensor) -> float:
+    """Frobenius norm ``||r - r_hat||_F`` of the reconstruction error."""
+    return float(torch.linalg.vector_norm((r - r_hat).double()))
+
+
+def scale_overhead_bits(group_size: int, scale_bits: int = 16) -> float:
+    """Extra storage per weight of one ``scale_bits``-bit scale shared by
+    ``group_size`` weights: ``scale_bits / group_size`` bits."""
+    if int(group_size) != group_size or group_size < 1:
+        raise ValueError(
+            f"group_size must be a positive integer, got {group_size!r}"
+        )
+    return _check_bits(scale_bits) / group_size
+
+
+def int_linear_accumulate(q_w, z_w: int, q_x, z_x: int) -> torch.Tensor:
+    """int32 accumulator ``(q_W - Z_W)(q_X - Z_X)`` of ``Y = W X`` from the
+    four-term expansion ``q_W q_X - Z_W q_X - Z_X q_W + Z_W Z_X``.
+
+    Args:
+        q_w: ``(m, k)`` integers; q_x: ``(k, n)`` integers; z_w, z_x: ints.
+    ``q_W q_X`` is the only ``m k n`` term (``k``-term sums of N-bit
+    products); ``Z_X q_W`` (row sums of ``q_W``) and ``Z_W Z_X k`` depend only
+    on the weights and are precomputed; ``Z_W q_X`` needs the column sums of
+    ``q_X`` at run time, and vanishes with ``Z_W = 0``. All in int32.
+    """
+    q_w, q_x = _check_tensor("q_w", q_w), _check_tensor("q_x", q_x)
+    if q_w.dim() != 2 or q_x.dim() != 2 or q_w.shape[1] != q_x.shape[0]:
+        raise ValueError(
+            f"q_w (m, k) and q_x (k, n) must chain, got {tuple(q_w.shape)} "
+            f"and {tuple(q_x.shape)}"
+        )
+    w, x = q_w.to(torch.int32), q_x.to(torch.int32)
+    k = w.shape[1]
+    acc = w @ x  # the heavy term: N-bit products, 32-bit sums
+    acc = acc - z_x * w.sum(dim=1, keepdim=True, dtype=torch.int32)
+    if z_w != 0:
+        acc = acc - z_w * x.sum(dim=0, keepdim=True, dtype=torch.int32)
+        acc = acc + z_w * z_x * k  # a constant
+    return acc
+
+
+def int_linear(q_w, s_w: float, z_w: int, q_x, s_x: float, z_x: int,
+               s_y: float, z_y: int, bits: int = 8, signed: bool = True):
+    """Integer-only ``q_Y`` of ``Y = W X``: int32 accumulation
+    (:func:`int_linear_accumulate`), then the rescale by ``M = S_W S_X /
+    S_Y`` as a fixed-point multiply and shift (:func:`fixed_point_multiplier`,
+    :func:`rescale`), plus ``Z_Y``, clamped to ``bits`` bits. Shapes as in
+    :func:`int_linear_accumulate`; returns ``(m, n)`` integers.
+    """
+    acc = int_linear_accumulate(q_w, z_w, q_x, z_x)
+    m0, shift = fixed_point_multiplier(
+        torch.tensor(s_w * s_x / s_y, dtype=torch.float64)
+    )
+    return rescale(acc, m0, shift, z_y, bits, signed)
+
+
+def absmax_quantize(x: torch.Tensor, bits: int = 8, dim: int | None = None):
+    """Absmax (symmetric) quantization as LLM.int8() writes it: ``q =
+    round(x * q_max / c)`` with ``c = max |x|`` over the tensor or along
+    ``dim`` (vector-wise). Returns ``(q, c)``; ``x ~ q c / q_max``
+    (scale-precision)."""
+    x = _check_tensor("x", x).detach().to(torch.float32)
+    _, q_max = qrange(bits, True)
+    c = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
+    c = torch.where(c > 0, c, torch.ones_like(c))
+    q = torch.round(x * (q_max / c)).clamp(-q_max, q_max)
+    return q.to(storage_dtype(bits, True)), c
+
+
+def int8_matmul(x: torch.Tensor, w: torch.Tensor, vectorwise: bool = True):
+    """``x @ w`` through absmax int8: per tensor, or vector-wise (one
+    constant per row of ``x``, one per column of ``w``); int32 accumulation,
+    then ``out = acc * (c_x outer c_w) / 127^2``.
+
+    Args:
+        x: ``(n, k)`` activations; w: ``(k, m)`` weights. Returns ``(n, m)``
+        float32.
+    """
+    _check_tensor("x", x), _check_tensor("w", w)
+    q_x, c_x = absmax_quantize(x, 8, 1 if vectorwise else None)
+    q_w, c_w = absmax_quantize(w, 8, 0 if vectorwise else None)
+    acc = q_x.to(torch.int32) @ q_w.to(torch.int32)
+    return acc.to(torch.float32) * (c_x * c_w) / 127**2
+
+
+def int8_matmul_decomposed(x: torch.Tensor, w: torch.Tensor,
+                           threshold: float = 6.0):
+    """LLM.int8() mixed-precision decomposition of ``x @ w``: the feature
+    dimensions (columns of ``x``) where any ``|x| >= threshold`` are
+    multiplied in 16 bits (float16 inputs, float32 accumulation); the rest
+    go through vector-wise int8 (:func:`int8_matmul`). Returns ``(out,
+    outlier_columns)``.
+    """
+    _check_tensor("x", x), _check_tensor("w", w)
+    if not float(threshold) > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold!r}")
+    cols = (x.abs() >= threshold).any(dim=0)
+    out = torch.zeros(x.shape[0], w.shape[1])
+    if (~cols).any():
+        out = out + int8_matmul(x[:, ~cols], w[~cols, :], True)
+    if cols.any():
+        x16 = x[:, cols].to(torch.float16).float()
+        w16 = w[cols, :].to(torch.float16).float()
+        out = out + x16 @ w16
+    return out, torch.nonzero(cols).flatten()
+
+
+def smoothquant_scales(x_absmax: torch.Tensor, w_absmax: torch.Tensor,
+                       alpha: float = 0.5) -> torch.Tensor:
+    """SmoothQuant's per-input-channel factors ``s_j = max|X_j|^alpha /
+    max|W_j|^(1 - alpha)``: ``X diag(s)^-1`` and ``diag(s) W`` give the same
+    product while the activations' outlier channels shrink and the weights'
+    grow (alpha = 0.5 makes both channel maxima ``sqrt(max|X_j| max|W_j|)``).
+    """
+    x_absmax = _check_tensor("x_absmax", x_absmax)
+    w_absmax = _check_tensor("w_absmax", w_absmax)
+    if not 0 <= float(alpha) <= 1:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    s = x_absmax.clamp(min=1e-8) ** alpha / w_absmax.clamp(min=1e-8) ** (
+        1 - alpha
+    )
+    return s
+
+
+def torch_ao_linear(q_x, s_x: float, z_x: int, q_w, s_w: float,
+                    s_y: float, z_y: int) -> torch.Tensor:
+    """The same integer product by ``torch.ao``'s quantized linear (fbgemm
+    or qnnpack): ``q_x`` ``(n, k)`` as quint8 with ``(S_X, Z_X)``, ``q_w``
+    ``(m, k)`` as qint8 with ``(S_W, 0)``, output quint8 with ``(S_Y,
+    Z_Y)``. Returns the output's integer codes ``(n, m)`` as int64. A
+    cross-check for :func:`int_linear`."""
+    from torch.ao.nn.quantized import functional as qF
+
+    xq = torch._make_per_tensor_quantized_tensor(
+        q_x.to(torch.uint8), s_x, z_x
+    )
+    wq = torch._make_per_tensor_quantized_tensor(q_w.to(torch.int8), s_w, 0)
+    out = qF.linear(xq, wq, None, scale=s_y, zero_point=z_y)
+    return out.int_repr().to(torch.int64)

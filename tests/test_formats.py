@@ -1,0 +1,240 @@
+"""Bit-level float decoding against torch/numpy for every format, including
+subnormals, infinities and NaN; the format table against torch.finfo and
+numpy.finfo; the stall of a low-precision running sum."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from llmbook import formats
+
+NAMES = sorted(formats.FORMATS)
+
+
+def _specials(name):
+    f = formats.get_format(name)
+    p = formats.format_properties(name)
+    vals = [0.0, -0.0, p["min_subnormal"], -p["min_subnormal"],
+            p["min_normal"], p["max"], -p["max"], 1.0, -2.5]
+    if f.ieee_specials:
+        vals += [math.inf, -math.inf]
+    return vals
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_rebuilds_random_and_special_values(name):
+    f = formats.get_format(name)
+    g = torch.Generator().manual_seed(0)
+    p = formats.format_properties(name)
+    # random magnitudes over the whole exponent range, both signs
+    span = math.log2(p["max"]) - math.log2(p["min_subnormal"])
+    exps = torch.rand(2000, generator=g, dtype=torch.float64) * span
+    mags = torch.exp2(exps + math.log2(p["min_subnormal"]))
+    signs = torch.where(torch.rand(2000, generator=g) < 0.5, -1.0, 1.0)
+    x = torch.cat([mags * signs, torch.tensor(_specials(name))])
+    x = x.clamp(-p["max"], p["max"]) if not f.ieee_specials else x
+    xf = x.to(f.dtype)
+    got = formats.compose_value(*formats.split_bits(xf), name)
+    want = xf.to(torch.float64)
+    assert torch.equal(got, want)
+    # the sign of zero survives
+    zeros = torch.tensor([0.0, -0.0], dtype=f.dtype)
+    assert torch.signbit(
+        formats.compose_value(*formats.split_bits(zeros), name)
+    ).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nan_patterns(name):
+    f = formats.get_format(name)
+    x = torch.tensor([math.nan], dtype=torch.float32).to(f.dtype)
+    s, e, m = formats.split_bits(x)
+    assert int(e) == 2**f.exp_bits - 1 and int(m) != 0
+    assert torch.isnan(formats.compose_value(s, e, m, name)).all()
+
+
+@pytest.mark.parametrize("name", ["float16", "float32", "float64"])
+def test_fields_agree_with_numpy_bits(name):
+    rng = np.random.default_rng(1)
+    a = (rng.standard_normal(500) * 1e3).astype(name)
+    a[:3] = [np.inf, -np.inf, 2.0**-20]
+    uint = {"float16": np.uint16, "float32": np.uint32, "float64": np.uint64}
+    raw = a.view(uint[name]).astype(object)
+    f = formats.get_format(name)
+    s, e, m = formats.split_bits(torch.from_numpy(a))
+    for i in range(a.size):
+        r = int(raw[i])
+        assert int(s[i]) == r >> (f.bits - 1)
+        assert int(e[i]) == (r >> f.man_bits) & (2**f.exp_bits - 1)
+        assert int(m[i]) == r & (2**f.man_bits - 1)
+
+
+def test_lecture_bit_examples():
+    # the lecture: exponent field 01111010 is 2^(122-127); mantissa 11000...
+    # with the implicit 1 is 1.75
+    assert formats.compose_value(0, 0b01111010, 0, "float32") == 2.0**-5
+    assert formats.bit_string(1.75, "bfloat16") == "0|01111111|1100000"
+    assert formats.bit_string(-2.0, "float16") == "1|10000|0000000000"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_table_against_torch_finfo(name):
+    p = formats.format_properties(name)
+    fi = torch.finfo(formats.get_format(name).dtype)
+    assert p["bits"] == fi.bits
+    assert p["max"] == fi.max and p["eps"] == fi.eps
+    assert p["min_normal"] == fi.smallest_normal
+    # smallest subnormal: the bit pattern 0...01
+    one = torch.tensor([1], dtype=torch.int64).to(
+        formats._INT_VIEW[p["bits"]]
+    )
+    tiny = one.view(formats.get_format(name).dtype).double().item()
+    assert p["min_subnormal"] == tiny
+    assert p["bits"] == 1 + p["exp_bits"] + p["man_bits"]
+
+
+@pytest.mark.parametrize("name", ["float16", "float32", "float64"])
+def test_table_against_numpy_finfo(name):
+    p = formats.format_properties(name)
+    fi = np.finfo(name)
+    assert p["digits"] == fi.precision
+    assert p["min_subnormal"] == float(fi.smallest_subnormal)
+    assert (p["exp_bits"], p["man_bits"]) == (fi.nexp, fi.nmant)
+
+
+def test_representable_values_count_and_spacing():
+    v = formats.representable_values("float8_e4m3fn")
+    # 128 non-negative patterns minus one NaN
+    assert v.numel() == 127 and v.max() == 448.0
+    v16 = formats.representable_values("float16")
+    assert v16.numel() == 2**15 - 2**10  # exponent 31 is inf/NaN
+    assert torch.equal(v16, v16.to(torch.float16).double())
+    gaps = torch.diff(v16)
+    assert gaps[v16[:-1] >= 1024].min() == 1.0  # spacing 2^(10-10)
+
+
+@pytest.mark.parametrize("inc,name", [(1.0, "float16"), (0.01, "float16"),
+                                      (1e-3, "float16"), (0.01, "float32")])
+def test_running_sum_stalls_where_predicted(inc, name):
+    stall = formats.stall_value(inc, name)
+    n = int(4 * stall / inc) if name == "float16" else 2_000_000
+    sums = formats.running_sum(np.full(n, inc), name)
+    if name == "float16":
+        assert float(sums[-1]) == stall
+        # and it was still growing just below the stall
+        below = sums[sums < stall]
+        assert below.size > 0 and float(below[-1]) < stall
+    else:
+        assert float(sums[-1]) < stall
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="name"):
+        formats.get_format("float12")
+    with pytest.raises(ValueError, match="name"):
+        formats.format_properties("int8")
+    with pytest.raises(ValueError, match="x"):
+        formats.split_bits([1.0])
+    with pytest.raises(ValueError, match="name"):
+        formats.representable_values("float32")
+    with pytest.raises(ValueError, match="x"):
+        formats.running_sum([], "float16")
+    with pytest.raises(ValueError, match="name"):
+        formats.running_sum([1.0], "bfloat16")
+    with pytest.raises(ValueError, match="increment"):
+        formats.stall_value(0.0, "float16")
+
+
+def _toy_data(n=512, d=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x[:, :3].sum(1) > 0).long() + (x[:, 3] > 1).long()
+    return x, y
+
+
+def test_master_weights_match_fp32_and_pure_bf16_loses_updates():
+    x, y = _toy_data()
+    kw = dict(steps=60, lr=0.01, batch=64, hidden=16)
+    ref = formats.train_mlp_precision(x, y, "fp32", **kw)
+    mix = formats.train_mlp_precision(x, y, "bf16-master", **kw)
+    pure = formats.train_mlp_precision(x, y, "bf16", **kw)
+    # bf16 rounding of the forward pass only: losses agree closely
+    assert abs(mix["loss"][-1] - ref["loss"][-1]) < 0.02
+    # w - lr g rounds back to w whenever lr |g| < ulp(w) / 2 = 2^-9 |w|
+    assert pure["lost_updates"] > 0.5 and ref["lost_updates"] == 0.0
+
+
+def test_dynamic_loss_scale_halves_on_overflow():
+    x, y = _toy_data()
+    r = formats.train_mlp_precision(
+        x, y, "fp16-master", steps=40, batch=64, hidden=16,
+        loss_scale=2.0**40, dynamic=True, growth_interval=1000)
+    # fp16 overflows above 65504: each overflow skips a step, halves scale
+    assert r["skipped"] >= 1
+    assert r["scales"][-1] == 2.0**40 / 2 ** r["skipped"]
+    assert r["scales"][-1] * 1e-4 < 65504  # gradient scale now fits
+
+
+def test_underflow_count_drops_with_loss_scaling():
+    x, y = _toy_data()
+    params = formats.mlp_init(20, 16, 3)
+    params = [p * 1e-3 for p in params]  # tiny weights, tiny gradients
+    z1, _, n = formats.underflow_count(params, x[:64], y[:64],
+                                       torch.float16, 1.0)
+    z2, inf2, _ = formats.underflow_count(params, x[:64], y[:64],
+                                          torch.float16, 2.0**12)
+    assert z1 > z2 and inf2 == 0 and n > 0
+
+
+def test_bad_recipe():
+    x, y = _toy_data()
+    with pytest.raises(ValueError, match="recipe"):
+        formats.train_mlp_precision(x, y, "fp8")
+    with pytest.raises(ValueError, match="loss_scale"):
+        formats.train_mlp_precision(x, y, "fp32", loss_scale=0)
+
+
+def test_hidden_grad_closed_form():
+    x, y = _toy_data(n=32)
+    params = formats.mlp_init(20, 16, 3, seed=2)
+    w1, b1, w2, b2 = params
+    z = x @ w1 + b1
+    p = torch.softmax(torch.relu(z) @ w2 + b2, dim=1)
+    onehot = torch.nn.functional.one_hot(y, 3).float()
+    want = ((p - onehot) / len(y)) @ w2.T * (z > 0).float()
+    got = formats.hidden_grad(params, x, y, torch.float32)
+    torch.testing.assert_close(got, want)
+    scaled = formats.hidden_grad(params, x, y, torch.float32, 8.0)
+    torch.testing.assert_close(scaled, 8.0 * want)
+    half = formats.hidden_grad(params, x, y, torch.float16)
+    assert half.dtype == torch.float16
+
+
+def test_loss_scale_rule_matches_torch_amp():
+    g = torch.Generator().manual_seed(3)
+    flags = (torch.rand(300, generator=g) < 0.1).tolist()
+    scale, good = 2.0**16, 0
+    t_scale = torch.tensor([2.0**16])
+    t_good = torch.tensor([0], dtype=torch.int32)
+    for inf in flags:
+        scale, good = formats.update_loss_scale(scale, good, inf, 7)
+        torch._amp_update_scale_(t_scale, t_good,
+                                 torch.tensor([float(inf)]), 2.0, 0.5, 7)
+        assert scale == t_scale.item() and good == t_good.item()
+    with pytest.raises(ValueError, match="growth_interval"):
+        formats.update_loss_scale(1.0, 0, False, 0)
+
+
+def test_dynamic_scaling_without_overflow_matches_static_unscaled():
+    # a growing but never overflowing scale only multiplies and divides by
+    # powers of two: the training run is identical to the unscaled one
+    x, y = _toy_data()
+    kw = dict(steps=30, batch=64, hidden=16)
+    plain = formats.train_mlp_precision(x, y, "fp16-master", **kw)
+    dyn = formats.train_mlp_precision(x, y, "fp16-master", loss_scale=4.0,
+                                      dynamic=True, growth_interval=5, **kw)
+    assert dyn["skipped"] == 0 and dyn["scales"][-1] == 4.0 * 2**5
+    for a, b in zip(plain["params"], dyn["params"]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
