@@ -158,3 +158,26 @@ def test_power_law_exponent():
     assert a == pytest.approx(0.5) and k == pytest.approx(3.0)
     with pytest.raises(ValueError):
         costs.power_law_exponent([1.0], [2.0])
+
+
+def test_mup_scales_coincide_with_sp_at_base_width():
+    assert costs.mup_lr_scales(64, 64, "mup") == costs.mup_lr_scales(
+        64, 64, "sp"
+    )
+    mup = costs.mup_lr_scales(256, 64, "mup")
+    assert mup["hidden"][1] == pytest.approx(0.25)
+    assert mup["output"][0] == pytest.approx(8 / 256)
+    with pytest.raises(ValueError, match="parameterisation"):
+        costs.mup_lr_scales(64, 64, "ntk")
+
+
+def test_width_lr_sweep_runs_match_single_runs():
+    from llmbook import batchsize
+
+    prob = batchsize.mlp_problem(n_train=256, n_test=16, d=4, seed=0)
+    lrs = np.array([1e-3, 1e-2])
+    both = costs.width_lr_sweep(prob, 16, lrs, "mup", 8, steps=5)
+    one = costs.width_lr_sweep(prob, 16, lrs[1:], "mup", 8, steps=5)
+    assert both.shape == (2,)
+    assert both[1] == pytest.approx(one[0], rel=1e-5)
+    assert both[1] < both[0]  # a larger lr learns faster in 5 steps

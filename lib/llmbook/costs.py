@@ -471,3 +471,103 @@ def power_law_exponent(compute, values) -> tuple[float, float]:
         raise ValueError("compute and values must have equal length >= 2")
     a, logk = np.polyfit(np.log(c), np.log(y), 1)
     return float(a), float(np.exp(logk))
+
+
+# --- muP: learning rates that transfer across width
+# ----------------------------------------------------------------------------
+
+
+def mup_lr_scales(
+    width: int, base_width: int, parameterisation: str = "mup"
+) -> dict[str, tuple[float, float]]:
+    """Initial standard deviation and Adam learning-rate multiplier of the
+    input, hidden and output weights of an MLP of ``width`` (fan-in
+    ``fan_in`` of the input layer is applied by the caller: std/sqrt(fan_in)).
+
+    "sp" (standard): std 1/sqrt(fan-in) everywhere, one learning rate. "mup"
+    (Yang et al. 2022, Adam): hidden and output learning rates times
+    base_width/width, output std 1/width scaled to match "sp" at
+    ``base_width``. Returns ``{layer: (std, lr multiplier)}``, with the input
+    layer's std given per unit fan-in. Section scale-small-proxies.
+    """
+    w = positive_int("width", width)
+    w0 = positive_int("base_width", base_width)
+    if parameterisation == "sp":
+        return {
+            "input": (1.0, 1.0),
+            "hidden": (w**-0.5, 1.0),
+            "output": (w**-0.5, 1.0),
+        }
+    if parameterisation == "mup":
+        return {
+            "input": (1.0, 1.0),
+            "hidden": (w**-0.5, w0 / w),
+            "output": (w0**0.5 / w, w0 / w),
+        }
+    raise ValueError(
+        f"parameterisation must be 'sp' or 'mup', got {parameterisation!r}"
+    )
+
+
+def mlp3_forward(params, X: torch.Tensor) -> torch.Tensor:
+    """relu(relu(X W_in) W_hid) W_out for stacked weights (runs, ., .) and X
+    (B, d_in): outputs (runs, B, d_out). Section scale-small-proxies."""
+    w_in, w_hid, w_out = params
+    return torch.relu(torch.relu(X @ w_in) @ w_hid) @ w_out
+
+
+def width_lr_sweep(
+    problem,
+    width: int,
+    lrs,
+    parameterisation: str = "mup",
+    base_width: int = 32,
+    steps: int = 200,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> np.ndarray:
+    """Train a three-layer ReLU MLP of ``width`` on ``problem`` (a
+    :class:`llmbook.batchsize.Problem`) with Adam at every learning rate of
+    ``lrs`` at once (the runs share the initial weights and the batches), under
+    :func:`mup_lr_scales`; return the final training MSE of each run, ``inf``
+    where a run diverged. Uses :func:`llmbook.batchsize.adam_update`.
+    Section scale-small-proxies.
+    """
+    from .batchsize import adam_update
+
+    lrs = positive_array("lrs", lrs)
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
+    scales = mup_lr_scales(width, base_width, parameterisation)
+    g = torch.Generator().manual_seed(int(seed))
+    d_in, d_out = problem.X.shape[1], problem.Y.shape[1]
+    shapes = {
+        "input": (d_in, width),
+        "hidden": (width, width),
+        "output": (width, d_out),
+    }
+    runs = len(lrs)
+    params, mults = [], []
+    for layer, shape in shapes.items():
+        std, mult = scales[layer]
+        std = std / math.sqrt(d_in) if layer == "input" else std
+        w = torch.randn(1, *shape, generator=g) * std
+        params.append(w.repeat(runs, 1, 1).requires_grad_(True))
+        mults.append(mult)
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    lr = torch.tensor(lrs, dtype=torch.float32)
+    for t in range(steps):
+        idx = torch.randint(problem.X.shape[0], (batch_size,), generator=g)
+        out = mlp3_forward(params, problem.X[idx])
+        loss = ((out - problem.Y[idx]) ** 2).mean(dim=(-2, -1))
+        loss = torch.where(torch.isfinite(loss), loss, 0.0)
+        grads = torch.autograd.grad(loss.sum(), params)
+        with torch.no_grad():
+            for p, gr, (m, v), mult in zip(params, grads, moments, mults):
+                state = {"m": [m], "v": [v]}
+                adam_update([p], [gr], state, lr * mult, t + 1)
+    with torch.no_grad():
+        mse = ((mlp3_forward(params, problem.X) - problem.Y) ** 2).mean(
+            dim=(-2, -1)
+        )
+    return torch.where(torch.isfinite(mse), mse, math.inf).numpy()
