@@ -132,7 +132,8 @@ def lecture_total_flops(
     n, i = positive_int("n_heads", n_heads), positive_int("i", i)
     v, L = positive_int("v", v), positive_int("n_layers", n_layers)
     attn = 6 * b * s * h**2 + 4 * b * s**2 * h + 3 * b * s**2 * n
-    return L * (attn + 2 * b * s * h**2) + L * 6 * b * s * h * i + 2 * b * s * h * v
+    mlp = 6 * b * s * h * i
+    return L * (attn + 2 * b * s * h**2) + L * mlp + 2 * b * s * h * v
 
 
 def llama_params(h: int, i: int, v: int, n_layers: int) -> dict[str, int]:
@@ -284,7 +285,9 @@ def training_state_bytes(n_params: float, recipe: str = "mixed") -> dict:
     """
     n = positive("n_params", n_params)
     if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+        raise ValueError(
+            f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}"
+        )
     out = {k: n * x for k, x in RECIPES[recipe].items()}
     out["total"] = sum(out.values())
     return out
@@ -308,7 +311,9 @@ def checkpoint_activation_bytes(
 def tensor_bytes(tensors) -> int:
     """Total bytes of the tensors in ``tensors`` (``None`` entries skipped):
     numel times element size. Section dls-mixed-precision."""
-    return int(sum(t.numel() * t.element_size() for t in tensors if t is not None))
+    return int(
+        sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    )
 
 
 def mixed_precision_step(
@@ -402,7 +407,9 @@ def roofline(intensity, peak_flop_per_s: float, bandwidth_bytes_per_s: float):
 
 
 def decode_intensity(
-    batch: float = 1.0, bytes_per_param: float = 2.0, flop_per_param: float = 2.0
+    batch: float = 1.0,
+    bytes_per_param: float = 2.0,
+    flop_per_param: float = 2.0,
 ) -> float:
     """FLOP per byte of one decoding step of a dense model for ``batch``
     sequences, counting weight reads only: ``flop_per_param * batch /
@@ -437,7 +444,8 @@ class MLPLanguageModel(nn.Module):
     def __init__(self, vocab: int, context: int, embed: int, width: int):
         super().__init__()
         self.embed = nn.Embedding(positive_int("vocab", vocab), embed)
-        self.hidden = nn.Linear(positive_int("context", context) * embed, width)
+        k = positive_int("context", context)
+        self.hidden = nn.Linear(k * embed, width)
         self.out = nn.Linear(positive_int("width", width), vocab)
 
     def forward(self, ctx: torch.Tensor) -> torch.Tensor:
