@@ -127,7 +127,8 @@ def test_saved_activations_double_with_batch():
 
 
 def test_tensor_bytes():
-    got = sum(p.numel() for k, p in named if "embed" not in k)
+    bf16 = torch.zeros(3, dtype=torch.bfloat16)
+    assert costs.tensor_bytes([bf16, None, torch.zeros(2, 2)]) == 6 + 16
 
 
 def test_roofline_and_ridge():
