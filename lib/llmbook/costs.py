@@ -489,14 +489,14 @@ def mup_lr_scales(
     width: int, base_width: int, parameterisation: str = "mup"
 ) -> dict[str, tuple[float, float]]:
     """Initial standard deviation and Adam learning-rate multiplier of the
-    input, hidden and output weights of an MLP of ``width`` (fan-in
-    ``fan_in`` of the input layer is applied by the caller: std/sqrt(fan_in)).
+    input, hidden and output weights of an MLP of hidden ``width``.
 
     "sp" (standard): std 1/sqrt(fan-in) everywhere, one learning rate. "mup"
-    (Yang et al. 2022, Adam): hidden and output learning rates times
-    base_width/width, output std 1/width scaled to match "sp" at
-    ``base_width``. Returns ``{layer: (std, lr multiplier)}``, with the input
-    layer's std given per unit fan-in. Section scale-small-proxies.
+    (Yang et al. 2022, for Adam): hidden and output learning rates times
+    base_width/width, output std proportional to 1/width and equal to "sp"
+    at ``base_width``. Returns ``{layer: (std, lr multiplier)}``; the input
+    layer's std is per unit fan-in (the caller divides it by sqrt(d_in)).
+    Section scale-small-proxies.
     """
     w = positive_int("width", width)
     w0 = positive_int("base_width", base_width)
