@@ -9,6 +9,9 @@ interpretability, scaling and compression. One module per topic:
 - ``fermi``: memory, bandwidth, compute, money and energy estimates (hw11-q5)
 - ``scaling``: the Chinchilla law and compute-optimal allocation (hw11-q5b,
     genai-e1..e3)
+- ``costs``: FLOP and byte accounting of training, a tiny Llama, the
+    roofline, iso-FLOP fits and muP (lecture walkthrough "What training
+    costs")
 - ``batchsize``: vectorised SGD/Adam sweeps and batch-size scaling (hw11-q4)
 - ``circuits``, ``induction``: attention heads by hand and trained (hw11-q2,
     hw11-q3)

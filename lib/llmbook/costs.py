@@ -1,0 +1,581 @@
+"""What training costs: FLOP and byte accounting for a Llama-style decoder.
+
+Term-by-term forward FLOP of a decoder layer (the matmul rule ``2 m n h`` and
+its exact form ``m h (2n - 1)``), a small plain-``torch.nn`` Llama-style model
+to check the count against ``torch.utils.flop_counter``, the bytes of
+mixed-precision Adam training (the 16-bytes-per-parameter rule), counting
+bytes from the tensors of a real training step, activation bytes, the roofline
+and a tiny next-token MLP for the iso-FLOP experiment. Derived in the chapter
+"What training costs" (lecture walkthrough), sections dls-flops, scale-6pd,
+dls-mixed-precision, scale-memory, cme295-memory and scale-chinchilla.
+
+Notation (glossary): ``b`` sequences, ``s`` tokens per sequence, ``h`` model
+width, ``n_heads`` heads of width ``d`` (h = n_heads d), ``i`` SwiGLU width,
+``v`` vocabulary, ``n_layers`` layers. Units: FLOP, bytes, FLOP/s, bytes/s.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._validate import positive, positive_array, positive_int
+
+# --- FLOP accounting
+# ----------------------------------------------------------------------
+
+
+def matmul_flops(m: int, n: int, h: int, exact: bool = False) -> int:
+    """FLOP of an (m x n) @ (n x h) product: ``2 m n h`` (n multiplies and n
+    additions per output, the convention of ``torch.utils.flop_counter``), or
+    with ``exact`` the ``m h (2n - 1)`` of a sum of n products (n - 1 adds).
+
+    Section dls-flops.
+    """
+    m, n, h = (positive_int(k, x) for k, x in (("m", m), ("n", n), ("h", h)))
+    return m * h * (2 * n - 1) if exact else 2 * m * n * h
+
+
+def llama_layer_flops(
+    b: int, s: int, h: int, n_heads: int, i: int, exact: bool = False
+) -> dict[str, int]:
+    """Forward FLOP of one Llama decoder layer, term by term, as the DSC 291
+    lecture's table lists them: a dict ``{term: FLOP}``.
+
+    Matmul terms use :func:`matmul_flops`; elementwise terms the lecture's
+    counts (RoPE 3 FLOP per rotated element, applied to Q and K; softmax 3 per
+    score; swish 4 and the gate product 1 per SwiGLU element; RMSNorm 4 per
+    element plus 2 per token, two norms per layer; one add per element for
+    each of the two residual connections). Args: b sequences, s tokens each,
+    width h = n_heads * d, SwiGLU width i. Section dls-flops.
+    """
+    b, s, h = positive_int("b", b), positive_int("s", s), positive_int("h", h)
+    n_heads, i = positive_int("n_heads", n_heads), positive_int("i", i)
+    if h % n_heads:
+        raise ValueError(f"h={h} must be a multiple of n_heads={n_heads}")
+    d, t = h // n_heads, b * s  # head width, tokens
+
+    def mm(m, n, k):
+        return matmul_flops(m, n, k, exact)
+
+    return {
+        "q, k, v projections": 3 * mm(t, h, h),
+        "RoPE on q and k": 2 * 3 * t * h,
+        "scores q k^T": b * n_heads * mm(s, d, s),
+        "softmax": 3 * b * n_heads * s * s,
+        "P v": b * n_heads * mm(s, s, d),
+        "output projection": mm(t, h, h),
+        "residual adds": 2 * t * h,
+        "gate and up projections": 2 * mm(t, h, i),
+        "swish": 4 * t * i,
+        "gate product": t * i,
+        "down projection": mm(t, i, h),
+        "RMSNorm (two)": 2 * (4 * t * h + 2 * t),
+    }
+
+
+MATMUL_TERMS = (
+    "q, k, v projections",
+    "scores q k^T",
+    "P v",
+    "output projection",
+    "gate and up projections",
+    "down projection",
+)
+
+
+def llama_forward_flops(
+    b: int,
+    s: int,
+    h: int,
+    n_heads: int,
+    i: int,
+    v: int,
+    n_layers: int,
+    exact: bool = False,
+) -> dict[str, int]:
+    """Forward FLOP of a whole Llama decoder: ``n_layers`` times
+    :func:`llama_layer_flops`, the final RMSNorm and the output head
+    ``2 b s h v``. The embedding lookup is a gather: 0 FLOP. Section
+    dls-flops.
+    """
+    n_layers = positive_int("n_layers", n_layers)
+    v = positive_int("v", v)
+    layer = llama_layer_flops(b, s, h, n_heads, i, exact)
+    out = {k: n_layers * x for k, x in layer.items()}
+    t = b * s
+    out["final RMSNorm"] = 4 * t * h + 2 * t
+    out["output head"] = matmul_flops(t, h, v, exact)
+    return out
+
+
+def matmul_total(flops: dict[str, int]) -> int:
+    """Sum of the matmul terms (:data:`MATMUL_TERMS` and the output head) of
+    a dict from :func:`llama_forward_flops`: what
+    ``torch.utils.flop_counter.FlopCounterMode`` counts. Section dls-flops.
+    """
+    keys = set(MATMUL_TERMS) | {"output head"}
+    return int(sum(x for k, x in flops.items() if k in keys))
+
+
+def lecture_total_flops(
+    b: int, s: int, h: int, n_heads: int, i: int, v: int, n_layers: int
+) -> int:
+    """The DSC 291 lecture's closed form of the forward FLOP:
+    ``L (6bsh^2 + 4bs^2h + 3bs^2n + 2bsh^2) + L 6bshi + 2bshv``
+    (L layers, n heads): the matmuls and the softmax only. Section dls-flops.
+    """
+    b, s, h = positive_int("b", b), positive_int("s", s), positive_int("h", h)
+    n, i = positive_int("n_heads", n_heads), positive_int("i", i)
+    v, L = positive_int("v", v), positive_int("n_layers", n_layers)
+    attn = 6 * b * s * h**2 + 4 * b * s**2 * h + 3 * b * s**2 * n
+    mlp = 6 * b * s * h * i
+    return L * (attn + 2 * b * s * h**2) + L * mlp + 2 * b * s * h * v
+
+
+def llama_params(h: int, i: int, v: int, n_layers: int) -> dict[str, int]:
+    """Parameters of a Llama decoder without biases, untied embedding and
+    head: per layer ``4h^2`` (attention) + ``3hi`` (SwiGLU) + ``2h`` (norms);
+    plus ``vh`` embedding, ``vh`` head and ``h`` final norm. Section
+    scale-6pd.
+    """
+    h, i = positive_int("h", h), positive_int("i", i)
+    v, L = positive_int("v", v), positive_int("n_layers", n_layers)
+    return {
+        "attention": L * 4 * h * h,
+        "mlp": L * 3 * h * i,
+        "norms": L * 2 * h + h,
+        "embedding": v * h,
+        "head": v * h,
+    }
+
+
+# --- A small Llama-style model in plain torch.nn
+# --------------------------------------------------
+
+
+def rope(x: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
+    """Rotary position embedding of ``x`` (b, n_heads, s, d), d even: each
+    pair (x_2j, x_2j+1) at position p is rotated by p * base^(-2j/d).
+    Section dls-flops.
+    """
+    s, d = x.shape[-2], x.shape[-1]
+    if d % 2:
+        raise ValueError(f"x: the head width must be even, got {d}")
+    inv = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
+    ang = torch.arange(s, dtype=torch.float32)[:, None] * inv[None, :]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * gain, over the last axis."""
+
+    def __init__(self, h: int, eps: float = 1e-6):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(positive_int("h", h)))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` (..., h)."""
+        rms = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x * rms * self.gain
+
+
+class LlamaBlock(nn.Module):
+    """One pre-norm Llama decoder layer: causal multi-head attention with
+    RoPE, then a SwiGLU MLP, each added back to the residual stream."""
+
+    def __init__(self, h: int, n_heads: int, i: int):
+        super().__init__()
+        if h % n_heads:
+            raise ValueError(f"h={h} must be a multiple of n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.norm1, self.norm2 = RMSNorm(h), RMSNorm(h)
+        self.qkv = nn.Linear(h, 3 * h, bias=False)
+        self.out = nn.Linear(h, h, bias=False)
+        self.gate_up = nn.Linear(h, 2 * i, bias=False)
+        self.down = nn.Linear(i, h, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map the residual stream ``x`` (b, s, h) to the next one."""
+        b, s, h = x.shape
+        d = h // self.n_heads
+        q, k, v = self.qkv(self.norm1(x)).split(h, dim=-1)
+        q, k, v = (
+            t.view(b, s, self.n_heads, d).transpose(1, 2) for t in (q, k, v)
+        )
+        q, k = rope(q), rope(k)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d)
+        mask = torch.ones(s, s, dtype=torch.bool).triu(1)
+        p = scores.masked_fill(mask, float("-inf")).softmax(-1)
+        a = (p @ v).transpose(1, 2).reshape(b, s, h)
+        x = x + self.out(a)
+        gate, up = self.gate_up(self.norm2(x)).chunk(2, dim=-1)
+        return x + self.down(nn.functional.silu(gate) * up)
+
+
+class TinyLlama(nn.Module):
+    """A Llama-style decoder (embedding, ``n_layers`` :class:`LlamaBlock`,
+    final RMSNorm, untied head) at any size; random weights, no download.
+    Section dls-flops."""
+
+    def __init__(self, h: int, n_heads: int, i: int, v: int, n_layers: int):
+        super().__init__()
+        self.embed = nn.Embedding(positive_int("v", v), positive_int("h", h))
+        self.blocks = nn.ModuleList(
+            LlamaBlock(h, n_heads, positive_int("i", i))
+            for _ in range(positive_int("n_layers", n_layers))
+        )
+        self.norm = RMSNorm(h)
+        self.head = nn.Linear(h, v, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (b, s, v) of the next token for ``tokens`` (b, s)."""
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def counted_flops(
+    model: nn.Module, tokens: torch.Tensor, backward: bool = True
+) -> dict[str, int]:
+    """FLOP that ``torch.utils.flop_counter.FlopCounterMode`` counts for one
+    forward (and, with ``backward``, one backward of the summed logits) of
+    ``model`` on ``tokens``: ``{"forward": .., "backward": ..}``. The counter
+    sees matrix products only. Section dls-flops.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fwd:
+        logits = model(tokens)
+    out = {"forward": int(fwd.get_total_flops()), "backward": 0}
+    if backward:
+        with FlopCounterMode(display=False) as bwd:
+            logits.float().sum().backward()
+        out["backward"] = int(bwd.get_total_flops())
+    return out
+
+
+# --- Memory accounting
+# --------------------------------------------------------------------
+
+# Bytes per parameter of each persistent training tensor, by recipe.
+RECIPES: dict[str, dict[str, int]] = {
+    # fp16/bf16 weights and gradients, fp32 master copy, fp32 Adam moments
+    "mixed": {"weights": 2, "grads": 2, "master": 4, "adam_m": 4, "adam_v": 4},
+    # everything in fp32 (and autocast's mixed precision: fp32 params)
+    "fp32": {"weights": 4, "grads": 4, "master": 0, "adam_m": 4, "adam_v": 4},
+    # pure bf16: weights, gradients and moments in bf16, no master copy
+    "bf16": {"weights": 2, "grads": 2, "master": 0, "adam_m": 2, "adam_v": 2},
+}
+
+
+def training_state_bytes(n_params: float, recipe: str = "mixed") -> dict:
+    """Bytes of weights, gradients, master copy and the two Adam moments for
+    ``n_params`` parameters under ``recipe`` (a key of :data:`RECIPES`); the
+    dict also holds ``"total"`` (16 N for "mixed"). Section
+    dls-mixed-precision.
+    """
+    n = positive("n_params", n_params)
+    if recipe not in RECIPES:
+        raise ValueError(
+            f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}"
+        )
+    out = {k: n * x for k, x in RECIPES[recipe].items()}
+    out["total"] = sum(out.values())
+    return out
+
+
+def checkpoint_activation_bytes(
+    n_layers: int, tokens: float, h: int, bytes_per_value: float = 2.0
+) -> float:
+    """Bytes of activations kept when checkpointing at layer boundaries: one
+    (tokens x h) layer input per layer, ``n_layers * tokens * h *
+    bytes_per_value``. Section dls-mixed-precision.
+    """
+    return (
+        positive_int("n_layers", n_layers)
+        * positive("tokens", tokens)
+        * positive_int("h", h)
+        * positive("bytes_per_value", bytes_per_value)
+    )
+
+
+def tensor_bytes(tensors) -> int:
+    """Total bytes of the tensors in ``tensors`` (``None`` entries skipped):
+    numel times element size. Section dls-mixed-precision."""
+    return int(
+        sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    )
+
+
+def mixed_precision_step(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    lr: float = 1e-3,
+    dtype: torch.dtype = torch.bfloat16,
+) -> dict[str, int]:
+    """Run one mixed-precision Adam step on ``model`` (its weights cast to
+    ``dtype`` in place) and count the bytes of every persistent tensor.
+
+    The recipe of the lecture: ``dtype`` weights run the forward and backward
+    pass (next-token cross-entropy on ``tokens`` (b, s)) and get ``dtype``
+    gradients; an fp32 master copy takes the step with ``torch.optim.Adam``
+    (fp32 moments) and is cast back. Returns bytes of ``weights``, ``grads``,
+    ``master``, ``adam_m``, ``adam_v``, ``adam_step`` (Adam's step counters:
+    one 4-byte scalar per parameter tensor) and ``n_params``, all read off the
+    tensors themselves. Section dls-mixed-precision.
+    """
+    model.to(dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    master = [p.detach().float().clone().requires_grad_(True) for p in params]
+    opt = torch.optim.Adam(master, lr=positive("lr", lr))
+    logits = model(tokens[:, :-1])
+    loss = nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+    )
+    loss.backward()
+    for m, p in zip(master, params):
+        m.grad = p.grad.float()
+    opt.step()
+    with torch.no_grad():
+        for m, p in zip(master, params):
+            p.copy_(m)
+            m.grad = None  # the fp32 gradient copy is transient
+    state = [opt.state[m] for m in master]
+    return {
+        "weights": tensor_bytes(params),
+        "grads": tensor_bytes(p.grad for p in params),
+        "master": tensor_bytes(master),
+        "adam_m": tensor_bytes(st["exp_avg"] for st in state),
+        "adam_v": tensor_bytes(st["exp_avg_sq"] for st in state),
+        "adam_step": tensor_bytes(st["step"] for st in state),
+        "n_params": int(sum(p.numel() for p in params)),
+        "n_tensors": len(params),
+    }
+
+
+def saved_activation_bytes(model: nn.Module, tokens: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for the backward pass during one
+    forward of ``model`` on ``tokens``, counted with saved-tensor hooks;
+    parameters (saved by reference, not copied) are left out and each
+    storage is counted once. Section dls-mixed-precision.
+    """
+    param_ptrs = {p.data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in param_ptrs:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(tokens)
+    return int(sum(seen.values()))
+
+
+# --- Roofline
+# -----------------------------------------------------------------------------
+
+
+def ridge_point(peak_flop_per_s: float, bandwidth_bytes_per_s: float) -> float:
+    """Arithmetic intensity (FLOP per byte) where the roofline's slope meets
+    its flat top: peak / bandwidth. Section cme295-memory.
+    """
+    return positive("peak_flop_per_s", peak_flop_per_s) / positive(
+        "bandwidth_bytes_per_s", bandwidth_bytes_per_s
+    )
+
+
+def roofline(intensity, peak_flop_per_s: float, bandwidth_bytes_per_s: float):
+    """Attainable FLOP/s at arithmetic ``intensity`` (FLOP per byte, scalar or
+    array): min(peak, intensity * bandwidth). Section cme295-memory.
+    """
+    x = positive_array("intensity", intensity)
+    peak = positive("peak_flop_per_s", peak_flop_per_s)
+    bw = positive("bandwidth_bytes_per_s", bandwidth_bytes_per_s)
+    out = np.minimum(peak, x * bw)
+    return float(out) if out.ndim == 0 else out
+
+
+def decode_intensity(
+    batch: float = 1.0,
+    bytes_per_param: float = 2.0,
+    flop_per_param: float = 2.0,
+) -> float:
+    """FLOP per byte of one decoding step of a dense model for ``batch``
+    sequences, counting weight reads only: ``flop_per_param * batch /
+    bytes_per_param`` (1 for batch 1 in bf16). Section cme295-memory.
+    """
+    return (
+        positive("flop_per_param", flop_per_param)
+        * positive("batch", batch)
+        / positive("bytes_per_param", bytes_per_param)
+    )
+
+
+# --- Iso-FLOP experiment: a next-token MLP language model
+# ----------------------------------------------------------------------------
+
+
+def mlp_lm_params(vocab: int, context: int, embed: int, width: int) -> int:
+    """Matmul parameters (weights and biases of the two linear layers; the
+    embedding is a lookup and costs no FLOP) of :class:`MLPLanguageModel`.
+    Section scale-chinchilla.
+    """
+    v, k = positive_int("vocab", vocab), positive_int("context", context)
+    e, w = positive_int("embed", embed), positive_int("width", width)
+    return (k * e + 1) * w + (w + 1) * v
+
+
+class MLPLanguageModel(nn.Module):
+    """Next-token MLP language model (Bengio et al. 2003 style): embed the
+    ``context`` previous tokens, concatenate, one tanh hidden layer of
+    ``width`` units, logits over ``vocab``. Section scale-chinchilla."""
+
+    def __init__(self, vocab: int, context: int, embed: int, width: int):
+        super().__init__()
+        self.embed = nn.Embedding(positive_int("vocab", vocab), embed)
+        k = positive_int("context", context)
+        self.hidden = nn.Linear(k * embed, width)
+        self.out = nn.Linear(positive_int("width", width), vocab)
+
+    def forward(self, ctx: torch.Tensor) -> torch.Tensor:
+        """Logits (B, vocab) for contexts ``ctx`` (B, context)."""
+        return self.out(torch.tanh(self.hidden(self.embed(ctx).flatten(1))))
+
+
+def fit_isoflop_parabola(log_n, loss) -> tuple[float, float]:
+    """Fit loss = a (log N)^2 + b log N + c to one iso-FLOP curve; return the
+    vertex ``(log N_opt, loss at the vertex)``. Raises ``ValueError`` when the
+    parabola opens downwards (no minimum). Section scale-chinchilla.
+    """
+    x = np.asarray(log_n, dtype=float)
+    y = np.asarray(loss, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 3:
+        raise ValueError("log_n and loss must be 1-D of equal length >= 3")
+    a, b, c = np.polyfit(x, y, 2)
+    if a <= 0:
+        raise ValueError("loss: the fitted parabola has no minimum")
+    x0 = -b / (2 * a)
+    return float(x0), float(c - b * b / (4 * a))
+
+
+def power_law_exponent(compute, values) -> tuple[float, float]:
+    """Least-squares fit of values = k C^a in log-log space; returns (a, k).
+    Section scale-chinchilla.
+    """
+    c = positive_array("compute", compute)
+    y = positive_array("values", values)
+    if c.shape != y.shape or c.size < 2:
+        raise ValueError("compute and values must have equal length >= 2")
+    a, logk = np.polyfit(np.log(c), np.log(y), 1)
+    return float(a), float(np.exp(logk))
+
+
+# --- muP: learning rates that transfer across width
+# ----------------------------------------------------------------------------
+
+
+def mup_lr_scales(
+    width: int, base_width: int, parameterisation: str = "mup"
+) -> dict[str, tuple[float, float]]:
+    """Initial standard deviation and Adam learning-rate multiplier of the
+    input, hidden and output weights of an MLP of hidden ``width``.
+
+    "sp" (standard): std 1/sqrt(fan-in) everywhere, one learning rate. "mup"
+    (Yang et al. 2022, for Adam): hidden and output learning rates times
+    base_width/width, output std proportional to 1/width and equal to "sp"
+    at ``base_width``. Returns ``{layer: (std, lr multiplier)}``; the input
+    layer's std is per unit fan-in (the caller divides it by sqrt(d_in)).
+    Section scale-small-proxies.
+    """
+    w = positive_int("width", width)
+    w0 = positive_int("base_width", base_width)
+    if parameterisation == "sp":
+        return {
+            "input": (1.0, 1.0),
+            "hidden": (w**-0.5, 1.0),
+            "output": (w**-0.5, 1.0),
+        }
+    if parameterisation == "mup":
+        return {
+            "input": (1.0, 1.0),
+            "hidden": (w**-0.5, w0 / w),
+            "output": (w0**0.5 / w, w0 / w),
+        }
+    raise ValueError(
+        f"parameterisation must be 'sp' or 'mup', got {parameterisation!r}"
+    )
+
+
+def mlp3_forward(params, X: torch.Tensor) -> torch.Tensor:
+    """relu(relu(X W_in) W_hid) W_out for stacked weights (runs, ., .) and X
+    (B, d_in): outputs (runs, B, d_out). Section scale-small-proxies."""
+    w_in, w_hid, w_out = params
+    return torch.relu(torch.relu(X @ w_in) @ w_hid) @ w_out
+
+
+def width_lr_sweep(
+    problem,
+    width: int,
+    lrs,
+    parameterisation: str = "mup",
+    base_width: int = 32,
+    steps: int = 200,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> np.ndarray:
+    """Train a three-layer ReLU MLP of ``width`` on ``problem`` (a
+    :class:`llmbook.batchsize.Problem`) with Adam at every learning rate of
+    ``lrs`` at once (the runs share the initial weights and the batches), under
+    :func:`mup_lr_scales`; return the final training MSE of each run, ``inf``
+    where a run diverged. Uses :func:`llmbook.batchsize.adam_update`.
+    Section scale-small-proxies.
+    """
+    from .batchsize import adam_update
+
+    lrs = positive_array("lrs", lrs)
+    steps = positive_int("steps", steps)
+    batch_size = positive_int("batch_size", batch_size)
+    scales = mup_lr_scales(width, base_width, parameterisation)
+    g = torch.Generator().manual_seed(int(seed))
+    d_in, d_out = problem.X.shape[1], problem.Y.shape[1]
+    shapes = {
+        "input": (d_in, width),
+        "hidden": (width, width),
+        "output": (width, d_out),
+    }
+    runs = len(lrs)
+    params, mults = [], []
+    for layer, shape in shapes.items():
+        std, mult = scales[layer]
+        std = std / math.sqrt(d_in) if layer == "input" else std
+        w = torch.randn(1, *shape, generator=g) * std
+        params.append(w.repeat(runs, 1, 1).requires_grad_(True))
+        mults.append(mult)
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    lr = torch.tensor(lrs, dtype=torch.float32)
+    for t in range(steps):
+        idx = torch.randint(problem.X.shape[0], (batch_size,), generator=g)
+        out = mlp3_forward(params, problem.X[idx])
+        loss = ((out - problem.Y[idx]) ** 2).mean(dim=(-2, -1))
+        loss = torch.where(torch.isfinite(loss), loss, 0.0)
+        grads = torch.autograd.grad(loss.sum(), params)
+        with torch.no_grad():
+            for p, gr, (m, v), mult in zip(params, grads, moments, mults):
+                state = {"m": [m], "v": [v]}
+                adam_update([p], [gr], state, lr * mult, t + 1)
+    with torch.no_grad():
+        mse = ((mlp3_forward(params, problem.X) - problem.Y) ** 2).mean(
+            dim=(-2, -1)
+        )
+    return torch.where(torch.isfinite(mse), mse, math.inf).numpy()

@@ -1,0 +1,186 @@
+"""FLOP and byte accounting against hand-worked values, FlopCounterMode and
+the tensors of a real training step."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from llmbook import costs
+
+SHAPES = [  # b, s, h, n_heads, i, v, n_layers
+    (2, 16, 32, 4, 48, 50, 2),
+    (1, 7, 24, 3, 40, 11, 1),
+    (3, 32, 64, 8, 172, 97, 3),
+]
+
+
+def test_matmul_flops_hand_worked():
+    assert costs.matmul_flops(2, 3, 4) == 48        # 2 * 2 * 3 * 4
+    assert costs.matmul_flops(2, 3, 4, exact=True) == 40  # 2 * 4 * (6 - 1)
+    with pytest.raises(ValueError, match="n"):
+        costs.matmul_flops(2, 0, 4)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_formula_equals_flop_counter(shape):
+    b, s, h, n, i, v, L = shape
+    torch.manual_seed(0)
+    model = costs.TinyLlama(h, n, i, v, L)
+    tokens = torch.randint(v, (b, s))
+    counted = costs.counted_flops(model, tokens)
+    terms = costs.llama_forward_flops(b, s, h, n, i, v, L)
+    formula = costs.matmul_total(terms)
+    assert counted["forward"] == formula
+    assert counted["backward"] == 2 * formula
+
+
+def test_lecture_formula_is_matmuls_plus_softmax():
+    b, s, h, n, i, v, L = SHAPES[2]
+    terms = costs.llama_forward_flops(b, s, h, n, i, v, L)
+    want = costs.matmul_total(terms) + terms["softmax"]
+    assert costs.lecture_total_flops(b, s, h, n, i, v, L) == want
+
+
+def test_llama2_7b_forward_total():
+    # L (6bsh^2 + 4bs^2h + 3bs^2n + 2bsh^2 + 6bshi) + 2bshv by hand
+    b, s, h, n, i, v, L = 1, 4096, 4096, 32, 11008, 32000, 32
+    per_layer = (
+        8 * s * h * h + 4 * s * s * h + 3 * s * s * n + 6 * s * h * i
+    )
+    want = L * per_layer + 2 * s * h * v
+    assert costs.lecture_total_flops(b, s, h, n, i, v, L) == want
+    assert want == pytest.approx(6.297e13, rel=1e-3)
+
+
+def test_exact_matmul_is_smaller_by_one_add_per_output():
+    t = costs.llama_layer_flops(1, 8, 16, 2, 24)
+    e = costs.llama_layer_flops(1, 8, 16, 2, 24, exact=True)
+    assert t["output projection"] - e["output projection"] == 8 * 16
+
+
+def test_llama_params_7b():
+    p = costs.llama_params(4096, 11008, 32000, 32)
+    assert sum(p.values()) == 6_738_415_616  # Llama-2-7B's published count
+
+
+def test_tinyllama_params_match_llama_params():
+    h, n, i, v, L = 32, 4, 48, 50, 2
+    model = costs.TinyLlama(h, n, i, v, L)
+    got = sum(p.numel() for p in model.parameters())
+    assert got == sum(costs.llama_params(h, i, v, L).values())
+
+
+def test_rope_preserves_norm_and_is_identity_at_position_zero():
+    x = torch.randn(2, 3, 5, 8)
+    y = costs.rope(x)
+    assert torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+    assert torch.equal(y[:, :, 0], x[:, :, 0])
+    with pytest.raises(ValueError):
+        costs.rope(torch.randn(1, 1, 2, 3))
+
+
+def test_rmsnorm_unit_rms():
+    y = costs.RMSNorm(16, eps=0.0)(torch.randn(4, 16))
+    assert torch.allclose(y.pow(2).mean(-1), torch.ones(4), atol=1e-5)
+
+
+def test_training_state_bytes_16n():
+    m = costs.training_state_bytes(175e9)
+    assert m["total"] == 16 * 175e9
+    assert m["master"] == 700e9
+    assert costs.training_state_bytes(1e9, "bf16")["total"] == 8e9
+    with pytest.raises(ValueError, match="recipe"):
+        costs.training_state_bytes(1e9, "int4")
+
+
+def test_real_mixed_precision_step_matches_formula():
+    torch.manual_seed(0)
+    model = costs.TinyLlama(32, 4, 48, 50, 2)
+    tokens = torch.randint(50, (2, 9))
+    got = costs.mixed_precision_step(model, tokens)
+    want = costs.training_state_bytes(got["n_params"], "mixed")
+    for k in ("weights", "grads", "master", "adam_m", "adam_v"):
+        assert got[k] == want[k]
+    assert got["adam_step"] == 4 * got["n_tensors"]
+    n = sum(p.numel() for p in model.parameters())
+    assert got["n_params"] == n
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+
+
+def test_checkpoint_activation_bytes_gpt3():
+    got = costs.checkpoint_activation_bytes(96, 3.2e6, 12288, 2)
+    assert got == pytest.approx(96 * 3.2e6 * 12288 * 2)
+    assert got == pytest.approx(7.5497e12, rel=1e-4)
+
+
+def test_saved_activations_double_with_batch():
+    torch.manual_seed(0)
+    model = costs.TinyLlama(32, 4, 48, 50, 1)
+    a2 = costs.saved_activation_bytes(model, torch.randint(50, (2, 16)))
+    a4 = costs.saved_activation_bytes(model, torch.randint(50, (4, 16)))
+    rope_tables = 4 * 16 * 4 * 4   # cos, sin for q and k: (s, d/2) fp32
+    mask = 16 * 16                 # (s, s) bool
+    const = rope_tables + mask
+    assert a4 - const == 2 * (a2 - const)
+
+
+def test_tensor_bytes():
+    bf16 = torch.zeros(3, dtype=torch.bfloat16)
+    assert costs.tensor_bytes([bf16, None, torch.zeros(2, 2)]) == 6 + 16
+
+
+def test_roofline_and_ridge():
+    assert costs.ridge_point(989e12, 3.35e12) == pytest.approx(295.2, rel=1e-3)
+    got = costs.roofline(np.array([1.0, 1000.0]), 989e12, 3.35e12)
+    assert got[0] == 3.35e12 and got[1] == 989e12
+    assert costs.decode_intensity() == 1.0
+    assert costs.decode_intensity(batch=64) == 64.0
+
+
+def test_mlp_lm_params_match_module():
+    m = costs.MLPLanguageModel(vocab=20, context=3, embed=5, width=7)
+    named = m.named_parameters()
+    got = sum(p.numel() for k, p in named if "embed" not in k)
+    assert got == costs.mlp_lm_params(20, 3, 5, 7)
+    assert m(torch.zeros(4, 3, dtype=torch.long)).shape == (4, 20)
+
+
+def test_fit_isoflop_parabola_recovers_vertex():
+    x = np.linspace(0, 4, 7)
+    x0, y0 = costs.fit_isoflop_parabola(x, 0.3 * (x - 1.7) ** 2 + 2.0)
+    assert x0 == pytest.approx(1.7) and y0 == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        costs.fit_isoflop_parabola(x, -(x**2))
+
+
+def test_power_law_exponent():
+    c = np.array([1e10, 1e11, 1e12])
+    a, k = costs.power_law_exponent(c, 3.0 * c**0.5)
+    assert a == pytest.approx(0.5) and k == pytest.approx(3.0)
+    with pytest.raises(ValueError):
+        costs.power_law_exponent([1.0], [2.0])
+
+
+def test_mup_scales_coincide_with_sp_at_base_width():
+    assert costs.mup_lr_scales(64, 64, "mup") == costs.mup_lr_scales(
+        64, 64, "sp"
+    )
+    mup = costs.mup_lr_scales(256, 64, "mup")
+    assert mup["hidden"][1] == pytest.approx(0.25)
+    assert mup["output"][0] == pytest.approx(8 / 256)
+    with pytest.raises(ValueError, match="parameterisation"):
+        costs.mup_lr_scales(64, 64, "ntk")
+
+
+def test_width_lr_sweep_runs_match_single_runs():
+    from llmbook import batchsize
+
+    prob = batchsize.mlp_problem(n_train=256, n_test=16, d=4, seed=0)
+    lrs = np.array([1e-3, 1e-2])
+    both = costs.width_lr_sweep(prob, 16, lrs, "mup", 8, steps=5)
+    one = costs.width_lr_sweep(prob, 16, lrs[1:], "mup", 8, steps=5)
+    assert both.shape == (2,)
+    assert both[1] == pytest.approx(one[0], rel=1e-5)
+    assert both[1] < both[0]  # a larger lr learns faster in 5 steps
