@@ -1,0 +1,187 @@
+"""Tests for llmbook.dist (torch.distributed, gloo, 2 processes) and
+llmbook.zero (the ZeRO paper's formulas and the planner)."""
+
+import pytest
+import torch
+
+from llmbook import dist as D
+from llmbook import zero as Z
+
+N = 2
+WIDTH, DEPTH, BATCH = 16, 4, 8
+PSI = WIDTH * WIDTH * DEPTH  # parameters of the bias-free MLP
+
+
+# ------------------------------------------------------------ zero.py
+
+
+def test_zero_paper_example():
+    # ZeRO paper, Figure 1: 7.5B parameters, 64 GPUs, K = 12.
+    want = [120, 31.4, 16.6, 1.9]
+    for stage, gb in enumerate(want):
+        got = Z.zero_bytes_per_gpu(7.5e9, 64, stage)["total"] / 1e9
+        assert got == pytest.approx(gb, abs=0.05)
+
+
+def test_zero_formulas_closed_form():
+    psi, n, k = 1e6, 8, 12
+    tot = [Z.zero_bytes_per_gpu(psi, n, s)["total"] for s in range(4)]
+    assert tot == pytest.approx(
+        [16 * psi, 4 * psi + k * psi / n, 2 * psi + 14 * psi / n,
+         16 * psi / n]
+    )
+    assert [Z.zero_comm_volume(s) for s in range(4)] == [2, 2, 2, 3]
+
+
+def test_plan_and_smallest_fit():
+    p = Z.plan(64e9, 64, 1, tp=8, pp=2)
+    assert p["n_dp"] == 4
+    want = Z.zero_bytes_per_gpu(4e9, 4, 1)["total"]
+    assert p["total"] == pytest.approx(want)
+    fit = Z.smallest_fit(65e9, 80e9, 3)
+    # 16 GPUs hold 16 * 65e9 B / 16 = 65 GB each; 8 would need 130 GB.
+    assert fit["n_gpus"] == 16 and fit["total"] <= 80e9
+    assert Z.plan(65e9, 8, 3)["total"] > 80e9
+    assert Z.pipeline_bubble(4, 8) == pytest.approx(3 / 11)
+    assert Z.ring_all_reduce_bytes(100, 4) == pytest.approx(150)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: Z.zero_bytes_per_gpu(1e9, 0, 1),
+        lambda: Z.zero_bytes_per_gpu(1e9, 8, 4),
+        lambda: Z.plan(1e9, 12, 1, tp=8),
+        lambda: Z.plan(1e9, 8, 1, pp=0),
+        lambda: Z.pipeline_bubble(0, 4),
+        lambda: D.launch(D.collectives_worker, 0, [4], 1),
+        lambda: D.make_mlp(0, 2),
+    ],
+)
+def test_bad_arguments(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+# ------------------------------------------- dist.py, several processes
+
+
+def test_collectives_and_ring_volume():
+    res = D.launch(D.collectives_worker, N, [64, 256], 1)
+    for r in res:
+        assert all(r["ok"].values()), r["ok"]
+        assert r["ring_bytes"] == [
+            Z.ring_all_reduce_bytes(4 * s, N) for s in (64, 256)
+        ]
+
+
+def _single_adam(steps):
+    m = D.make_mlp(WIDTH, DEPTH)
+    x, y = D.make_batch(BATCH, WIDTH)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(steps):
+        torch.nn.functional.mse_loss(m(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    return list(m.parameters())
+
+
+def test_ddp_and_zero_stages():
+    ddp = D.launch(D.ddp_worker, N, WIDTH, DEPTH, BATCH)
+    m = D.make_mlp(WIDTH, DEPTH)
+    x, y = D.make_batch(BATCH, WIDTH)
+    torch.nn.functional.mse_loss(m(x), y).backward()
+    for r in ddp:
+        for g, p in zip(r["grads"], m.parameters()):
+            torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-5)
+        assert r["all_reduces"] == 1 and r["all_reduce_bytes"] == 4 * PSI
+
+    res = D.launch(D.zero_worker, N, [0, 1, 2, 3], WIDTH, DEPTH, BATCH, 2)
+    ref = _single_adam(2)
+    for r in res:
+        for stage in range(4):
+            s = r[stage]
+            # fp32 weights and gradients, Adam's two fp32 moments
+            want = Z.zero_bytes_per_gpu(PSI, N, stage, 4, 4, 8)
+            # FSDP2 frees the gathered weights after backward even without
+            # resharding after forward: between steps stage 2 holds 1/N.
+            assert s["param_bytes"] == (
+                want["params"] if stage < 2 else 4 * PSI / N
+            )
+            assert s["grad_bytes"] == want["grads"]
+            assert s["optim_bytes"] == want["optim"]
+            for w, p in zip(s["weights"], ref):
+                torch.testing.assert_close(w, p, atol=1e-5, rtol=1e-4)
+        assert r[3]["param_bytes_after_forward"] == 4 * PSI / N
+        assert r[2]["param_bytes_after_forward"] == 4 * PSI
+        assert r[0]["comm"]["allreduce"] == 1
+        assert r[1]["comm_bytes"]["broadcast"] >= 4 * PSI  # owner -> all
+        assert r[2]["comm"] == {
+            "allgather_base": DEPTH, "reduce_scatter_base": DEPTH
+        }
+        assert r[3]["comm"]["allgather_base"] == 2 * DEPTH
+        assert r[3]["comm_bytes"] == {
+            "allgather_base": 2 * 4 * PSI, "reduce_scatter_base": 4 * PSI
+        }
+
+
+def test_comm_counter_agrees_with_comm_debug_mode():
+    import warnings
+
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    res = D.launch(_count_both, N)
+    counter, debug = res[0]
+    assert counter == debug == {"allreduce": 1, "broadcast": 1}
+
+
+def _count_both(rank, world_size):
+    import warnings
+
+    import torch.distributed as dist
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    x = torch.ones(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with CommDebugMode() as mode, D.CommCounter() as c:
+            dist.all_reduce(x)
+            dist.broadcast(x, 0)
+    debug = {
+        str(k).split(".")[1].strip("_"): v
+        for k, v in mode.get_comm_counts().items()
+    }
+    return c.counts, debug
+
+
+def test_tensor_parallel_mlp():
+    res = D.launch(D.tensor_parallel_worker, N, 8, 32, 4)
+    block = D.MLP(8, 32)
+    x = D.make_batch(4, 8)[0].requires_grad_(True)
+    y = block(x)
+    y.pow(2).sum().backward()
+    full = sum(p.numel() * 4 for p in block.parameters())
+    for r in res:
+        torch.testing.assert_close(r["y"], y.detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(r["x_grad"], x.grad, atol=1e-5, rtol=1e-5)
+        assert r["forward"] == {"all_reduce": 1}
+        assert r["backward"] == {"all_reduce": 1}
+        # everything is split but the second bias (replicated)
+        assert r["param_bytes"] == (full - 8 * 4) / N + 8 * 4
+
+
+def test_pipeline_schedules_equal_unsplit_model():
+    runs = [("gpipe", 2), ("1f1b", 4)]
+    res = D.launch(D.pipeline_worker, N, runs, 4, 8, 0.01, 0.02)
+    full = D.make_pipeline_model(4, N, 0.0, 0.0)
+    x, y = D.make_batch(8, 4)
+    loss = torch.nn.functional.mse_loss(full(x), y)
+    loss.backward()
+    for i, (_, m) in enumerate(runs):
+        grads = [g for r in res for g in r[i]["grads"]]
+        for g, p in zip(grads, full.parameters()):
+            torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-5)
+        assert res[-1][i]["loss"] == pytest.approx(loss.item(), rel=1e-5)
+        for r in res:  # m forwards and m backwards per stage, none extra
+            kinds = [e[0] for e in r[i]["events"]]
+            assert kinds.count("F") == kinds.count("B") == m
