@@ -624,7 +624,9 @@ def pipeline_worker(rank, world_size, runs, width, batch, t_fwd, t_bwd):
                 "n_micro": n_micro,
                 "grads": [p.grad.clone() for p in block.parameters()],
                 "loss": (
-                    float(torch.stack(losses).mean().detach()) if losses else None
+                    float(torch.stack(losses).mean().detach())
+                    if losses
+                    else None
                 ),
                 "events": [(k, a - t0, b - t0) for k, a, b in EVENTS],
                 "wall": t1 - t0,
