@@ -42,6 +42,10 @@ def test_plan_and_smallest_fit():
     # 16 GPUs hold 16 * 65e9 B / 16 = 65 GB each; 8 would need 130 GB.
     assert fit["n_gpus"] == 16 and fit["total"] <= 80e9
     assert Z.plan(65e9, 8, 3)["total"] > 80e9
+    # pure data parallelism: stages 0-2 never fit (4 Psi, 4 Psi, 2 Psi)
+    for stage in (0, 1, 2):
+        assert Z.smallest_fit(65e9, 80e9, stage, max_mp=1) is None
+    assert Z.smallest_fit(65e9, 80e9, 3, max_mp=1)["n_gpus"] == 16
     assert Z.pipeline_bubble(4, 8) == pytest.approx(3 / 11)
     assert Z.ring_all_reduce_bytes(100, 4) == pytest.approx(150)
 
@@ -185,3 +189,23 @@ def test_pipeline_schedules_equal_unsplit_model():
         for r in res:  # m forwards and m backwards per stage, none extra
             kinds = [e[0] for e in r[i]["events"]]
             assert kinds.count("F") == kinds.count("B") == m
+
+
+def test_ring_attention_and_expert_routing():
+    q, k, v = D.make_qkv(8, 4)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q[None], k[None], v[None], is_causal=True
+    )[0]
+    res = D.launch(D.ring_attention_worker, N, 8, 4, True)
+    got = torch.cat([r["out"] for r in res])
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    # each rank forwards N - 1 key/value shards of 8/N tokens x 4 x 2
+    assert res[0]["bytes_sent"] == (N - 1) * 2 * (8 // N) * 4 * 4
+
+    res = D.launch(D.expert_parallel_worker, N, 16, 4)
+    x, gate, experts = D.make_moe(16, 4, N)
+    got = torch.cat([r["out"] for r in res])
+    torch.testing.assert_close(got, D.moe_reference(x, gate, experts))
+    routed = torch.softmax(x @ gate, -1).argmax(-1)
+    sent = torch.tensor([r["sent_to"] for r in res]).sum(0)
+    assert sent.tolist() == torch.bincount(routed, minlength=N).tolist()

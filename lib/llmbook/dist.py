@@ -633,3 +633,110 @@ def pipeline_worker(rank, world_size, runs, width, batch, t_fwd, t_bwd):
             }
         )
     return out
+
+
+# ------------------------------------ sequence, context, expert parallelism
+
+
+def make_qkv(tokens: int, dim: int, seed: int = 2):
+    """Queries, keys and values, each ``(tokens, dim)``, fixed by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(tokens, dim, generator=g) for _ in range(3))
+
+
+def ring_attention_worker(rank, world_size, tokens, dim, causal):
+    """Causal or full attention over a sequence split into contiguous shards.
+
+    Rank ``r`` keeps the queries of shard ``r``; the key/value shards go
+    round the ring (``N - 1`` send/recv steps), and each arriving block is
+    folded into the output with the online softmax (running maximum and
+    running sum), so no rank ever holds the whole sequence.
+
+    Returns this rank's output rows and the bytes it sent.
+    """
+    n = world_size
+    q, k, v = (t.chunk(n)[rank] for t in make_qkv(tokens, dim))
+    scale = dim**-0.5
+    m = torch.full((q.shape[0], 1), -float("inf"))
+    s = torch.zeros(q.shape[0], 1)
+    o = torch.zeros_like(q)
+    kv = torch.stack([k, v])
+    sent = 0
+    for step in range(n):
+        src = (rank - step) % n  # the shard whose keys we hold now
+        if not causal or src <= rank:
+            scores = (q @ kv[0].T) * scale
+            if causal and src == rank:
+                keep = torch.ones_like(scores, dtype=torch.bool).tril()
+                scores = scores.masked_fill(~keep, -float("inf"))
+            m_new = torch.maximum(m, scores.max(-1, keepdim=True).values)
+            p = torch.exp(scores - m_new)
+            corr = torch.exp(m - m_new)
+            s = s * corr + p.sum(-1, keepdim=True)
+            o = o * corr + p @ kv[1]
+            m = m_new
+        if step < n - 1:
+            buf = torch.empty_like(kv)
+            req = dist.isend(kv, (rank + 1) % n)
+            dist.recv(buf, (rank - 1) % n)
+            req.wait()
+            sent += kv.numel() * kv.element_size()
+            kv = buf
+    return {"out": o / s, "bytes_sent": sent}
+
+
+def moe_reference(x, gate, experts):
+    """Top-1 mixture of experts on one process: token ``t`` goes to expert
+    ``argmax(x_t gate)`` and its output is scaled by that softmax weight.
+
+    Args: ``x`` ``(tokens, dim)``; ``gate`` ``(dim, n_experts)``;
+    ``experts`` a list of ``(dim, dim)`` weight matrices.
+    """
+    probs = torch.softmax(x @ gate, -1)
+    w, idx = probs.max(-1)
+    out = torch.empty_like(x)
+    for e, W in enumerate(experts):
+        sel = idx == e
+        out[sel] = torch.tanh(x[sel] @ W) * w[sel, None]
+    return out
+
+
+def make_moe(tokens: int, dim: int, n_experts: int, seed: int = 3):
+    """Tokens ``(tokens, dim)``, a gate and ``n_experts`` expert matrices."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, dim, generator=g)
+    gate = torch.randn(dim, n_experts, generator=g)
+    experts = [
+        torch.randn(dim, dim, generator=g) / dim**0.5
+        for _ in range(n_experts)
+    ]
+    return x, gate, experts
+
+
+def expert_parallel_worker(rank, world_size, tokens, dim):
+    """Expert parallelism: one expert per rank, tokens routed by all-to-all.
+
+    Each rank routes its ``tokens / N`` tokens with the shared gate, sends
+    each token to the rank holding its expert (one all-to-all for the
+    counts, one for the tokens), applies its expert, and sends the results
+    back (a second all-to-all). Returns this rank's output rows and the
+    number of tokens it sent to each rank.
+    """
+    n = world_size
+    x_all, gate, experts = make_moe(tokens, dim, n)
+    x = x_all.chunk(n)[rank]
+    probs = torch.softmax(x @ gate, -1)
+    w, idx = probs.max(-1)
+    order = torch.argsort(idx, stable=True)
+    send_counts = torch.bincount(idx, minlength=n)
+    recv_counts = torch.empty_like(send_counts)
+    dist.all_to_all_single(recv_counts, send_counts)
+    s_split, r_split = send_counts.tolist(), recv_counts.tolist()
+    inbox = torch.empty(sum(r_split), dim)
+    dist.all_to_all_single(inbox, x[order].contiguous(), r_split, s_split)
+    done = torch.tanh(inbox @ experts[rank])  # this rank's expert
+    back = torch.empty(x.shape[0], dim)
+    dist.all_to_all_single(back, done, s_split, r_split)
+    out = torch.empty_like(x)
+    out[order] = back
+    return {"out": out * w[:, None], "sent_to": s_split}

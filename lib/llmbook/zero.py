@@ -126,6 +126,7 @@ def smallest_fit(
     stage: int,
     max_tp: int = 8,
     max_gpus: int = 4096,
+    max_mp: int | None = None,
     **bytes_per_param,
 ) -> dict | None:
     """The fewest GPUs whose model states fit in ``gpu_bytes`` each.
@@ -133,18 +134,21 @@ def smallest_fit(
     Searches GPU counts that are powers of two, tensor-parallel degrees up
     to ``max_tp`` (one node) and any pipeline degree, preferring, for the
     same GPU count, the least model parallelism (``tp * pp``) and then the
-    smaller ``tp``. Returns the :func:`plan` of that configuration plus
+    smaller ``tp``. ``max_mp`` caps ``tp * pp`` (1: pure data
+    parallelism). Returns the :func:`plan` of that configuration plus
     ``n_gpus``, ``tp``, ``pp``, or ``None`` when nothing up to ``max_gpus``
     fits.
     """
     positive("gpu_bytes", gpu_bytes)
     positive_int("max_tp", max_tp)
     positive_int("max_gpus", max_gpus)
+    if max_mp is not None:
+        positive_int("max_mp", max_mp)
     n_gpus = 1
     while n_gpus <= max_gpus:
         best = None
         for mp_deg in range(1, n_gpus + 1):
-            if n_gpus % mp_deg:
+            if n_gpus % mp_deg or (max_mp is not None and mp_deg > max_mp):
                 continue
             for tp in range(1, min(max_tp, mp_deg) + 1):
                 if mp_deg % tp:
