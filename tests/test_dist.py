@@ -60,6 +60,7 @@ def test_plan_and_smallest_fit():
         lambda: Z.pipeline_bubble(0, 4),
         lambda: D.launch(D.collectives_worker, 0, [4], 1),
         lambda: D.make_mlp(0, 2),
+        lambda: D.launch_many([(None, ())], 2),
     ],
 )
 def test_bad_arguments(call):
@@ -196,13 +197,19 @@ def test_ring_attention_and_expert_routing():
     ref = torch.nn.functional.scaled_dot_product_attention(
         q[None], k[None], v[None], is_causal=True
     )[0]
-    res = D.launch(D.ring_attention_worker, N, 8, 4, True)
+    res, res_ep = D.launch_many(
+        [
+            (D.ring_attention_worker, (8, 4, True)),
+            (D.expert_parallel_worker, (16, 4)),
+        ],
+        N,
+    )
     got = torch.cat([r["out"] for r in res])
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     # each rank forwards N - 1 key/value shards of 8/N tokens x 4 x 2
     assert res[0]["bytes_sent"] == (N - 1) * 2 * (8 // N) * 4 * 4
 
-    res = D.launch(D.expert_parallel_worker, N, 16, 4)
+    res = res_ep
     x, gate, experts = D.make_moe(16, 4, N)
     got = torch.cat([r["out"] for r in res])
     torch.testing.assert_close(got, D.moe_reference(x, gate, experts))

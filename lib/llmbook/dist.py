@@ -108,6 +108,30 @@ def launch(fn, world_size: int, *args) -> list:
             os.environ["OMP_NUM_THREADS"] = old
 
 
+def _several(rank, world_size, jobs):
+    return [fn(rank, world_size, *args) for fn, args in jobs]
+
+
+def launch_many(jobs, world_size: int) -> list:
+    """Run several workers one after the other in one set of processes.
+
+    Starting processes costs seconds (each imports torch); experiments
+    that need the same ``world_size`` share one start.
+
+    Args:
+        jobs: a list of ``(fn, args)``, each as :func:`launch` takes them.
+        world_size: the number of processes.
+
+    Returns one list per job: ``[result of rank 0, ..., rank N-1]``.
+    """
+    jobs = [(fn, tuple(args)) for fn, args in jobs]
+    for fn, _ in jobs:
+        if not callable(fn):
+            raise ValueError("jobs must hold (callable, args) pairs")
+    per_rank = launch(_several, world_size, jobs)
+    return [[r[j] for r in per_rank] for j in range(len(jobs))]
+
+
 # ------------------------------------------------------------ collectives
 
 
