@@ -18,6 +18,11 @@ interpretability, scaling and compression. One module per topic:
     MACs, latency (hw11-q7a)
 - ``quant``: the book's quantization module: k-means, linear, integer-only
     inference (hw11-q7b)
+- ``dist``: parallel training on ``torch.distributed`` (gloo, CPU
+    processes): launcher, collectives, DDP, ZeRO, tensor, pipeline,
+    context and expert parallelism (scale-parallelism, cme295-zero,
+    cme295-model-parallel)
+- ``zero``: ZeRO memory and communication formulas, a parallelism planner
 - ``fmt``: number formatting for glued prose
 - ``glue``: a ``myst_nb.glue`` shim that also works in Colab
 - ``checks``: ``check_close`` for numerical checks after derivations

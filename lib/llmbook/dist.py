@@ -64,16 +64,16 @@ def launch(fn, world_size: int, *args) -> list:
     Args:
         fn: a function defined at module level in an importable module
             (spawned processes import it).
-        world_size: the number of processes ``N`` (>= 1).
+        world_size: the number of processes ``n_d`` (>= 1).
         *args: extra picklable arguments passed to ``fn``.
 
     Returns:
-        ``[result of rank 0, ..., result of rank N-1]``.
+        ``[result of rank 0, ..., result of rank n_d - 1]``.
 
     A process that saved its result but then died while the interpreter
     shut down (a known gloo exit-time race) does not fail the launch; a
-    process that failed before saving re-raises its error. Derivation:
-    section "A launcher" of the parallelism chapter.
+    process that failed before saving re-raises its error. Used throughout
+    the parallelism chapter (``scale-parallelism`` and after).
     """
     world_size = positive_int("world_size", world_size)
     if not callable(fn):
@@ -138,20 +138,20 @@ def launch_many(jobs, world_size: int) -> list:
 def ring_all_reduce(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Sum ``x`` over all ranks with a ring: reduce-scatter, then all-gather.
 
-    Each of the ``N`` ranks splits ``x`` into ``N`` chunks. In ``N - 1``
+    Each of the ``n`` ranks splits ``x`` into ``n`` chunks. In ``n - 1``
     steps every rank sends one chunk to its right neighbour and adds the
     chunk arriving from its left (reduce-scatter: rank ``r`` ends owning the
-    full sum of one chunk); in ``N - 1`` more steps the summed chunks travel
+    full sum of one chunk); in ``n - 1`` more steps the summed chunks travel
     round the ring (all-gather).
 
     Args:
-        x: a 1-D tensor whose length ``N`` divides; the same shape on
+        x: a 1-D tensor whose length ``n`` divides; the same shape on
             every rank.
 
     Returns:
         ``(sum over ranks, bytes this rank sent)``; the bytes are
-        ``2 (N - 1) / N`` times the bytes of ``x``. Derivation: section
-        "Collectives and what they cost".
+        ``2 (n - 1) / n`` times the bytes of ``x``. Derivation: the
+        parallelism chapter, ``scale-parallelism``, "Collectives".
     """
     n, r = dist.get_world_size(), dist.get_rank()
     if x.dim() != 1 or x.numel() % n:
