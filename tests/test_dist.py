@@ -61,6 +61,7 @@ def test_plan_and_smallest_fit():
         lambda: D.launch(D.collectives_worker, 0, [4], 1),
         lambda: D.make_mlp(0, 2),
         lambda: D.launch_many([(None, ())], 2),
+        lambda: D.Attention(10, 3),
     ],
 )
 def test_bad_arguments(call):
@@ -159,8 +160,14 @@ def _count_both(rank, world_size):
     return c.counts, debug
 
 
-def test_tensor_parallel_mlp():
-    res = D.launch(D.tensor_parallel_worker, N, 8, 32, 4)
+def test_tensor_parallel_mlp_and_block():
+    res, res_block = D.launch_many(
+        [
+            (D.tensor_parallel_worker, (8, 32, 4)),
+            (D.tensor_parallel_block_worker, (8, 2, 32, 4)),
+        ],
+        N,
+    )
     block = D.MLP(8, 32)
     x = D.make_batch(4, 8)[0].requires_grad_(True)
     y = block(x)
@@ -173,6 +180,18 @@ def test_tensor_parallel_mlp():
         assert r["backward"] == {"all_reduce": 1}
         # everything is split but the second bias (replicated)
         assert r["param_bytes"] == (full - 8 * 4) / N + 8 * 4
+
+    block = D.Block(8, 2, 32)
+    x = D.make_batch(4, 8)[0].requires_grad_(True)
+    y = block(x)
+    y.pow(2).sum().backward()
+    for r in res_block:
+        torch.testing.assert_close(r["y"], y.detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(r["x_grad"], x.grad, atol=1e-5, rtol=1e-5)
+        # one all-reduce per sub-block forward; backward, one per
+        # column-parallel input: q, k, v separately, and the MLP's up
+        assert r["forward"] == {"all_reduce": 2}
+        assert r["backward"] == {"all_reduce": 4}
 
 
 def test_pipeline_schedules_equal_unsplit_model():

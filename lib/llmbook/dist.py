@@ -538,6 +538,93 @@ def tensor_parallel_worker(rank, world_size, d_model, d_ff, tokens):
     }
 
 
+class Attention(nn.Module):
+    """Causal multi-head self-attention on ``(tokens, d_model)`` inputs.
+
+    The number of heads is read from the width of the query projection's
+    output, so the same code runs whole (all heads) or tensor-parallel
+    (each rank the ``n_heads / n`` heads of its column slice).
+    """
+
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError("n_heads must divide d_model")
+        self.d_head = d_model // n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.o = nn.Linear(d_model, d_model)
+
+    def forward(self, x):
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        heads = q.shape[-1] // self.d_head  # local heads
+
+        def split(t):
+            return t.view(-1, heads, self.d_head).transpose(0, 1)
+
+        y = nn.functional.scaled_dot_product_attention(
+            split(q), split(k), split(v), is_causal=True
+        )
+        return self.o(y.transpose(0, 1).reshape(x.shape[0], -1))
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: attention, then the MLP, each with a
+    residual connection."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, n_heads)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = MLP(d_model, d_ff, seed=seed + 1)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+def tensor_parallel_block_worker(rank, world_size, d_model, n_heads, d_ff,
+                                 tokens):
+    """A transformer block with its attention heads and MLP split across
+    ranks (queries, keys, values and ``up`` by columns; the output
+    projection and ``down`` by rows). Returns the output, the input
+    gradient and the collectives of each pass.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    mesh = init_device_mesh("cpu", (world_size,))
+    block = Block(d_model, n_heads, d_ff)
+    col, row = ColwiseParallel(), RowwiseParallel()
+    plan = {
+        "attn.q": col,
+        "attn.k": col,
+        "attn.v": col,
+        "attn.o": row,
+        "mlp.up": col,
+        "mlp.down": row,
+    }
+    parallelize_module(block, mesh, plan)
+    x = make_batch(tokens, d_model)[0].requires_grad_(True)
+    with CommCounter() as fwd:
+        y = block(x)
+    with CommCounter() as bwd:
+        y.pow(2).sum().backward()
+    return {
+        "y": y.detach(),
+        "x_grad": x.grad,
+        "forward": dict(fwd.counts),
+        "backward": dict(bwd.counts),
+    }
+
+
 # ---------------------------------------------------- pipeline parallelism
 
 EVENTS: list[tuple[str, float, float]] = []
@@ -672,7 +759,7 @@ def ring_attention_worker(rank, world_size, tokens, dim, causal):
     """Causal or full attention over a sequence split into contiguous shards.
 
     Rank ``r`` keeps the queries of shard ``r``; the key/value shards go
-    round the ring (``N - 1`` send/recv steps), and each arriving block is
+    round the ring (``n - 1`` send/recv steps), and each arriving block is
     folded into the output with the online softmax (running maximum and
     running sum), so no rank ever holds the whole sequence.
 
@@ -740,7 +827,7 @@ def make_moe(tokens: int, dim: int, n_experts: int, seed: int = 3):
 def expert_parallel_worker(rank, world_size, tokens, dim):
     """Expert parallelism: one expert per rank, tokens routed by all-to-all.
 
-    Each rank routes its ``tokens / N`` tokens with the shared gate, sends
+    Each rank routes its ``tokens / n`` tokens with the shared gate, sends
     each token to the rank holding its expert (one all-to-all for the
     counts, one for the tokens), applies its expert, and sends the results
     back (a second all-to-all). Returns this rank's output rows and the
