@@ -72,8 +72,13 @@ def test_bad_arguments(call):
 # ------------------------------------------- dist.py, several processes
 
 
-def test_collectives_and_ring_volume():
-    res = D.launch(D.collectives_worker, N, [64, 256], 1)
+def test_collectives_ring_volume_and_comm_counter():
+    res, counted = D.launch_many(
+        [(D.collectives_worker, ([64, 256], 1)), (_count_both, ())], N
+    )
+    counter, debug = counted[0]
+    # CommCounter sees what torch's CommDebugMode sees
+    assert counter == debug == {"allreduce": 1, "broadcast": 1}
     for r in res:
         assert all(r["ok"].values()), r["ok"]
         assert r["ring_bytes"] == [
@@ -93,7 +98,13 @@ def _single_adam(steps):
 
 
 def test_ddp_and_zero_stages():
-    ddp = D.launch(D.ddp_worker, N, WIDTH, DEPTH, BATCH)
+    ddp, res = D.launch_many(
+        [
+            (D.ddp_worker, (WIDTH, DEPTH, BATCH)),
+            (D.zero_worker, ([0, 1, 2, 3], WIDTH, DEPTH, BATCH, 2)),
+        ],
+        N,
+    )
     m = D.make_mlp(WIDTH, DEPTH)
     x, y = D.make_batch(BATCH, WIDTH)
     torch.nn.functional.mse_loss(m(x), y).backward()
@@ -102,7 +113,6 @@ def test_ddp_and_zero_stages():
             torch.testing.assert_close(g, p.grad, atol=1e-6, rtol=1e-5)
         assert r["all_reduces"] == 1 and r["all_reduce_bytes"] == 4 * PSI
 
-    res = D.launch(D.zero_worker, N, [0, 1, 2, 3], WIDTH, DEPTH, BATCH, 2)
     ref = _single_adam(2)
     for r in res:
         for stage in range(4):
@@ -129,16 +139,6 @@ def test_ddp_and_zero_stages():
         assert r[3]["comm_bytes"] == {
             "allgather_base": 2 * 4 * PSI, "reduce_scatter_base": 4 * PSI
         }
-
-
-def test_comm_counter_agrees_with_comm_debug_mode():
-    import warnings
-
-    from torch.distributed.tensor.debug import CommDebugMode
-
-    res = D.launch(_count_both, N)
-    counter, debug = res[0]
-    assert counter == debug == {"allreduce": 1, "broadcast": 1}
 
 
 def _count_both(rank, world_size):
@@ -235,3 +235,22 @@ def test_ring_attention_and_expert_routing():
     routed = torch.softmax(x @ gate, -1).argmax(-1)
     sent = torch.tensor([r["sent_to"] for r in res]).sum(0)
     assert sent.tolist() == torch.bincount(routed, minlength=N).tolist()
+
+
+def test_four_ranks_ring_volume():
+    res = D.launch(D.collectives_worker, 4, [64], 1)
+    for r in res:
+        assert all(r["ok"].values()), r["ok"]
+        # 2 (n - 1) / n = 1.5 times the 256-byte message
+        assert r["ring_bytes"] == [384]
+
+
+def _fail_on_rank_one(rank, world_size):
+    if rank == 1:
+        raise RuntimeError("rank one fails")
+    return rank
+
+
+def test_a_failing_worker_fails_the_launch():
+    with pytest.raises(Exception, match="rank one fails"):
+        D.launch(_fail_on_rank_one, 2)
