@@ -16,7 +16,6 @@ import os
 import socket
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch

@@ -9,8 +9,6 @@ and pipeline parallelism. Derivations: sections ``cme295-zero`` and
 
 from __future__ import annotations
 
-import math
-
 from ._validate import positive, positive_int
 
 STAGES = (0, 1, 2, 3)
