@@ -69,6 +69,17 @@ def test_bad_arguments(call):
         call()
 
 
+def test_tensor_bytes_and_models():
+    t = [torch.ones(3), None, torch.ones(2, dtype=torch.float16)]
+    assert D.tensor_bytes(t) == 3 * 4 + 2 * 2
+    m = D.make_mlp(8, 3)
+    assert D.tensor_bytes(m.parameters()) == 3 * 8 * 8 * 4
+    blocks = D.make_pipeline_model(4, 2, 0.0, 0.0)
+    x = torch.randn(5, 4)
+    y = torch.tanh(blocks[1].lin(torch.tanh(blocks[0].lin(x))))
+    torch.testing.assert_close(blocks(x), y)
+
+
 # ------------------------------------------- dist.py, several processes
 
 
