@@ -20,16 +20,20 @@ interpretability, scaling and compression. One module per topic:
 - ``cnn``, ``prune``: the labs' small VGG on bundled MNIST; pruning by hand,
     MACs, latency (hw11-q7a)
 - ``quant``: the book's quantization module: k-means, linear, integer-only
-    inference (hw11-q7b)
+    inference (hw11-q7b); granularity, integer-only matmul, LLM.int8() and
+    SmoothQuant helpers (dls-linear-quant, dls-granularity, scale-precision)
 - ``attention``: attention as the lecture's equations, GQA/MQA, the KV
     cache, FlashAttention's tiles with HBM counts (dls-attention,
     cme295-flash-attention)
 - ``moe``: mixture-of-experts routers, balancing losses, capacity, the
     gpt-oss count (scale-moe)
-    inference (hw11-q7b); granularity, integer-only matmul, LLM.int8() and
-    SmoothQuant helpers (dls-linear-quant, dls-granularity, scale-precision)
 - ``formats``: float formats bit by bit, their range and precision, and
     mixed-precision training of a small MLP (cme295-formats, scale-precision)
+- ``dist``: parallel training on ``torch.distributed`` (gloo, CPU
+    processes): launcher, collectives, DDP, ZeRO, tensor, pipeline,
+    context and expert parallelism (scale-parallelism, cme295-zero,
+    cme295-model-parallel)
+- ``zero``: ZeRO memory and communication formulas, a parallelism planner
 - ``fmt``: number formatting for glued prose
 - ``glue``: a ``myst_nb.glue`` shim that also works in Colab
 - ``checks``: ``check_close`` for numerical checks after derivations
