@@ -176,19 +176,24 @@ def render_problem_index(root: Path) -> str:
     answered.
     """
     labels = chapter_labels(root)
+    questions = read_questions(root)
+    open_ids = [q["id"] for q in questions if q["id"] not in labels]
     lines = [
         "(problem-index)=",
         "# Problem index",
         "",
         "Every question and worked result of the "
         "homework, the student's assignment and the",
-        "lectures, by its stable id. A linked id is "
-        "answered in the book; the others belong to",
-        "chapters in preparation.",
-        "",
+        "lectures, by its stable id; each id links to "
+        "the section that answers it.",
     ]
+    if open_ids:
+        lines.append(
+            "Ids without a link belong to chapters in preparation."
+        )
+    lines.append("")
     current = None
-    for q in read_questions(root):
+    for q in questions:
         if q["source"] != current:
             current = q["source"]
             lines += ["", f"## {SOURCE_NAMES.get(current, current)}", ""]
