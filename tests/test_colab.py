@@ -52,4 +52,6 @@ def test_notebook_runs_offline_in_colab(colab, path):
     figures = {k for k in keys if k.startswith("fig")}
     missing = sorted(k for k in keys - figures if f"{k} = " not in text)
     assert missing == [], f"glued values not printed in Colab: {missing[:10]}"
-    assert result["seconds"] < 400
+    # Speed is the build's timing table's job (and tools/), not a timed test:
+    # a shared CPU makes wall-clock bounds flaky.
+    print(f"{path.name}: {result['seconds']:.0f} s in the simulated Colab")
