@@ -56,6 +56,8 @@ def test_notebook_pages_are_reduced_to_their_titles(problems_html, doc):
     main = main_of(problems_html, doc)
     assert sphinx_ext.PROBLEMS_NOTE in main.get_text(" ")
     assert main.select("div.cell") == [] and main.select("img") == []
+    anchors = {a["href"][1:] for a in main.select('a[href^="#"]') if len(a["href"]) > 1}
+    assert not anchors - {tag["id"] for tag in main.select("[id]")}, "links to sections the stub no longer has"
     assert not main.select('a[href*="colab"]') and not main.select('a[href$=".ipynb"]')
 
 

@@ -120,6 +120,17 @@ def _no_buttons_in_problems_edition(app, config) -> None:
     config.html_theme_options = options
 
 
+def _no_page_toc_on_stubs(app, pagename, templatename, context, doctree):
+    # The "on this page" list is collected before the notebook pages are
+    # reduced to their titles: in the problems-only edition it would point at
+    # sections that are no longer there.
+    if getattr(app.config, "hide_solutions", False) and pagename.startswith(
+        "notebooks/"
+    ):
+        context["theme_secondary_sidebar_items"] = []
+        context.pop("toc", None)  # the print edition's contents list too
+
+
 def _svg_cross_document_glue() -> None:
     # myst-nb pastes a figure glued in another document only from
     # PNG/JPEG/GIF/PDF data; an SVG figure falls through to its text/plain repr
@@ -163,6 +174,7 @@ def setup(app):
     _svg_cross_document_glue()
     app.connect("doctree-resolved", _strip_answers_in_problems_edition)
     app.connect("html-page-context", _dedupe_scripts, priority=100)
+    app.connect("html-page-context", _no_page_toc_on_stubs, priority=100)
     app.connect("config-inited", _use_local)
     app.connect("config-inited", _no_buttons_in_problems_edition)
     app.connect("build-finished", _copy)
