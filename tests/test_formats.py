@@ -229,7 +229,8 @@ def test_loss_scale_rule_matches_torch_amp():
 
 def test_dynamic_scaling_without_overflow_matches_static_unscaled():
     # a growing but never overflowing scale only multiplies and divides by
-    # powers of two: the training run is identical to the unscaled one
+    # powers of two: the run matches the unscaled one, up to the few fp16
+    # gradients the scale lifts out of the subnormal range (~5e-5 relative)
     x, y = _toy_data()
     kw = dict(steps=30, batch=64, hidden=16)
     plain = formats.train_mlp_precision(x, y, "fp16-master", **kw)
@@ -237,4 +238,4 @@ def test_dynamic_scaling_without_overflow_matches_static_unscaled():
                                       dynamic=True, growth_interval=5, **kw)
     assert dyn["skipped"] == 0 and dyn["scales"][-1] == 4.0 * 2**5
     for a, b in zip(plain["params"], dyn["params"]):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

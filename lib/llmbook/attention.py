@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from . import fermi
 from ._validate import positive_int
 
 # ---------------------------------------------------------------------------
@@ -232,14 +233,19 @@ def kv_cache_bytes_per_token(
 
     ``n_kv_heads`` is ``H`` for multi-head, ``H/g`` for grouped-query with
     groups of ``g`` query heads, 1 for multi-query attention. Section
-    "dls-attention".
+    "dls-attention"; the multi-head case is
+    :func:`llmbook.fermi.kv_cache_bytes_per_token` with ``d_model = H
+    d_head`` (hw11-q5g).
     """
-    return (
-        2
-        * positive_int("n_layers", n_layers)
-        * positive_int("n_kv_heads", n_kv_heads)
-        * positive_int("d_head", d_head)
-        * positive_int("bytes_per_value", bytes_per_value)
+    width = positive_int("n_kv_heads", n_kv_heads) * positive_int(
+        "d_head", d_head
+    )
+    return int(
+        fermi.kv_cache_bytes_per_token(
+            positive_int("n_layers", n_layers),
+            width,
+            positive_int("bytes_per_value", bytes_per_value),
+        )
     )
 
 

@@ -310,10 +310,16 @@ def checkpoint_activation_bytes(
 
 def tensor_bytes(tensors) -> int:
     """Total bytes of the tensors in ``tensors`` (``None`` entries skipped):
-    numel times element size. Section dls-mixed-precision."""
-    return int(
-        sum(t.numel() * t.element_size() for t in tensors if t is not None)
-    )
+    numel times element size; of a distributed tensor, the local shard this
+    process holds. Sections dls-mixed-precision and cme295-zero."""
+    total = 0
+    for t in tensors:
+        if t is None:
+            continue
+        if hasattr(t, "to_local"):
+            t = t.to_local()
+        total += t.numel() * t.element_size()
+    return total
 
 
 def mixed_precision_step(

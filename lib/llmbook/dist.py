@@ -24,6 +24,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ._validate import positive_int
+from .costs import tensor_bytes  # local shards of DTensors counted
 
 # ---------------------------------------------------------------- launcher
 
@@ -272,18 +273,6 @@ def make_batch(batch: int, width: int, seed: int = 1):
     )
 
 
-def tensor_bytes(tensors) -> int:
-    """Bytes this process holds for ``tensors`` (local shards of DTensors)."""
-    total = 0
-    for t in tensors:
-        if t is None:
-            continue
-        if hasattr(t, "to_local"):
-            t = t.to_local()
-        total += t.numel() * t.element_size()
-    return total
-
-
 def _adam_state_bytes(optimizer) -> int:
     """Bytes of Adam's two moment buffers (the step counters left out)."""
     return tensor_bytes(
@@ -502,6 +491,24 @@ class MLP(nn.Module):
         return self.down(torch.relu(self.up(x)))
 
 
+def _count_forward_backward(block, tokens: int, d_model: int) -> dict:
+    """Run a (parallelised) block forward and backward on the shared batch,
+    counting the collectives of each pass."""
+    x = make_batch(tokens, d_model)[0].requires_grad_(True)
+    with CommCounter() as fwd:
+        y = block(x)
+    with CommCounter() as bwd:
+        y.pow(2).sum().backward()
+    return {
+        "y": y.detach(),
+        "x_grad": x.grad,
+        "forward": dict(fwd.counts),
+        "backward": dict(bwd.counts),
+        "forward_bytes": dict(fwd.payload),
+        "param_bytes": tensor_bytes(block.parameters()),
+    }
+
+
 def tensor_parallel_worker(rank, world_size, d_model, d_ff, tokens):
     """The Megatron MLP: ``up`` split by columns, ``down`` by rows.
 
@@ -522,19 +529,7 @@ def tensor_parallel_worker(rank, world_size, d_model, d_ff, tokens):
     block = MLP(d_model, d_ff)
     plan = {"up": ColwiseParallel(), "down": RowwiseParallel()}
     parallelize_module(block, mesh, plan)
-    x = make_batch(tokens, d_model)[0].requires_grad_(True)
-    with CommCounter() as fwd:
-        y = block(x)
-    with CommCounter() as bwd:
-        y.pow(2).sum().backward()
-    return {
-        "y": y.detach(),
-        "x_grad": x.grad,
-        "forward": dict(fwd.counts),
-        "backward": dict(bwd.counts),
-        "forward_bytes": dict(fwd.payload),
-        "param_bytes": tensor_bytes(block.parameters()),
-    }
+    return _count_forward_backward(block, tokens, d_model)
 
 
 class Attention(nn.Module):
@@ -611,17 +606,7 @@ def tensor_parallel_block_worker(rank, world_size, d_model, n_heads, d_ff,
         "mlp.down": row,
     }
     parallelize_module(block, mesh, plan)
-    x = make_batch(tokens, d_model)[0].requires_grad_(True)
-    with CommCounter() as fwd:
-        y = block(x)
-    with CommCounter() as bwd:
-        y.pow(2).sum().backward()
-    return {
-        "y": y.detach(),
-        "x_grad": x.grad,
-        "forward": dict(fwd.counts),
-        "backward": dict(bwd.counts),
-    }
+    return _count_forward_backward(block, tokens, d_model)
 
 
 # ---------------------------------------------------- pipeline parallelism
