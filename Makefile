@@ -1,5 +1,5 @@
 # One entry point for the book. `make book` builds the site, `make test` runs every test.
-# Both create the virtual environment in .venv from requirements.txt first.
+# Both create the virtual environment in .venv from requirements.txt (and requirements-nodeps.txt) first.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 help:
 	@echo "make book   install everything into .venv and build the site into _build/html"
@@ -16,10 +16,11 @@ help:
 	@echo "make sync   rewrite notebook bootstrap cells and the Problem Index after edits"
 	@echo "make clean  remove _build"
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 

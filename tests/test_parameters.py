@@ -11,9 +11,9 @@ from conftest import BUILD, ROOT
 NOTEBOOK = ROOT / "notebooks" / "fermi.ipynb"
 
 
-def run(tmp_path, name, **parameters):
+def run(tmp_path, name, notebook=NOTEBOOK, **parameters):
     out = tmp_path / name
-    pm.execute_notebook(str(NOTEBOOK), str(out), parameters=parameters, cwd=str(NOTEBOOK.parent),
+    pm.execute_notebook(str(notebook), str(out), parameters=parameters, cwd=str(notebook.parent),
                         kernel_name="python3", progress_bar=False, log_output=False)
     return read_glued(out)
 
@@ -41,9 +41,32 @@ def test_changed_parameter_flows_through_every_formula(changed):
     assert changed["k_power"] == fmt.sci(fermi.landauer_joules(32, 300) * 1.98e15, 3)
 
 
-def test_defaults_reproduce_the_book_build(built_book, tmp_path):
-    built = read_glued(book.executed_notebook(BUILD, "fermi.ipynb"))
-    again = run(tmp_path, "fermi-default.ipynb")
+@pytest.mark.parametrize("name", ["fermi.ipynb", "cost-isoflop.ipynb", "cost-mup.ipynb"])
+def test_defaults_reproduce_the_book_build(built_book, tmp_path, name):
+    """A second run with the defaults glues the same text: the trained experiments (iso-FLOP
+    fit, μP sweep) included, since their seeds are fixed."""
+    built = read_glued(book.executed_notebook(BUILD, name))
+    again = run(tmp_path, name, notebook=ROOT / "notebooks" / name)
     texts = {k: v for k, v in built.items() if not k.startswith("fig_")}
     assert texts and texts == {k: v for k, v in again.items() if not k.startswith("fig_")}
-    assert built["c_gpt6"] == "10³⁰" and built["h_gpt6"] == "210 billion USD"
+    if name == "fermi.ipynb":
+        assert built["c_gpt6"] == "10³⁰" and built["h_gpt6"] == "210 billion USD"
+
+
+def test_mup_notebook_follows_its_parameters(tmp_path):
+    """Fewer widths and a smaller grid: the glued drift is the ratio of the optima the library
+    finds for the first and last width."""
+    import numpy as np
+    import torch
+
+    from llmbook import batchsize, costs
+
+    p = dict(widths=[64, 128, 256], check_widths=[128], n_lrs=6, steps=60, n_train=1024)
+    out = run(tmp_path, "cost-mup-small.ipynb", notebook=ROOT / "notebooks" / "cost-mup.ipynb", **p)
+    assert out["width_list"] == "64, 128, 256" and out["pkg_widths"] == "128"
+    torch.set_num_threads(2)
+    problem = batchsize.mlp_problem(n_train=1024, n_test=16, d=8, sigma=0.5, seed=0)
+    lrs = batchsize.lr_grid(2.5e-4, n=6, factor=2.5)
+    curves = np.stack([costs.width_lr_sweep(problem, w, lrs, "sp", 64, 60, 32, 0) for w in (64, 256)])
+    lr_star, _ = batchsize.optimal_lr(lrs, curves)
+    assert out["sp_drift"] == fmt.sig(lr_star[0] / lr_star[1], 2)
