@@ -223,10 +223,22 @@ class LlamaBlock(nn.Module):
 class TinyLlama(nn.Module):
     """A Llama-style decoder (embedding, ``n_layers`` :class:`LlamaBlock`,
     final RMSNorm, untied head) at any size; random weights, no download.
+    With ``checkpoint_layers`` each block runs under
+    ``torch.utils.checkpoint`` (the reentrant form, which keeps only the
+    block's input for the backward pass and recomputes the rest).
     Section dls-flops."""
 
-    def __init__(self, h: int, n_heads: int, i: int, v: int, n_layers: int):
+    def __init__(
+        self,
+        h: int,
+        n_heads: int,
+        i: int,
+        v: int,
+        n_layers: int,
+        checkpoint_layers: bool = False,
+    ):
         super().__init__()
+        self.checkpoint_layers = bool(checkpoint_layers)
         self.embed = nn.Embedding(positive_int("v", v), positive_int("h", h))
         self.blocks = nn.ModuleList(
             LlamaBlock(h, n_heads, positive_int("i", i))
@@ -237,9 +249,14 @@ class TinyLlama(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (b, s, v) of the next token for ``tokens`` (b, s)."""
+        from torch.utils.checkpoint import checkpoint
+
         x = self.embed(tokens)
         for block in self.blocks:
-            x = block(x)
+            if self.checkpoint_layers and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=True)
+            else:
+                x = block(x)
         return self.head(self.norm(x))
 
 
