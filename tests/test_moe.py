@@ -165,3 +165,41 @@ def test_bad_arguments_raise():
         moe.cv_squared(torch.tensor([1.0]))
     with pytest.raises(ValueError, match="active_experts"):
         moe.gpt_oss_params(1, 2, 3, 4, 4, 1, 1, 4, 10)
+
+
+def test_moe_param_counts_by_hand():
+    d, h, E = 6, 4, 5
+    sw = moe.MoELayer(d, h, E)
+    expert = d * h + h + h * d + d
+    assert moe.moe_param_counts(sw) == {"total": E * expert + d * E, "active": expert + d * E}
+    tk = moe.MoELayer(d, h, E, router="topk", k=2)
+    # the noisy router also uses W_noise; two experts run per token
+    assert moe.moe_param_counts(tk) == {"total": E * expert + 2 * d * E,
+                                        "active": 2 * expert + 2 * d * E}
+
+
+def test_regression_net_trains_and_reports_expert_shares():
+    import numpy as np
+
+    x, y, _ = moe.clustered_regression(512, 4, 4, seed=0)
+    torch.manual_seed(0)
+    net = moe.RegressionNet(4, 8, moe.MoELayer(8, 8, 4, alpha=0.01))
+    with torch.no_grad():
+        before = ((net(x)[0] - y) ** 2).mean().item()
+    test, shares = moe.train_regressor(net, x, y, x, y, steps=60, batch=64, lr=1e-2, seed=0)
+    assert test < 0.5 * before
+    assert shares.shape == (60, 4) and np.allclose(shares.sum(1), 1)
+    live, top = moe.live_experts(shares, 0.02)
+    assert 1 <= live <= 4 and 0.25 <= top <= 1
+    # the dense baseline has no shares; same seed, same run
+    torch.manual_seed(0)
+    dense = moe.RegressionNet(4, 8, moe.dense_ffn(8, 16))
+    t1, s1 = moe.train_regressor(dense, x, y, x, y, steps=20, batch=64, lr=1e-2, seed=3)
+    torch.manual_seed(0)
+    dense = moe.RegressionNet(4, 8, moe.dense_ffn(8, 16))
+    t2, _ = moe.train_regressor(dense, x, y, x, y, steps=20, batch=64, lr=1e-2, seed=3)
+    assert s1.size == 0 and t1 == t2
+    with pytest.raises(ValueError, match="shares"):
+        moe.live_experts(np.zeros((0, 4)), 0.02)
+    with pytest.raises(ValueError, match="width"):
+        moe.dense_ffn(8, 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ._validate import nonnegative, positive, positive_int
@@ -259,6 +260,92 @@ def clustered_regression(n: int, d_in: int, n_clusters: int, seed: int,
     x = centres[cluster] + spread * torch.randn(n, d_in, generator=gs)
     y = torch.tanh(torch.einsum("nij,nj->ni", maps[cluster], x))
     return x, y, cluster
+
+
+class RegressionNet(torch.nn.Module):
+    """The small model of the MoE experiment: input -> linear to
+    ``d_model`` -> residual feed-forward layer ``ffn`` -> linear out.
+    ``ffn`` is an :class:`MoELayer` (returns ``(y, aux)``) or any module
+    mapping (T, d_model) to (T, d_model), e.g. :func:`dense_ffn`.
+    ``forward(x)`` returns ``(prediction, aux_loss)``. Section scale-moe.
+    """
+
+    def __init__(self, d_in: int, d_model: int, ffn: torch.nn.Module):
+        super().__init__()
+        d_in = positive_int("d_in", d_in)
+        d_model = positive_int("d_model", d_model)
+        self.inp = torch.nn.Linear(d_in, d_model)
+        self.ffn = ffn
+        self.out = torch.nn.Linear(d_model, d_in)
+
+    def forward(self, x):
+        z = self.inp(x)
+        if isinstance(self.ffn, MoELayer):
+            h, aux = self.ffn(z)
+        else:
+            h, aux = self.ffn(z), torch.zeros(())
+        return self.out(z + h), aux
+
+
+def dense_ffn(d_model: int, width: int) -> torch.nn.Sequential:
+    """The dense baseline of the MoE experiment: a ReLU MLP
+    d_model -> ``width`` -> d_model. Section scale-moe."""
+    d = positive_int("d_model", d_model)
+    w = positive_int("width", width)
+    return torch.nn.Sequential(
+        torch.nn.Linear(d, w), torch.nn.ReLU(), torch.nn.Linear(w, d))
+
+
+def train_regressor(net: RegressionNet, x, y, x_test, y_test, steps: int,
+                    batch: int, lr: float, seed: int):
+    """Adam on the mean squared error plus the net's auxiliary (balancing)
+    loss, ``steps`` minibatches of ``batch`` rows drawn with a generator
+    seeded by ``seed``. Returns ``(test_mse, shares)``: the test error and,
+    for an MoE layer, the share of tokens each expert was chosen for at
+    every step, (steps, E) (empty otherwise). Section scale-moe.
+    """
+    steps = positive_int("steps", steps)
+    batch = positive_int("batch", batch)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=positive("lr", lr))
+    shares = []
+    for _ in range(steps):
+        i = torch.randint(len(x), (batch,), generator=g)
+        pred, aux = net(x[i])
+        loss = ((pred - y[i]) ** 2).mean() + aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if isinstance(net.ffn, MoELayer):
+            shares.append(net.ffn.last_fraction.numpy().copy())
+    with torch.no_grad():
+        test = ((net(x_test)[0] - y_test) ** 2).mean().item()
+    return test, np.array(shares)
+
+
+def live_experts(shares, live_share: float, last: int = 20):
+    """From per-step token shares (steps, E): the number of experts whose
+    mean share over the ``last`` steps exceeds ``live_share``, and the
+    largest mean share. Section scale-moe."""
+    shares = np.asarray(shares, dtype=float)
+    if shares.ndim != 2 or len(shares) == 0:
+        raise ValueError("shares must be a non-empty (steps, E) array")
+    final = shares[-positive_int("last", last):].mean(0)
+    return int((final > positive("live_share", live_share)).sum()), float(
+        final.max())
+
+
+def moe_param_counts(layer: MoELayer) -> dict[str, int]:
+    """Parameters of an :class:`MoELayer` that its router uses: all experts
+    and ``W_g`` (``W_noise`` only with the noisy top-k router) as "total",
+    one expert per token's top-k plus the router as "active". Section
+    scale-moe."""
+    E = layer.W_g.shape[1]
+    experts = sum(p.numel() for p in (layer.W1, layer.b1, layer.W2, layer.b2))
+    router = layer.W_g.numel() + (
+        layer.W_noise.numel() if layer.router == "topk" else 0)
+    return {"total": experts + router,
+            "active": layer.k * experts // E + router}
 
 
 def gpt_oss_params(n_layers: int, n_experts: int, active_experts: int,
