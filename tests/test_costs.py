@@ -155,14 +155,6 @@ def test_fit_isoflop_parabola_recovers_vertex():
         costs.fit_isoflop_parabola(x, -(x**2))
 
 
-def test_power_law_exponent():
-    c = np.array([1e10, 1e11, 1e12])
-    a, k = costs.power_law_exponent(c, 3.0 * c**0.5)
-    assert a == pytest.approx(0.5) and k == pytest.approx(3.0)
-    with pytest.raises(ValueError):
-        costs.power_law_exponent([1.0], [2.0])
-
-
 def test_mup_scales_coincide_with_sp_at_base_width():
     assert costs.mup_lr_scales(64, 64, "mup") == costs.mup_lr_scales(
         64, 64, "sp"
@@ -186,12 +178,12 @@ def test_width_lr_sweep_runs_match_single_runs():
     assert both[1] < both[0]  # a larger lr learns faster in 5 steps
 
 
-def test_width_exponent_recovers_a_power_law_and_its_interval():
+def test_loglog_slope_recovers_a_power_law_and_its_interval():
     w = np.array([64, 128, 256, 512, 1024])
-    exact = costs.width_exponent(w, 3.0 * w**-0.5)
+    exact = costs.loglog_slope(w, 3.0 * w**-0.5)
     assert exact["slope"] == pytest.approx(-0.5)
     assert exact["hi"] - exact["lo"] == pytest.approx(0.0, abs=1e-9)
-    noisy = costs.width_exponent(w, 3.0 * w**-0.5 * np.array([1, 1.2, 0.9, 1.1, 1]))
+    noisy = costs.loglog_slope(w, 3.0 * w**-0.5 * np.array([1, 1.2, 0.9, 1.1, 1]))
     assert noisy["lo"] < -0.5 < noisy["hi"]
     # the interval is scipy's t interval on the slope
     from scipy import stats
@@ -199,9 +191,9 @@ def test_width_exponent_recovers_a_power_law_and_its_interval():
     fit = stats.linregress(np.log(w), np.log(3.0 * w**-0.5 * np.array([1, 1.2, 0.9, 1.1, 1])))
     assert noisy["hi"] - noisy["slope"] == pytest.approx(stats.t.ppf(0.975, 3) * fit.stderr)
     with pytest.raises(ValueError, match="level"):
-        costs.width_exponent(w, w**-0.5, level=1.5)
-    with pytest.raises(ValueError, match="lr_star"):
-        costs.width_exponent(w[:2], w[:2] ** -0.5)
+        costs.loglog_slope(w, w**-0.5, level=1.5)
+    with pytest.raises(ValueError, match="x and y"):
+        costs.loglog_slope(w[:2], w[:2] ** -0.5)
 
 
 def test_sweep_does_not_depend_on_the_thread_count():
@@ -294,3 +286,24 @@ def test_checkpointed_layers_keep_exactly_one_input_per_layer():
         grads.append([p.grad.clone() for p in ck.parameters()])
     for a, c in zip(*grads):
         torch.testing.assert_close(a, c)
+
+
+def test_teacher_language_and_one_isoflop_student():
+    state = torch.get_rng_state()
+    lang = costs.teacher_language(8, 2, 4, 16, sharpness=2.0, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)  # global RNG untouched
+    assert lang["contexts"].shape == (64, 2)
+    torch.testing.assert_close(lang["probs"].sum(-1), torch.ones(64))
+    assert 0 < lang["entropy"] < math.log(8)
+    again = costs.teacher_language(8, 2, 4, 16, sharpness=2.0, seed=0)
+    assert torch.equal(again["probs"], lang["probs"])
+    row = costs.train_isoflop_student(lang, 4, 8, budget=6e6, target_steps=20,
+                                      batch_range=(8, 512))
+    n = costs.mlp_lm_params(8, 2, 4, 8)
+    assert row["N"] == n and row["D"] == row["batch"] * row["steps"]
+    assert row["D"] == pytest.approx(6e6 / (6 * n), rel=0.05)
+    assert row["loss"] > lang["entropy"]
+    assert row == costs.train_isoflop_student(lang, 4, 8, budget=6e6, target_steps=20,
+                                              batch_range=(8, 512))
+    with pytest.raises(ValueError, match="budget"):
+        costs.train_isoflop_student(lang, 4, 8, budget=0)

@@ -476,6 +476,85 @@ class MLPLanguageModel(nn.Module):
         return self.out(torch.tanh(self.hidden(self.embed(ctx).flatten(1))))
 
 
+def teacher_language(
+    vocab: int,
+    context: int,
+    embed: int,
+    width: int,
+    sharpness: float = 3.0,
+    seed: int = 0,
+) -> dict:
+    """A generated language for the iso-FLOP experiment: a random
+    :class:`MLPLanguageModel` (the teacher, initialised after
+    ``torch.manual_seed(seed)`` with its output weights times
+    ``sharpness``) gives P(next | context) for every one of the
+    vocab**context contexts. The global random state is left as it was.
+
+    Returns "contexts" (vocab**context, context), "probs" and its row-wise
+    "cdf" (for sampling), and "entropy", the loss of a perfect model in nats
+    per token. Section scale-chinchilla.
+    """
+    vocab, context = positive_int("vocab", vocab), positive_int("context", context)
+    sharpness = positive("sharpness", sharpness)
+    with torch.random.fork_rng():
+        torch.manual_seed(int(seed))
+        teacher = MLPLanguageModel(vocab, context, embed, width)
+    contexts = torch.cartesian_prod(*[torch.arange(vocab)] * context)
+    with torch.no_grad():
+        teacher.out.weight.mul_(sharpness)
+        probs = teacher(contexts).softmax(-1)
+    cdf = probs.cumsum(-1)
+    cdf[:, -1] = 1.0
+    entropy = -(probs * probs.log()).sum(-1).mean().item()
+    return {"contexts": contexts, "probs": probs, "cdf": cdf, "entropy": entropy}
+
+
+def train_isoflop_student(
+    language: dict,
+    embed: int,
+    width: int,
+    budget: float,
+    target_steps: int = 400,
+    batch_range: tuple[int, int] = (32, 8192),
+    lr: float = 1e-2,
+    seed: int = 0,
+) -> dict:
+    """Train one student :class:`MLPLanguageModel` of hidden ``width`` on
+    ``budget`` FLOP of the ``language`` of :func:`teacher_language`: D =
+    C / (6 N) tokens drawn fresh, about ``target_steps`` Adam steps (the
+    batch is D / target_steps, clipped to ``batch_range``) with a cosine
+    learning-rate decay. Returns the run's row: C, width, N, D (tokens
+    actually seen), batch, steps and "loss", the exact expected
+    cross-entropy over the whole language (nats per token). Section
+    scale-chinchilla.
+    """
+    contexts, probs, cdf = (language[k] for k in ("contexts", "probs", "cdf"))
+    vocab, context = probs.shape[1], contexts.shape[1]
+    budget = positive("budget", budget)
+    lo, hi = (positive_int("batch_range", b) for b in batch_range)
+    torch.manual_seed(int(seed))
+    model = MLPLanguageModel(vocab, context, embed, width)
+    n = mlp_lm_params(vocab, context, embed, width)
+    d = budget / (6 * n)
+    b = int(np.clip(round(d / positive_int("target_steps", target_steps)), lo, hi))
+    steps = max(1, round(d / b))
+    opt = torch.optim.Adam(model.parameters(), lr=positive("lr", lr))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    for _ in range(steps):
+        idx = torch.randint(len(contexts), (b,), generator=g)
+        nxt = torch.searchsorted(cdf[idx], torch.rand(b, 1, generator=g))
+        loss = nn.functional.cross_entropy(model(contexts[idx]), nxt[:, 0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():  # exact expected loss over the whole language
+        ce = -(probs * model(contexts).log_softmax(-1)).sum(-1).mean()
+    return {"C": budget, "width": width, "N": n, "D": steps * b,
+            "batch": b, "steps": steps, "loss": ce.item()}
+
+
 def fit_isoflop_parabola(log_n, loss) -> tuple[float, float]:
     """Fit loss = a (log N)^2 + b log N + c to one iso-FLOP curve; return the
     vertex ``(log N_opt, loss at the vertex)``. Raises ``ValueError`` when the
@@ -490,18 +569,6 @@ def fit_isoflop_parabola(log_n, loss) -> tuple[float, float]:
         raise ValueError("loss: the fitted parabola has no minimum")
     x0 = -b / (2 * a)
     return float(x0), float(c - b * b / (4 * a))
-
-
-def power_law_exponent(compute, values) -> tuple[float, float]:
-    """Least-squares fit of values = k C^a in log-log space; returns (a, k).
-    Section scale-chinchilla.
-    """
-    c = positive_array("compute", compute)
-    y = positive_array("values", values)
-    if c.shape != y.shape or c.size < 2:
-        raise ValueError("compute and values must have equal length >= 2")
-    a, logk = np.polyfit(np.log(c), np.log(y), 1)
-    return float(a), float(np.exp(logk))
 
 
 # --- muP: learning rates that transfer across width
@@ -642,19 +709,19 @@ def width_lr_sweep(
     return torch.where(torch.isfinite(mse), mse, math.inf).numpy()
 
 
-def width_exponent(widths, lr_star, level: float = 0.95) -> dict[str, float]:
-    """Least-squares slope of log lr* against log width (lr* ~ width**slope)
-    with its ``level`` confidence interval from Student's t on the residuals
-    (it covers the scatter of the optima about the line, not the variation
-    between seeds). Returns ``{"slope", "lo", "hi"}``. Section
-    scale-small-proxies.
+def loglog_slope(x, y, level: float = 0.95) -> dict[str, float]:
+    """Least-squares slope of log y against log x (y ~ x**slope) with its
+    ``level`` confidence interval from Student's t on the residuals (it
+    covers the scatter of the points about the line, not the variation
+    between seeds). Returns ``{"slope", "lo", "hi"}``. Sections
+    scale-chinchilla and scale-small-proxies.
     """
     from scipy import stats
 
-    w = positive_array("widths", widths)
-    lr = positive_array("lr_star", lr_star)
+    w = positive_array("x", x)
+    lr = positive_array("y", y)
     if w.shape != lr.shape or w.ndim != 1 or w.size < 3:
-        raise ValueError("widths and lr_star must be 1-D of equal length >= 3")
+        raise ValueError("x and y must be 1-D of equal length >= 3")
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     fit = stats.linregress(np.log(w), np.log(lr))
