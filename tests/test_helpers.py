@@ -1,5 +1,6 @@
 """fmt, glue, checks, plotting, data: the small helpers every notebook uses."""
 
+import re
 import json
 
 import matplotlib
@@ -148,6 +149,11 @@ def test_extras_read_their_ranges_from_the_package_metadata():
     extras.require("interp")   # present: installs nothing, prints nothing
     with pytest.raises(ValueError, match="extra"):
         extras.require("gpu")
+    # mup goes in without its declared dependencies (torchvision); PyYAML is listed by hand
+    assert "mup" in extras.NO_DEPS
+    names = sorted(re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in extras.extra_requirements("mup"))
+    assert names == ["mup", "pyyaml"]
+    assert extras.missing_modules("mup") == []
 
 
 def test_quiet_filters_known_noise_by_logger_and_message(caplog):

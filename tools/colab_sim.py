@@ -34,12 +34,14 @@ VENV = SIM / "venv"
 WHEELS = SIM / "wheels"
 COLAB_PACKAGES = ["numpy", "pandas", "matplotlib", "scipy", "sympy", "torch", "scikit-learn", "ipykernel"]
 EXTRAS = ["interp", "adapt", "compress"]
+NO_DEPS_EXTRAS = ["mup"]  # installed with --no-deps (llmbook.extras.NO_DEPS); built into wheels here
 
 
 def pinned(names: list[str]) -> list[str]:
     """``name==version`` from requirements.txt for each name (Colab's versions differ; ours are tested)."""
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    text = (ROOT / "requirements.txt").read_text() + "\n" + (ROOT / "requirements-nodeps.txt").read_text()
+    for line in text.splitlines():
         m = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)$", line.strip())
         if m:
             pins[m.group(1).lower().replace("_", "-")] = m.group(0)
@@ -67,12 +69,12 @@ def make_venv() -> Path:
     return py
 
 
-def extra_requirements() -> list[str]:
-    """Every requirement of the optional extras, torch excluded, read from pyproject.toml."""
+def extra_requirements(names: list[str] = EXTRAS) -> list[str]:
+    """Every requirement of the optional extras ``names``, torch excluded, read from pyproject.toml."""
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    reqs = [r for e in EXTRAS for r in extras[e] if not re.match(r"torch\b(?!ao)", r)]
+    reqs = [r for e in names for r in extras[e] if not re.match(r"torch\b(?!ao)", r)]
     return sorted(set(reqs))
 
 
@@ -80,7 +82,8 @@ def make_wheelhouse(py: Path) -> Path:
     stamp = WHEELS / ".requirements"
     # The extras' own packages at the tested versions; what they need comes with them.
     names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in extra_requirements()]
-    want = "\n".join(pinned(["setuptools", "wheel", *names]))
+    no_deps = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in extra_requirements(NO_DEPS_EXTRAS)]
+    want = "\n".join(pinned(["setuptools", "wheel", *names]) + ["--no-deps:"] + pinned(no_deps))
     # Everything they pull in is held at the versions the book is tested with.
     pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line]
     if stamp.is_file() and stamp.read_text() == want + "\n" + "\n".join(pins):
@@ -89,7 +92,10 @@ def make_wheelhouse(py: Path) -> Path:
     WHEELS.mkdir(parents=True)
     constraints = SIM / "constraints.txt"
     constraints.write_text("\n".join(pins) + "\n")
-    run([py, "-m", "pip", "download", "-q", "-d", WHEELS, "-c", constraints, *want.split("\n")])
+    with_deps, _, alone = want.partition("\n--no-deps:\n")
+    run([py, "-m", "pip", "download", "-q", "-d", WHEELS, "-c", constraints, *with_deps.split("\n")])
+    # an sdist (mup has no wheel) becomes a wheel now, so the offline install needs no build
+    run([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", WHEELS, *alone.split("\n")])
     stamp.write_text(want + "\n" + "\n".join(pins))
     return WHEELS
 

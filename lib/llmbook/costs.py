@@ -793,6 +793,9 @@ def plot_width_sweep(lrs, losses: dict, best, titles: dict):
     """
     from matplotlib import pyplot as plt
 
+    from .plotting import use_style
+
+    use_style()
     lrs = positive_array("lrs", lrs)
     fig, axes = plt.subplots(
         1, len(losses), figsize=(4.6 * len(losses), 3.8), sharey=True

@@ -20,7 +20,13 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "interp": ("transformer_lens",),
     "adapt": ("peft", "bitsandbytes", "torchao"),
     "compress": ("mlxtend",),
+    "mup": ("mup", "yaml"),
 }
+
+# Extras installed with ``pip install --no-deps``: mup's metadata asks for
+# torchvision, seaborn and tqdm, which the part the book uses never imports,
+# and a torchvision from PyPI may not match the runtime's torch.
+NO_DEPS: frozenset[str] = frozenset({"mup"})
 
 
 def extra_requirements(extra: str) -> list[str]:
@@ -66,7 +72,9 @@ def require(extra: str) -> None:
         f"installing the book's '{extra}' extra "
         f"({', '.join(reqs)}) for {', '.join(missing)}"
     )
+    flags = ["--no-deps"] if extra in NO_DEPS else []
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", *reqs], check=True
+        [sys.executable, "-m", "pip", "install", "-q", *flags, *reqs],
+        check=True,
     )
     importlib.invalidate_caches()
