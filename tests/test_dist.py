@@ -268,3 +268,12 @@ def test_a_failing_worker_fails_the_launch():
     # the error reported is rank 1's, or rank 0's lost connection to it
     with pytest.raises(mp.ProcessRaisedException):
         D.launch(_fail_on_rank_one, 2)
+
+
+def test_zero_defaults_are_the_mixed_precision_recipe():
+    """The ZeRO formulas' default bytes come from the training-cost chapter's 16N recipe."""
+    from llmbook import costs, zero
+
+    per_param = costs.training_state_bytes(1.0, "mixed")
+    assert zero.zero_bytes_per_gpu(1.0, 1, 0)["total"] == per_param["total"] == 16
+    assert zero.OPTIM_BYTES == per_param["master"] + per_param["adam_m"] + per_param["adam_v"]

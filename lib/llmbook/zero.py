@@ -10,8 +10,17 @@ and pipeline parallelism. Derivations: sections ``cme295-zero`` and
 from __future__ import annotations
 
 from ._validate import positive, positive_int
+from .costs import RECIPES
 
 STAGES = (0, 1, 2, 3)
+
+# Bytes per parameter of mixed-precision Adam (the 16N rule of the
+# training-cost chapter): working weights, gradients, and K for the fp32
+# master copy and the two moments.
+_MIXED = RECIPES["mixed"]
+PARAM_BYTES = _MIXED["weights"]
+GRAD_BYTES = _MIXED["grads"]
+OPTIM_BYTES = _MIXED["master"] + _MIXED["adam_m"] + _MIXED["adam_v"]
 
 
 def _stage(stage) -> int:
@@ -24,9 +33,9 @@ def zero_bytes_per_gpu(
     n_params: float,
     n_dp: int,
     stage: int,
-    param_bytes: float = 2,
-    grad_bytes: float = 2,
-    optim_bytes: float = 12,
+    param_bytes: float = PARAM_BYTES,
+    grad_bytes: float = GRAD_BYTES,
+    optim_bytes: float = OPTIM_BYTES,
 ) -> dict[str, float]:
     """Bytes of model states one data-parallel rank holds under ZeRO.
 
@@ -111,7 +120,7 @@ def plan(
     shard = positive("n_params", n_params) / (tp * pp)
     out = zero_bytes_per_gpu(shard, n_dp, stage, **bytes_per_param)
     out["n_dp"] = n_dp
-    grad_b = bytes_per_param.get("grad_bytes", 2)
+    grad_b = bytes_per_param.get("grad_bytes", GRAD_BYTES)
     out["comm_bytes"] = (
         zero_comm_volume(stage) * shard * grad_b if n_dp > 1 else 0.0
     )
