@@ -181,7 +181,7 @@ def test_width_lr_sweep_runs_match_single_runs():
 def test_loglog_slope_recovers_a_power_law_and_its_interval():
     w = np.array([64, 128, 256, 512, 1024])
     exact = costs.loglog_slope(w, 3.0 * w**-0.5)
-    assert exact["slope"] == pytest.approx(-0.5)
+    assert exact["slope"] == pytest.approx(-0.5) and exact["coef"] == pytest.approx(3.0)
     assert exact["hi"] - exact["lo"] == pytest.approx(0.0, abs=1e-9)
     noisy = costs.loglog_slope(w, 3.0 * w**-0.5 * np.array([1, 1.2, 0.9, 1.1, 1]))
     assert noisy["lo"] < -0.5 < noisy["hi"]

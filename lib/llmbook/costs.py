@@ -713,7 +713,8 @@ def loglog_slope(x, y, level: float = 0.95) -> dict[str, float]:
     """Least-squares slope of log y against log x (y ~ x**slope) with its
     ``level`` confidence interval from Student's t on the residuals (it
     covers the scatter of the points about the line, not the variation
-    between seeds). Returns ``{"slope", "lo", "hi"}``. Sections
+    between seeds). Returns ``{"slope", "lo", "hi", "coef"}`` (y = coef *
+    x**slope on the line). Sections
     scale-chinchilla and scale-small-proxies.
     """
     from scipy import stats
@@ -727,7 +728,12 @@ def loglog_slope(x, y, level: float = 0.95) -> dict[str, float]:
     fit = stats.linregress(np.log(w), np.log(lr))
     half = stats.t.ppf(0.5 + level / 2, w.size - 2) * fit.stderr
     slope = float(fit.slope)
-    return {"slope": slope, "lo": slope - half, "hi": slope + half}
+    return {
+        "slope": slope,
+        "lo": slope - half,
+        "hi": slope + half,
+        "coef": float(np.exp(fit.intercept)),
+    }
 
 
 def mup_package_run(
@@ -788,8 +794,8 @@ def plot_width_sweep(lrs, losses: dict, best, titles: dict):
     """Final loss against learning rate, one panel per parameterisation (keys
     of ``losses``: arrays (widths, lrs)) on one loss scale, one line per
     width, the refined optima of ``best`` (a table with columns
-    "parameterisation", "width", "best lr", "loss") starred. Returns the
-    figure. Section scale-small-proxies.
+    "parameterisation", "width", "best lr", "loss") starred in the width's
+    colour. Returns the figure. Section scale-small-proxies.
     """
     from matplotlib import pyplot as plt
 
@@ -804,9 +810,9 @@ def plot_width_sweep(lrs, losses: dict, best, titles: dict):
     finite = np.concatenate([c[np.isfinite(c)] for c in losses.values()])
     for ax, (p, curves) in zip(axes, losses.items()):
         part = best[best["parameterisation"] == p]
-        for w, c in zip(part["width"], curves):
-            ax.plot(lrs, c, marker=".", label=f"width {w}")
-        ax.plot(part["best lr"], part["loss"], "k*", ms=9, label="optimum")
+        for w, c, b, l in zip(part["width"], curves, part["best lr"], part["loss"]):
+            (line,) = ax.plot(lrs, c, marker=".", label=f"width {w}")
+            ax.plot(b, l, "*", ms=11, color=line.get_color(), mec="k", mew=0.5)
         ax.set(xscale="log", yscale="log", title=titles[p])
         # diverging runs leave the frame rather than squash the optima
         ax.set_ylim(0.8 * finite.min(), 1.2 * min(finite.max(), 100 * finite.min()))
