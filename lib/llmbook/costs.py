@@ -21,6 +21,7 @@ import math
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ._validate import positive, positive_array, positive_int
 
@@ -249,8 +250,6 @@ class TinyLlama(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (b, s, v) of the next token for ``tokens`` (b, s)."""
-        from torch.utils.checkpoint import checkpoint
-
         x = self.embed(tokens)
         for block in self.blocks:
             if self.checkpoint_layers and torch.is_grad_enabled():
@@ -719,14 +718,14 @@ def loglog_slope(x, y, level: float = 0.95) -> dict[str, float]:
     """
     from scipy import stats
 
-    w = positive_array("x", x)
-    lr = positive_array("y", y)
-    if w.shape != lr.shape or w.ndim != 1 or w.size < 3:
+    x = positive_array("x", x)
+    y = positive_array("y", y)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 3:
         raise ValueError("x and y must be 1-D of equal length >= 3")
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1), got {level}")
-    fit = stats.linregress(np.log(w), np.log(lr))
-    half = stats.t.ppf(0.5 + level / 2, w.size - 2) * fit.stderr
+    fit = stats.linregress(np.log(x), np.log(y))
+    half = stats.t.ppf(0.5 + level / 2, x.size - 2) * fit.stderr
     slope = float(fit.slope)
     return {
         "slope": slope,
@@ -751,9 +750,10 @@ def mup_package_run(
     it, ``MuAdam``. The weights start equal to :func:`mlp3_init`'s in
     function (the readout's stored weight is times width/base_width, which
     its forward pass divides back out) and the batches are the same, so the
-    final training MSE must agree with the hand-written run up to rounding
-    and Adam's epsilon. Needs ``mup`` (an optional dependency). Section
-    scale-small-proxies.
+    two compute the same run in a different order of rounding: equal at
+    first, they can drift apart where training is barely stable (see
+    :func:`mup_package_check`). Returns the final training MSE. Needs
+    ``mup`` (an optional extra). Section scale-small-proxies.
     """
     import mup
 
