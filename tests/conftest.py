@@ -62,7 +62,7 @@ def pytest_terminal_summary(terminalreporter):
     """Print the per-notebook execution-time table after any run that built the book."""
     if not _build_report:
         return
-    from llmbook.book import execution_times, format_times
+    from llmbook.book.report import execution_times, format_times
 
     terminalreporter.write_sep("=", "notebook execution times (clean build)")
     terminalreporter.write_line(format_times(execution_times(BUILD)))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmbook import attention as at
+from llmbook.topics import attention as at
 
 DT = torch.float64
 

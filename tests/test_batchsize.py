@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.optimize import curve_fit
 
-from llmbook import batchsize as bs
+from llmbook.topics import batchsize as bs
 
 
 @pytest.fixture(autouse=True, scope="module")

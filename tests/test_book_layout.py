@@ -5,11 +5,11 @@ import re
 
 import pytest
 
-from llmbook import book
+from llmbook.book import lint, sync
 from conftest import ROOT, toc_docnames
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-REPO_URL, REPO_BRANCH = book.config_repository(ROOT)
+REPO_URL, REPO_BRANCH = sync.config_repository(ROOT)
 
 
 def test_there_are_notebooks():
@@ -18,16 +18,16 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_layout(path):
-    assert book.notebook_problems(json.loads(path.read_text()), REPO_URL) == []
+    assert lint.notebook_problems(json.loads(path.read_text()), REPO_URL) == []
 
 
 def test_every_notebook_has_the_identical_bootstrap_cell():
-    firsts = {book.cell_text(book.code_cells(json.loads(p.read_text()))[0]) for p in NOTEBOOKS}
-    assert firsts == {book.bootstrap_source(REPO_URL)}
+    firsts = {sync.cell_text(sync.code_cells(json.loads(p.read_text()))[0]) for p in NOTEBOOKS}
+    assert firsts == {sync.bootstrap_source(REPO_URL)}
 
 
 def test_bootstrap_installs_only_when_missing_and_never_torch():
-    src = book.bootstrap_source(REPO_URL)
+    src = sync.bootstrap_source(REPO_URL)
     assert src.index("import llmbook") < src.index("except ImportError")
     assert "torch" not in src.split("except ImportError")[1].replace("never replaces", "")
     assert REPO_URL in src
@@ -48,7 +48,7 @@ def test_every_notebook_is_in_the_toc_under_a_chapter():
 
 
 def test_question_ids_are_unique_and_well_formed():
-    ids = [q["id"] for q in book.read_questions(ROOT)]
+    ids = [q["id"] for q in sync.read_questions(ROOT)]
     assert len(ids) == len(set(ids))
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", i) for i in ids)
     # every id listed in the shared checklist's tables is kept (ranges expanded)
@@ -56,8 +56,8 @@ def test_question_ids_are_unique_and_well_formed():
 
 
 def test_labels_are_known_ids_and_defined_once():
-    known = {q["id"] for q in book.read_questions(ROOT)}
-    for label, files in book.chapter_labels(ROOT).items():
+    known = {q["id"] for q in sync.read_questions(ROOT)}
+    for label, files in sync.chapter_labels(ROOT).items():
         assert len(files) == 1, f"{label} defined in {files}"
         if re.fullmatch(r"(hw11|genai|dls|scale|cme295)-.*", label):
             assert label in known, f"label {label} is not a question id"
@@ -65,14 +65,14 @@ def test_labels_are_known_ids_and_defined_once():
 
 def test_every_id_of_a_chapter_in_the_toc_is_answered():
     toc = set(toc_docnames())
-    labels = book.chapter_labels(ROOT)
-    missing = [q["id"] for q in book.read_questions(ROOT)
+    labels = sync.chapter_labels(ROOT)
+    missing = [q["id"] for q in sync.read_questions(ROOT)
                if f"chapters/{q['chapter']}" in toc and q["id"] not in labels]
     assert missing == []
 
 
 def test_problem_index_is_up_to_date():
-    assert (ROOT / "chapters" / "problem-index.md").read_text() == book.render_problem_index(ROOT)
+    assert (ROOT / "chapters" / "problem-index.md").read_text() == sync.render_problem_index(ROOT)
 
 
 def test_chapter_prose_glues_numbers():

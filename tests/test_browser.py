@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from llmbook import book
+from llmbook.book import sync
 from conftest import BUILD, ROOT, toc_docnames
 
 pytestmark = [pytest.mark.book, pytest.mark.browser]
@@ -79,7 +79,7 @@ def test_page_renders_cleanly(server, browser, doc):
     assert broken == []
 
     if doc.startswith("notebooks/"):
-        owner_repo = book.config_repository(ROOT)[0].removeprefix("https://github.com/")
+        owner_repo = sync.config_repository(ROOT)[0].removeprefix("https://github.com/")
         hrefs = page.eval_on_selector_all("a[href*='colab.research.google.com']", "els => els.map(e => e.href)")
         assert f"https://colab.research.google.com/github/{owner_repo}/blob/main/{doc}.ipynb" in hrefs
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmbook import circuits as c
+from llmbook.topics import circuits as c
 
 
 def test_single_head_matches_a_direct_loop():

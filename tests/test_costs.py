@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmbook import costs
+from llmbook.topics import costs
 
 SHAPES = [  # b, s, h, n_heads, i, v, n_layers
     (2, 16, 32, 4, 48, 50, 2),
@@ -167,7 +167,7 @@ def test_mup_scales_coincide_with_sp_at_base_width():
 
 
 def test_width_lr_sweep_runs_match_single_runs():
-    from llmbook import batchsize
+    from llmbook.topics import batchsize
 
     prob = batchsize.mlp_problem(n_train=256, n_test=16, d=4, seed=0)
     lrs = np.array([1e-3, 1e-2])
@@ -197,7 +197,7 @@ def test_loglog_slope_recovers_a_power_law_and_its_interval():
 
 
 def test_sweep_does_not_depend_on_the_thread_count():
-    from llmbook import batchsize
+    from llmbook.topics import batchsize
 
     prob = batchsize.mlp_problem(n_train=256, n_test=16, d=4, seed=0)
     lrs = np.array([1e-3, 1e-2])
@@ -217,7 +217,7 @@ def test_mup_package_reproduces_the_hand_written_mup():
     function and batches: the same losses up to rounding. The standard
     parameterisation at the same width does not match, so the check can
     fail."""
-    from llmbook import batchsize
+    from llmbook.topics import batchsize
 
     prob = batchsize.mlp_problem(n_train=512, n_test=16, d=4, seed=0)
     for lr in (1e-3, 1e-2):
@@ -250,7 +250,7 @@ def test_plot_width_sweep_one_panel_per_parameterisation():
 
 
 def test_mup_package_check_shapes_and_yardstick():
-    from llmbook import batchsize
+    from llmbook.topics import batchsize
 
     prob = batchsize.mlp_problem(n_train=256, n_test=16, d=4, seed=0)
     lrs = np.array([1e-3, 1e-2])

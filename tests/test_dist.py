@@ -1,11 +1,11 @@
-"""Tests for llmbook.dist (torch.distributed, gloo, 2 processes) and
-llmbook.zero (the ZeRO paper's formulas and the planner)."""
+"""Tests for llmbook.topics.dist (torch.distributed, gloo, 2 processes) and
+llmbook.topics.zero (the ZeRO paper's formulas and the planner)."""
 
 import pytest
 import torch
 
-from llmbook import dist as D
-from llmbook import zero as Z
+from llmbook.topics import dist as D
+from llmbook.topics import zero as Z
 
 N = 2
 WIDTH, DEPTH, BATCH = 16, 4, 8
@@ -272,7 +272,7 @@ def test_a_failing_worker_fails_the_launch():
 
 def test_zero_defaults_are_the_mixed_precision_recipe():
     """The ZeRO formulas' default bytes come from the training-cost chapter's 16N recipe."""
-    from llmbook import costs, zero
+    from llmbook.topics import costs, zero
 
     per_param = costs.training_state_bytes(1.0, "mixed")
     assert zero.zero_bytes_per_gpu(1.0, 1, 0)["total"] == per_param["total"] == 16

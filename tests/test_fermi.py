@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from llmbook import fermi
+from llmbook.topics import fermi
 
 
 def test_model_bytes_fp16():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmbook import formats
+from llmbook.topics import formats
 
 NAMES = sorted(formats.FORMATS)
 

@@ -9,7 +9,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from llmbook import checks, data, fmt, glue, plotting
+from llmbook.book import checks, data, fmt, glue, plotting
 
 
 @pytest.mark.parametrize("x, digits, want", [
@@ -140,7 +140,7 @@ def test_storage_table_relative_columns_agree_with_absolute_prices():
 
 
 def test_extras_read_their_ranges_from_the_package_metadata():
-    from llmbook import extras
+    from llmbook.book import extras
 
     (interp,) = extras.extra_requirements("interp")
     assert interp.startswith("transformer-lens") and ">=4.3" in interp and "<5" in interp
@@ -159,7 +159,7 @@ def test_extras_read_their_ranges_from_the_package_metadata():
 def test_quiet_filters_known_noise_by_logger_and_message(caplog):
     import logging
 
-    from llmbook import quiet
+    from llmbook.book import quiet
 
     quiet.install()
     noisy = logging.getLogger("torchao")

@@ -5,7 +5,7 @@ import re
 import pytest
 from bs4 import BeautifulSoup
 
-from llmbook import book
+from llmbook.book import report, sync
 from conftest import ROOT, toc_docnames
 
 pytestmark = pytest.mark.book
@@ -37,9 +37,9 @@ def test_no_error_output_or_unresolved_glue(built_book, doc):
 
 
 def test_glued_values_appear_in_the_fermi_chapter(built_book):
-    from llmbook.glue import read_glued
+    from llmbook.book.glue import read_glued
 
-    glued = read_glued(book.executed_notebook(built_book.parent, "fermi.ipynb"))
+    glued = read_glued(report.executed_notebook(built_book.parent, "fermi.ipynb"))
     pasted = [s.get_text() for s in soup(built_book, "chapters/fermi").select(".pasted-text")]
     assert len(pasted) >= 40
     for key in ["c_gpt6", "d_gpt6", "h_gpt6", "g_lat_gpt6", "l_burgers"]:
@@ -49,7 +49,7 @@ def test_glued_values_appear_in_the_fermi_chapter(built_book):
 
 def test_every_question_id_of_a_built_chapter_is_an_anchor(built_book):
     toc = set(PAGES)
-    for q in book.read_questions(ROOT):
+    for q in sync.read_questions(ROOT):
         doc = f"chapters/{q['chapter']}"
         if doc in toc:
             assert soup(built_book, doc).find(id=q["id"]) is not None, q["id"]
@@ -57,9 +57,9 @@ def test_every_question_id_of_a_built_chapter_is_an_anchor(built_book):
 
 def test_problem_index_links_every_answered_id(built_book):
     links = {a["href"] for a in soup(built_book, "chapters/problem-index").select("main a[href]")}
-    answered = book.chapter_labels(ROOT)
+    answered = sync.chapter_labels(ROOT)
     for qid, files in answered.items():
-        if qid in {q["id"] for q in book.read_questions(ROOT)}:
+        if qid in {q["id"] for q in sync.read_questions(ROOT)}:
             page = files[0].removesuffix(".md")
             assert f"{page}.html#{qid}" in links, qid
 
@@ -76,7 +76,7 @@ def test_notebook_pages_offer_downloads_and_colab(built_book):
 
 
 def test_execution_times_within_bars(built_book):
-    times = dict(book.execution_times(built_book.parent))
+    times = dict(report.execution_times(built_book.parent))
     assert set(times) == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
     slow = {name: t for name, t in times.items() if t >= 180}
     assert slow == {}, f"notebooks over 3 minutes: {slow}"
@@ -118,7 +118,7 @@ def test_no_image_is_shown_twice_on_a_page(built_book, doc):
 
 def _executed_notebooks(build_dir):
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        yield path.name, book.executed_notebook(build_dir, path.name)
+        yield path.name, report.executed_notebook(build_dir, path.name)
 
 
 def test_no_cell_echoes_a_bare_value(built_book):
@@ -162,7 +162,7 @@ def test_figures_are_vector_or_high_resolution(built_book):
 
 def _answered_ids():
     toc = set(PAGES)
-    return [q for q in book.read_questions(ROOT) if f"chapters/{q['chapter']}" in toc]
+    return [q for q in sync.read_questions(ROOT) if f"chapters/{q['chapter']}" in toc]
 
 
 @pytest.mark.parametrize("qid", [q["id"] for q in _answered_ids()])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmbook import induction as ind
+from llmbook.topics import induction as ind
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from llmbook import lora
-from llmbook import seqtasks as st
+from llmbook.topics import lora
+from llmbook.topics import seqtasks as st
 
 
 class Net(nn.Module):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from llmbook import moe
+from llmbook.topics import moe
 
 
 def test_keep_top_k_hand_example():

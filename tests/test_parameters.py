@@ -4,8 +4,10 @@ formulas say; running with the defaults reproduces the book build exactly (deter
 import papermill as pm
 import pytest
 
-from llmbook import book, fermi, fmt, scaling
-from llmbook.glue import read_glued
+from llmbook.book import fmt
+from llmbook.topics import fermi, scaling
+from llmbook.book import report
+from llmbook.book.glue import read_glued
 from conftest import BUILD, ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "fermi.ipynb"
@@ -45,7 +47,7 @@ def test_changed_parameter_flows_through_every_formula(changed):
 def test_defaults_reproduce_the_book_build(built_book, tmp_path, name):
     """A second run with the defaults glues the same text: the trained experiments (iso-FLOP
     fit, μP sweep) included, since their seeds are fixed."""
-    built = read_glued(book.executed_notebook(BUILD, name))
+    built = read_glued(report.executed_notebook(BUILD, name))
     again = run(tmp_path, name, notebook=ROOT / "notebooks" / name)
     texts = {k: v for k, v in built.items() if not k.startswith("fig_")}
     assert texts and texts == {k: v for k, v in again.items() if not k.startswith("fig_")}
@@ -59,7 +61,7 @@ def test_mup_notebook_follows_its_parameters(tmp_path):
     import numpy as np
     import torch
 
-    from llmbook import batchsize, costs
+    from llmbook.topics import batchsize, costs
 
     p = dict(widths=[64, 128, 256], check_widths=[128], n_lrs=6, steps=60, n_train=1024)
     out = run(tmp_path, "cost-mup-small.ipynb", notebook=ROOT / "notebooks" / "cost-mup.ipynb", **p)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from bs4 import BeautifulSoup
 
-from llmbook import book, sphinx_ext
+from llmbook.book import sphinx_ext
+from llmbook.book import sync
 from conftest import BUILD, ROOT, toc_docnames
 
 pytestmark = pytest.mark.book
@@ -18,7 +19,7 @@ OUT = BUILD / "problems"
 def problems_html(built_book):
     """Build the problems edition after the full build (it reuses the executed notebooks)."""
     config = BUILD / "problems_config.yml"
-    config.write_text(book.problems_config(ROOT))
+    config.write_text(sync.problems_config(ROOT))
     jb = Path(sys.executable).with_name("jupyter-book")
     proc = subprocess.run([str(jb), "build", str(ROOT), "--config", str(config), "--path-output", str(OUT),
                            "-W", "-n", "--keep-going"], cwd=ROOT, capture_output=True, text=True)
@@ -33,7 +34,7 @@ def main_of(html_dir, doc):
 
 
 def test_problems_config_only_flips_the_switch():
-    text = book.problems_config(ROOT)
+    text = sync.problems_config(ROOT)
     assert "hide_solutions: true" in text and "hide_solutions: false" not in text
     assert text.count("\n") == (ROOT / "_config.yml").read_text().count("\n") + 1   # plus the cache line
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 from torch.utils.flop_counter import FlopCounterMode
 
-from llmbook import cnn, prune
+from llmbook.topics import cnn, prune
 
 SMALL_PLAN = (8, 12, "M", 16, 16, "M")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from llmbook import cnn, quant
+from llmbook.topics import cnn, quant
 
 SMALL_PLAN = (8, 12, "M", 16, 16, "M")
 

@@ -7,7 +7,7 @@ import pytest
 import sympy as sp
 from scipy.optimize import minimize_scalar
 
-from llmbook import scaling
+from llmbook.topics import scaling
 
 
 def test_loss_hand_value():

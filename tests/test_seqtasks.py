@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from llmbook import seqtasks as st
+from llmbook.topics import seqtasks as st
 
 
 def test_responses_hand_worked():

@@ -1,4 +1,4 @@
-"""Tests of llmbook.softprompt: the loss mask (homework layout, edge cases), the soft prompt
+"""Tests of llmbook.topics.softprompt: the loss mask (homework layout, edge cases), the soft prompt
 (only it trains, prompt positions are batch-independent in a causal model), PEFT agreement,
 the hard-prompt search, and the shipped checkpoint's reproducibility."""
 
@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from llmbook import softprompt as sp
+from llmbook.topics import softprompt as sp
 from conftest import ROOT
 
 CKPT = ROOT / "lib" / "llmbook" / "data" / "softprompt_gpt.pt"

@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from llmbook import batchsize as bs
+from llmbook.topics import batchsize as bs
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--runs", type=int, default=32, help="learning rates in the sweep")

@@ -34,7 +34,7 @@ VENV = SIM / "venv"
 WHEELS = SIM / "wheels"
 COLAB_PACKAGES = ["numpy", "pandas", "matplotlib", "scipy", "sympy", "torch", "scikit-learn", "ipykernel"]
 EXTRAS = ["interp", "adapt", "compress"]
-NO_DEPS_EXTRAS = ["mup"]  # installed with --no-deps (llmbook.extras.NO_DEPS); built into wheels here
+NO_DEPS_EXTRAS = ["mup"]  # installed with --no-deps (llmbook.book.extras.NO_DEPS); built into wheels here
 
 
 def pinned(names: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from llmbook import softprompt as sp
+from llmbook.topics import softprompt as sp
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "lib" / "llmbook" / "data" / "softprompt_gpt.pt"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from ._validate import as_float, positive, positive_array
+from llmbook.core.validate import as_float, positive, positive_array
 
 
 @dataclass(frozen=True)

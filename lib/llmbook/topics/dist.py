@@ -23,8 +23,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from ._validate import positive_int
-from .costs import tensor_bytes  # local shards of DTensors counted
+from llmbook.core.validate import positive_int
+from llmbook.topics.costs import tensor_bytes  # local shards of DTensors counted
 
 # ---------------------------------------------------------------- launcher
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._validate import positive_int
+from llmbook.core.validate import positive_int
 
 N_DIGITS = 10
 SEP = 10

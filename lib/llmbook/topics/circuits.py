@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import positive_int
+from llmbook.core.validate import positive_int
 
 VOCAB = "abcd"
 MAX_LEN = 5

@@ -9,8 +9,8 @@ and pipeline parallelism. Derivations: sections ``cme295-zero`` and
 
 from __future__ import annotations
 
-from ._validate import positive, positive_int
-from .costs import RECIPES
+from llmbook.core.validate import positive, positive_int
+from llmbook.topics.costs import RECIPES
 
 STAGES = (0, 1, 2, 3)
 

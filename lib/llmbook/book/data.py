@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def data_dir() -> Path:

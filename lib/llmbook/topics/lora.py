@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from ._validate import positive, positive_int
+from llmbook.core.validate import positive, positive_int
 
 INITS = ("peft", "zeros", "xavier", "b_zero")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._validate import positive, positive_array, positive_int
+from llmbook.core.validate import positive, positive_array, positive_int
 
 
 def lr_grid(lr_min: float, n: int = 32, factor: float = 1.25) -> np.ndarray:
@@ -614,7 +614,7 @@ def with_interval(
     ``digits`` significant figures, or a fixed number of ``decimals`` (for
     exponents near zero).
     """
-    from .fmt import sig
+    from llmbook.book.fmt import sig
 
     def show(x):
         text = (
@@ -804,7 +804,7 @@ def plot_loss_curves(
     """Mean test loss over seeds against lr, one curve per batch size; diverged
     lrs marked x at
     the top of the axis."""
-    from .plotting import new_axes
+    from llmbook.book.plotting import new_axes
 
     lrs = positive_array("lrs", lrs)
     ceiling = 3 * floor if ceiling is None else ceiling
@@ -837,7 +837,7 @@ def plot_optimum(tables: dict, title: str, level: float = 0.95):
     :func:`optimum_table`, with its bootstrap interval as error bars. Censored
     optima are open triangles pointing to where the
     true optimum may lie. Returns ``(fig, ax)`` for overlays."""
-    from .plotting import new_axes
+    from llmbook.book.plotting import new_axes
 
     fig, ax = new_axes(
         "batch size B",

@@ -22,7 +22,7 @@ from torch import nn
 # max-pool.
 CHANNEL_PLAN: tuple = (16, 32, "M", 64, 64, "M", 128, 128, "M")
 
-CHECKPOINT = Path(__file__).parent / "data" / "cnn_mnist.pt"
+CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "cnn_mnist.pt"
 
 
 class VGG(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ._validate import as_float, positive_int
+from llmbook.core.validate import as_float, positive_int
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from ._validate import nonnegative, positive, positive_int
+from llmbook.core.validate import nonnegative, positive, positive_int
 
 
 def _logits(name: str, value) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Book infrastructure: the Colab bootstrap cell, the Problem Index, the
-notebook checks.
+"""Book infrastructure: the Colab bootstrap cell, the problems-only edition's
+config, the Problem Index, and ``sync``, which rewrites what is generated.
 
 Run ``python -m llmbook.book sync`` after changing ``repository.url`` in
 ``_config.yml`` or adding a question label: it rewrites every notebook's
@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 BOOTSTRAP_TAG = "bootstrap"
@@ -108,41 +107,14 @@ def problems_config(root: Path) -> str:
 
 
 def code_cells(nb: dict) -> list[dict]:
+    """The code cells of a notebook (a dict as ``json.load`` gives it)."""
     return [c for c in nb["cells"] if c["cell_type"] == "code"]
 
 
 def cell_text(cell: dict) -> str:
+    """A cell's source as one string (notebooks store a string or a list)."""
     src = cell["source"]
     return "".join(src) if isinstance(src, list) else src
-
-
-def notebook_problems(nb: dict, repo_url: str) -> list[str]:
-    """What is wrong with a notebook's layout: bootstrap first, parameters
-    second, no outputs.
-    """
-    problems = []
-    cells = code_cells(nb)
-    if len(cells) < 2:
-        return ["needs a bootstrap cell and a parameters cell"]
-    if cell_text(cells[0]) != bootstrap_source(repo_url):
-        problems.append(
-            "first code cell is not the current bootstrap "
-            "cell (run `python -m llmbook.book sync`)"
-        )
-    if PARAMETERS_TAG not in cells[1].get("metadata", {}).get("tags", []):
-        problems.append("second code cell is not tagged 'parameters'")
-    tagged = [
-        c
-        for c in cells
-        if PARAMETERS_TAG in c.get("metadata", {}).get("tags", [])
-    ]
-    if len(tagged) != 1:
-        problems.append(
-            f"has {len(tagged)} cells tagged 'parameters', wants exactly 1"
-        )
-    if any(c.get("outputs") or c.get("execution_count") for c in cells):
-        problems.append("is committed with outputs or execution counts")
-    return problems
 
 
 def read_questions(root: Path) -> list[dict]:
@@ -231,64 +203,3 @@ def sync(root: Path) -> list[str]:
         index.write_text(text)
         changed.append(str(index.relative_to(root)))
     return changed
-
-
-if __name__ == "__main__":  # pragma: no cover
-    if sys.argv[1:] == ["sync"]:
-        for name in sync(repo_root()):
-            print("rewrote", name)
-    elif sys.argv[1:] == ["problems-config"]:
-        print(problems_config(repo_root()), end="")
-    else:
-        sys.exit("usage: python -m llmbook.book sync | problems-config")
-
-
-def execution_times(build_dir: Path) -> list[tuple[str, float]]:
-    """``(notebook, seconds)`` for every notebook executed in a build, from
-    its jupyter-cache.
-    """
-    from jupyter_cache import get_cache
-
-    cache_dir = Path(build_dir) / ".jupyter_cache"
-    if not cache_dir.is_dir():
-        return []
-    rows = []
-    for record in get_cache(str(cache_dir)).list_cache_records():
-        rows.append(
-            (
-                Path(record.uri).name,
-                float(record.data.get("execution_seconds", float("nan"))),
-            )
-        )
-    return sorted(rows)
-
-
-def executed_notebook(build_dir: Path, name: str) -> dict:
-    """The executed copy of notebook ``name`` (e.g. ``"fermi.ipynb"``)
-    stored in a build's cache.
-    """
-    import nbformat
-    from jupyter_cache import get_cache
-
-    cache = get_cache(str(Path(build_dir) / ".jupyter_cache"))
-    for record in cache.list_cache_records():
-        if Path(record.uri).name == name:
-            return nbformat.from_dict(cache.get_cache_bundle(record.pk).nb)
-    raise FileNotFoundError(f"{name} was not executed in {build_dir}")
-
-
-def format_times(rows: list[tuple[str, float]], limit_s: float = 180.0) -> str:
-    """A plain-text table of notebook execution times, flagging any over
-    ``limit_s``.
-    """
-    width = max([len(name) for name, _ in rows] + [len("notebook")])
-    lines = [
-        f"{'notebook':<{width}}  seconds  within {limit_s:.0f} s",
-        "-" * (width + 27),
-    ]
-    for name, sec in rows:
-        lines.append(
-            f"{name:<{width}}  {sec:7.1f}  {'yes' if sec < limit_s else 'NO'}"
-        )
-    lines.append(f"{'total':<{width}}  {sum(s for _, s in rows):7.1f}")
-    return "\n".join(lines)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ._validate import fraction, nonnegative, positive, positive_array
+from llmbook.core.validate import fraction, nonnegative, positive, positive_array
 
 BOLTZMANN = 1.380649e-23  # J/K, exact in the 2019 SI
 SECONDS_PER_DAY = 86_400.0

@@ -5,7 +5,7 @@ The book's one quantization module. It holds the general building blocks
 (integer ranges for any bit width, scale and zero point from the endpoint
 equations, quantize and dequantize, per-channel symmetric weights, int32 bias,
 fixed-point rescaling, k-means codebooks) and, on top of them, integer-only
-inference of the small CNN of :mod:`llmbook.cnn`.
+inference of the small CNN of :mod:`llmbook.topics.cnn`.
 Derivations: chapter "Pruning and quantization", hw11-q7b-i to hw11-q7b-vii.
 
 Conventions: a real value ``r`` is represented by an integer ``q`` as ``r = S
@@ -263,7 +263,7 @@ def kmeans_quantize_model(model: nn.Module, bits: int, layers=None) -> dict:
     :func:`kmeans_qat_callback` needs. Raises ``ValueError`` naming an unknown
     layer.
     """
-    from .prune import select_layers
+    from llmbook.topics.prune import select_layers
 
     state = {}
     for name, layer in select_layers(model, layers).items():
@@ -275,11 +275,11 @@ def kmeans_quantize_model(model: nn.Module, bits: int, layers=None) -> dict:
 
 
 def kmeans_qat_callback(state: dict):
-    """A ``callback(model)`` for :func:`llmbook.cnn.train`: after each
+    """A ``callback(model)`` for :func:`llmbook.topics.cnn.train`: after each
     optimizer step, move each centroid to the mean of its cluster's updated
     weights and snap the weights back onto the
     codebook (cluster labels stay fixed). ``state`` is updated in place."""
-    from .prune import prunable_layers
+    from llmbook.topics.prune import prunable_layers
 
     @torch.no_grad()
     def callback(model: nn.Module) -> None:
@@ -333,7 +333,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d):
 
 
 def float_stages(model: nn.Module) -> list[dict]:
-    """A :class:`llmbook.cnn.VGG` as a list of float stages with BatchNorm
+    """A :class:`llmbook.topics.cnn.VGG` as a list of float stages with BatchNorm
     folded into the convs: ``{"kind": "conv", "w", "b", "padding"}`` (each
     followed by ReLU), ``{"kind": "maxpool"}``,
     ``{"kind": "mean"}`` and ``{"kind": "linear", "w", "b"}``."""
@@ -525,7 +525,7 @@ def torch_ao_ptq(
     Fuses each conv-BN-ReLU, wraps the model in Quant/DeQuant stubs, calibrates
     the default observers of ``engine`` on ``x_calib`` and converts. A
     cross-check for :func:`quantize_cnn`. Its deprecation warnings are filtered
-    by message in :mod:`llmbook.quiet`.
+    by message in :mod:`llmbook.book.quiet`.
     """
     import torch.ao.quantization as tq
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import positive_int
+from llmbook.core.validate import positive_int
 
 # ---------------------------------------------------------------- the
 # homework's layout (q6a)
@@ -392,7 +392,7 @@ def load_pretrained() -> TinyGPT:
     (``data/softprompt_gpt.pt``, made by ``tools/train_softprompt_model.py``),
     in eval mode with every gradient switched off.
     """
-    from .data import data_path
+    from llmbook.book.data import data_path
 
     model = TinyGPT()
     model.load_state_dict(

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._validate import positive, positive_array, positive_int
+from llmbook.core.validate import positive, positive_array, positive_int
 
 # --- FLOP accounting
 # ----------------------------------------------------------------------
@@ -661,7 +661,7 @@ def width_lr_sweep(
     seed: int = 0,
 ) -> np.ndarray:
     """Train a three-layer ReLU MLP of ``width`` on ``problem`` (a
-    :class:`llmbook.batchsize.Problem`) with Adam at every learning rate of
+    :class:`llmbook.topics.batchsize.Problem`) with Adam at every learning rate of
     ``lrs`` at once, under :func:`mup_lr_scales`; return the final training
     MSE of each run, ``inf`` where a run diverged.
 
@@ -799,7 +799,7 @@ def plot_width_sweep(lrs, losses: dict, best, titles: dict):
     """
     from matplotlib import pyplot as plt
 
-    from .plotting import use_style
+    from llmbook.book.plotting import use_style
 
     use_style()
     lrs = positive_array("lrs", lrs)
@@ -844,7 +844,7 @@ def mup_package_check(
     "best_shift" (relative difference of the refined optima). Section
     scale-small-proxies.
     """
-    from .batchsize import Problem, optimal_lr
+    from llmbook.topics.batchsize import Problem, optimal_lr
 
     lrs = positive_array("lrs", lrs)
     ours = np.asarray(ours, dtype=float)

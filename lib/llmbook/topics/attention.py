@@ -8,7 +8,7 @@ backward pass by recomputation), instrumented to count the elements each
 algorithm reads from and writes to "HBM", with the closed-form counts.
 Derived in the chapter "Attention on the hardware, and mixture of experts"
 (dls-attention, cme295-flash-attention). The single-head algebra
-(``W_QK``, ``W_OV``) lives in :mod:`llmbook.circuits`.
+(``W_QK``, ``W_OV``) lives in :mod:`llmbook.topics.circuits`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from . import fermi
-from ._validate import positive_int
+from llmbook.topics import fermi
+from llmbook.core.validate import positive_int
 
 # ---------------------------------------------------------------------------
 # The lecture's equations
@@ -234,7 +234,7 @@ def kv_cache_bytes_per_token(
     ``n_kv_heads`` is ``H`` for multi-head, ``H/g`` for grouped-query with
     groups of ``g`` query heads, 1 for multi-query attention. Section
     "dls-attention"; the multi-head case is
-    :func:`llmbook.fermi.kv_cache_bytes_per_token` with ``d_model = H
+    :func:`llmbook.topics.fermi.kv_cache_bytes_per_token` with ``d_model = H
     d_head`` (hw11-q5g).
     """
     width = positive_int("n_kv_heads", n_kv_heads) * positive_int(

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import torch
 
-from ._validate import positive_int
+from llmbook.core.validate import positive_int
 
 
 def attn_only_model(
