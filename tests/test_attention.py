@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llmbook.core import accounting, measure
 from llmbook.topics import attention as at
 
 DT = torch.float64
@@ -151,9 +152,9 @@ def test_swiglu_ffn_matches_llama_mlp():
 
 def test_kv_cache_bytes_hand_values():
     # Llama-2-7B shape: 32 layers, 32 heads of 128, fp16: 0.5 MiB per token
-    assert at.kv_cache_bytes_per_token(32, 32, 128, 2) == 2 ** 19
-    assert at.kv_cache_bytes_per_token(32, 8, 128, 2) == 2 ** 17
-    assert at.kv_cache_bytes_per_token(32, 1, 128, 2) == 2 ** 14
+    assert accounting.kv_cache_bytes_per_token(32, 32, 128, 2) == 2 ** 19
+    assert accounting.kv_cache_bytes_per_token(32, 8, 128, 2) == 2 ** 17
+    assert accounting.kv_cache_bytes_per_token(32, 1, 128, 2) == 2 ** 14
 
 
 # ---------------------------------------------------------------- tiles
@@ -265,7 +266,7 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="M"):
         at.flash_block_sizes(-1, 4)
     with pytest.raises(ValueError, match="d_head"):
-        at.kv_cache_bytes_per_token(2, 2, 0)
+        accounting.kv_cache_bytes_per_token(2, 2, 0)
     with pytest.raises(ValueError, match="recompute"):
         at.attention_flops(4, 2, backward=False, recompute=True)
 
@@ -284,8 +285,8 @@ def test_peak_memory_sees_a_known_allocation():
     def allocate(n_bytes):
         torch.ones(n_bytes // 4, dtype=torch.float32)
 
-    assert at.peak_memory_increase(nothing) < 2 ** 20
-    got = at.peak_memory_increase(allocate, 64 * 2 ** 20)
+    assert measure.peak_memory_increase(nothing) < 2 ** 20
+    got = measure.peak_memory_increase(allocate, 64 * 2 ** 20)
     assert 60 * 2 ** 20 < got < 72 * 2 ** 20
     with pytest.raises(ValueError, match="fn"):
-        at.peak_memory_increase(3)
+        measure.peak_memory_increase(3)

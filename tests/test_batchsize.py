@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.optimize import curve_fit
 
+from llmbook.core import stats
 from llmbook.topics import batchsize as bs
 
 
@@ -137,7 +138,7 @@ def test_bootstrap_optima_resamples_seeds():
     assert np.ptp(opt["boot"][:, 1]) == pytest.approx(0, abs=1e-12)
     # the seed-mean curve of parabolas in log(lr) has its vertex at the mean of the log-centres
     assert opt["lr_star"][0] == pytest.approx(np.exp(np.log(centres).mean()), rel=1e-9)
-    lo, hi = bs.interval(opt["boot"][:, 0])
+    lo, hi = stats.percentile_interval(opt["boot"][:, 0])
     assert lo < opt["lr_star"][0] < hi and lo > centres.min() and hi < centres.max()
     table = bs.optimum_table(opt)
     assert not table["censored"].any() and list(table.index) == [4, 64, 256]

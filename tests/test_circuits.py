@@ -96,7 +96,7 @@ def test_hand_worked_repeated_token():
 @pytest.mark.parametrize("sequence, predicted", [("abcab", "c"), ("abab", "a"), ("dcbad", "c"), ("bcdcb", "c"), ("dbcdb", "c")])
 def test_strong_heads_complete_the_pattern(sequence, predicted):
     out = c.induction_output(sequence, 30.0)
-    assert c.VOCAB[int(np.argmax(out))] == predicted and out.max() > 0.999
+    assert c.ALPHABET[int(np.argmax(out))] == predicted and out.max() > 0.999
 
 
 def test_two_earlier_occurrences_are_averaged():

@@ -4,6 +4,7 @@ llmbook.topics.zero (the ZeRO paper's formulas and the planner)."""
 import pytest
 import torch
 
+from llmbook.core import accounting
 from llmbook.topics import dist as D
 from llmbook.topics import zero as Z
 
@@ -272,8 +273,8 @@ def test_a_failing_worker_fails_the_launch():
 
 def test_zero_defaults_are_the_mixed_precision_recipe():
     """The ZeRO formulas' default bytes come from the training-cost chapter's 16N recipe."""
-    from llmbook.topics import costs, zero
+    from llmbook.topics import zero
 
-    per_param = costs.training_state_bytes(1.0, "mixed")
+    per_param = accounting.training_state_bytes(1.0, "mixed")
     assert zero.zero_bytes_per_gpu(1.0, 1, 0)["total"] == per_param["total"] == 16
     assert zero.OPTIM_BYTES == per_param["master"] + per_param["adam_m"] + per_param["adam_v"]

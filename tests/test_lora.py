@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from llmbook.topics import lora
+from llmbook.topics import lora, quant
 from llmbook.topics import seqtasks as st
 
 
@@ -194,15 +194,15 @@ def test_xavier_ratio_formula_matches_sampling():
 # ------------------------------------------------------------------------------------------ NF4
 
 def test_nf4_offset_and_code_hand_worked():
-    assert lora.nf4_offset() == pytest.approx(0.9677083, abs=1e-7)
-    code = lora.nf4_code()
+    assert quant.nf4_offset() == pytest.approx(0.9677083, abs=1e-7)
+    code = quant.nf4_code()
     assert code.shape == (16,) and code[0] == -1 and code[-1] == 1 and (code == 0).sum() == 1
     assert bool((code.diff() > 0).all())
     assert (code < 0).sum() == 7 and (code > 0).sum() == 8
     # the largest positive value before normalising is Φ⁻¹(δ): the negatives are scaled by it
     from scipy.stats import norm
 
-    delta = lora.nf4_offset()
+    delta = quant.nf4_offset()
     assert code[1].item() == pytest.approx(-norm.ppf(delta - (delta - 0.5) / 7) / norm.ppf(delta),
                                            rel=1e-6)
 
@@ -212,13 +212,13 @@ def test_nf4_code_and_indices_match_bitsandbytes():
 
     x = torch.randn(64 * 40, generator=torch.Generator().manual_seed(0))
     packed, state = bnbf.quantize_4bit(x, blocksize=64, quant_type="nf4")
-    torch.testing.assert_close(lora.nf4_code(), state.code[:16], rtol=0, atol=1e-6)
-    idx, absmax = lora.quantize_blockwise(x, lora.nf4_code(), 64)
+    torch.testing.assert_close(quant.nf4_code(), state.code[:16], rtol=0, atol=1e-6)
+    idx, absmax = quant.quantize_blockwise(x, quant.nf4_code(), 64)
     torch.testing.assert_close(absmax, state.absmax)
     p = packed.flatten()  # two indices per byte, the first in the high nibble
     assert torch.equal(torch.stack([p >> 4, p & 15], 1).flatten(), idx)
     deq = bnbf.dequantize_4bit(packed, state)
-    ours = lora.dequantize_blockwise(idx, absmax, lora.nf4_code())
+    ours = quant.dequantize_blockwise(idx, absmax, quant.nf4_code())
     torch.testing.assert_close(ours, deq.flatten())
 
 
@@ -227,31 +227,31 @@ def test_double_quantization_matches_torchao():
 
     x = torch.randn(64, 512, generator=torch.Generator().manual_seed(1))
     ao = to_nf4(x, block_size=64, scaler_block_size=256)
-    _, absmax = lora.quantize_blockwise(x, lora.nf4_code(), 64)
-    q, scales, mean = lora.double_quantize(absmax, 256)
+    _, absmax = quant.quantize_blockwise(x, quant.nf4_code(), 64)
+    q, scales, mean = quant.double_quantize(absmax, 256)
     assert torch.equal(q, ao.quantized_scalers)
     torch.testing.assert_close(scales, ao.quantization_factor)
     torch.testing.assert_close(mean, ao.scaler_mean)
     # with torchao's own (4-decimal) table the 4-bit indices agree exactly
-    idx, _ = lora.quantize_blockwise(x, ao.nf4, 64)
+    idx, _ = quant.quantize_blockwise(x, ao.nf4, 64)
     d = ao.quantized_data
     assert torch.equal(torch.stack([d >> 4, d & 15], 1).flatten(), idx)
-    back = lora.dequantize_double(q, scales, mean)
+    back = quant.dequantize_double(q, scales, mean)
     assert (back - absmax).abs().max() <= (absmax - mean).abs().max() / 127.5
 
 
 def test_constant_bits_hand_worked():
-    assert lora.constant_bits_per_param(64, 32) == 0.5
-    assert lora.constant_bits_per_param(64, 8, 256, 32) == pytest.approx(8 / 64 + 32 / (64 * 256))
-    assert lora.constant_bits_per_param(64, 8, 256, 32) == pytest.approx(0.127, abs=5e-4)
+    assert quant.constant_bits_per_param(64, 32) == 0.5
+    assert quant.constant_bits_per_param(64, 8, 256, 32) == pytest.approx(8 / 64 + 32 / (64 * 256))
+    assert quant.constant_bits_per_param(64, 8, 256, 32) == pytest.approx(0.127, abs=5e-4)
 
 
 def test_nf4_linear_reconstructs_and_blocks_gradients():
     torch.manual_seed(3)
     lin = nn.Linear(128, 64)
-    q = lora.NF4Linear(lin)
+    q = quant.NF4Linear(lin)
     err = (q.dequantized_weight() - lin.weight).abs()
-    gaps = lora.nf4_code().diff().max()
+    gaps = quant.nf4_code().diff().max()
     assert err.max() <= gaps / 2 * lin.weight.abs().max() * 1.01
     model = nn.Sequential(lin)
     lora.quantize_model_nf4(model, ["0"])
@@ -260,11 +260,11 @@ def test_nf4_linear_reconstructs_and_blocks_gradients():
     model(x).sum().backward()
     assert model[0].A.grad is not None and list(model[0].base.parameters()) == []
     with pytest.raises(ValueError, match="block_size"):
-        lora.quantize_blockwise(torch.randn(65), lora.nf4_code(), 64)
+        quant.quantize_blockwise(torch.randn(65), quant.nf4_code(), 64)
 
 
 def test_int4_code_is_uniform():
-    c = lora.int4_code()
+    c = quant.int4_code()
     assert c.numel() == 15 and torch.allclose(c.diff(), torch.full((14,), 1 / 7))
 
 
@@ -324,7 +324,7 @@ def test_qlora_layer_matches_peft_on_bitsandbytes_linear4bit():
     q4.bias = nn.Parameter(lin.bias.data.clone(), requires_grad=False)
     q4 = q4.to("cpu")  # quantizes the weight
     q4.support_avx512bf16_for_cpu = False  # eval forwards on AVX512-BF16 CPUs repack the weights
-    ours = One(lora.NF4Linear(lin, block_size2=None))
+    ours = One(quant.NF4Linear(lin, block_size2=None))
     lora.apply_lora(ours, ["proj"], 4, alpha=8.0, init="xavier",
                     generator=torch.Generator().manual_seed(0))
     theirs = get_peft_model(One(q4), LoraConfig(r=4, lora_alpha=8, target_modules=["proj"]))

@@ -5,7 +5,8 @@ import papermill as pm
 import pytest
 
 from llmbook.book import fmt
-from llmbook.topics import fermi, scaling
+from llmbook.core import accounting, hardware
+from llmbook.topics import fermi, scaling, mutransfer
 from llmbook.book import report
 from llmbook.book.glue import read_glued
 from conftest import BUILD, ROOT
@@ -29,7 +30,7 @@ def test_changed_parameter_flows_through_every_formula(changed):
     n, bw = 1e15, 9.6e12
     c = scaling.compute_for_params(n)                     # (1e15 / 0.1)^2 = 1e32 FLOP
     _, d = scaling.direct_fit_allocation(c)
-    weights = fermi.model_bytes(n)
+    weights = accounting.model_bytes(n)
     assert changed["n_gpt6"] == fmt.sci(n) == "10¹⁵"
     assert changed["c_gpt6"] == fmt.sci(c) == "10³²"
     assert changed["d_gpt6"] == fmt.sci(d) == "1.7 × 10¹⁶"
@@ -37,7 +38,7 @@ def test_changed_parameter_flows_through_every_formula(changed):
     assert changed["gpus_gpt6"] == "20,000"
     assert changed["f_ssd"] == fmt.usd(fermi.storage_cost_per_year(weights, 0.00005))
     assert changed["g_lat_gpt6"] == fmt.sig(weights / bw, 3) == "208"
-    assert changed["h_gpt6"] == fmt.usd(fermi.rental_cost(c, 1.98e15, 1.5))
+    assert changed["h_gpt6"] == fmt.usd(hardware.rental_cost(c, 1.98e15, 1.5))
     # quantities that do not depend on the changed assumptions stay put
     assert changed["h_gpt3"] == "66,200 USD"
     assert changed["k_power"] == fmt.sci(fermi.landauer_joules(32, 300) * 1.98e15, 3)
@@ -61,7 +62,7 @@ def test_mup_notebook_follows_its_parameters(tmp_path):
     import numpy as np
     import torch
 
-    from llmbook.topics import batchsize, costs
+    from llmbook.topics import batchsize
 
     p = dict(widths=[64, 128, 256], check_widths=[128], n_lrs=6, steps=60, n_train=1024)
     out = run(tmp_path, "cost-mup-small.ipynb", notebook=ROOT / "notebooks" / "cost-mup.ipynb", **p)
@@ -69,6 +70,6 @@ def test_mup_notebook_follows_its_parameters(tmp_path):
     torch.set_num_threads(2)
     problem = batchsize.mlp_problem(n_train=1024, n_test=16, d=8, sigma=0.5, seed=0)
     lrs = batchsize.lr_grid(2.5e-4, n=6, factor=2.5)
-    curves = np.stack([costs.width_lr_sweep(problem, w, lrs, "sp", 64, 60, 32, 0) for w in (64, 256)])
+    curves = np.stack([mutransfer.width_lr_sweep(problem, w, lrs, "sp", 64, 60, 32, 0) for w in (64, 256)])
     lr_star, _ = batchsize.optimal_lr(lrs, curves)
     assert out["sp_drift"] == fmt.sig(lr_star[0] / lr_star[1], 2)

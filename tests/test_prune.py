@@ -10,7 +10,8 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 from torch.utils.flop_counter import FlopCounterMode
 
-from llmbook.topics import cnn, prune
+from llmbook.core import cnn
+from llmbook.topics import prune
 
 SMALL_PLAN = (8, 12, "M", 16, 16, "M")
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from llmbook.topics import cnn, quant
+from llmbook.core import cnn
+from llmbook.topics import quant
 
 SMALL_PLAN = (8, 12, "M", 16, 16, "M")
 

@@ -2,11 +2,11 @@
 
 import math
 
-import numpy as np
 import pytest
 import sympy as sp
 from scipy.optimize import minimize_scalar
 
+from llmbook.core import accounting
 from llmbook.topics import scaling
 
 
@@ -151,7 +151,7 @@ def test_extra_epochs_inverse_and_limits():
     (lambda: scaling.chinchilla_loss(0, 1e12), "N"),
     (lambda: scaling.chinchilla_loss(1e9, [1e12, -1]), "D"),
     (lambda: scaling.chinchilla_loss(1e9, []), "D"),
-    (lambda: scaling.training_flops(1e9, "many"), "D"),
+    (lambda: accounting.training_flops(1e9, "many"), "D"),
     (lambda: scaling.optimal_allocation(-1e20), "C"),
     (lambda: scaling.compute_for_params(1e9, n_coef=0), "n_coef"),
     (lambda: scaling.effective_tokens(1e12, -1), "extra_epochs"),

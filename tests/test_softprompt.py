@@ -68,7 +68,7 @@ def test_book_layout_targets_decode_to_the_worked_answer():
     g = torch.Generator().manual_seed(0)
     x = sp.task_examples("minus", 4, torch.tensor([9]), g)
     mask = sp.target_mask()
-    words = [sp.VOCAB[i] for i in x[0, 1:][mask[:-1]].tolist()]
+    words = [sp.VOCAB_WORDS[i] for i in x[0, 1:][mask[:-1]].tolist()]
     assert words == ["9", "-", "4", "=", "5", ".", "Final", "answer", ":", "5", "\n"]
     assert sp.parse_final_answer(x[:, sp.N_SLOTS + sp.QUESTION_LEN:]) == [5]
     with pytest.raises(ValueError, match="op"):
@@ -202,7 +202,7 @@ def test_pretrained_model_solves_named_tasks_and_search_finds_a_working_prompt()
     wrong[:, 1] = sp.TOK["5"]                                  # name the wrong k: "plus 5"
     assert sp.answer_accuracy(model, wrong) < 0.5
     words, loss, scored = sp.beam_search_hard_prompt(model, x[:4], beam=2)
-    assert scored == len(sp.VOCAB) * (1 + 2 * (sp.N_SLOTS - 1))
+    assert scored == len(sp.VOCAB_WORDS) * (1 + 2 * (sp.N_SLOTS - 1))
     found = x.clone()
     found[:, : sp.N_SLOTS] = torch.tensor([sp.TOK[w] for w in words])
     assert sp.answer_accuracy(model, found) >= 0.9           # found on 4 questions, scored on 20

@@ -27,7 +27,7 @@ def data_dir() -> Path:
 
 def data_path(name: str) -> Path:
     """Path of the shipped file ``name`` (a plain file name such as
-    ``"gpu_specs.csv"``).
+    ``"accelerators.csv"``).
 
     Raises ``ValueError`` for a name with a folder in it and
     ``FileNotFoundError`` for a file the package does not ship.

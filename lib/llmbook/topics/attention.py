@@ -17,7 +17,6 @@ import math
 
 import torch
 
-from llmbook.topics import fermi
 from llmbook.core.validate import positive_int
 
 # ---------------------------------------------------------------------------
@@ -223,30 +222,6 @@ def swiglu_ffn(x, W_gate, W_up, W_down) -> torch.Tensor:
     """
     zero = torch.zeros(W_gate.shape[-1], dtype=x.dtype)
     return swiglu(x, W_gate, zero, W_up, zero) @ W_down
-
-
-def kv_cache_bytes_per_token(
-    n_layers: int, n_kv_heads: int, d_head: int, bytes_per_value: int = 2
-) -> int:
-    """Bytes the KV cache grows by per generated token:
-    ``2 (K and V) * n_layers * n_kv_heads * d_head * bytes_per_value``.
-
-    ``n_kv_heads`` is ``H`` for multi-head, ``H/g`` for grouped-query with
-    groups of ``g`` query heads, 1 for multi-query attention. Section
-    "dls-attention"; the multi-head case is
-    :func:`llmbook.topics.fermi.kv_cache_bytes_per_token` with ``d_model = H
-    d_head`` (hw11-q5g).
-    """
-    width = positive_int("n_kv_heads", n_kv_heads) * positive_int(
-        "d_head", d_head
-    )
-    return int(
-        fermi.kv_cache_bytes_per_token(
-            positive_int("n_layers", n_layers),
-            width,
-            positive_int("bytes_per_value", bytes_per_value),
-        )
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -514,25 +489,3 @@ def naive_attention(Q, K, V) -> torch.Tensor:
     return torch.softmax(S, dim=-1) @ V
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{field} missing from /proc/self/status")
-
-
-def peak_memory_increase(fn, *args) -> int:
-    """Bytes by which ``fn(*args)`` raised the resident memory of this
-    process at its high point (Linux): the peak-RSS counter is reset by
-    writing 5 to ``/proc/self/clear_refs``, then the peak after the call is
-    compared with the resident size before it. Memory the allocator already
-    holds is reused and not counted, so call ``fn`` once before measuring
-    to compare like with like."""
-    if not callable(fn):
-        raise ValueError("fn must be callable")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_kb("VmRSS")
-    fn(*args)
-    return (_status_kb("VmHWM") - before) * 1024

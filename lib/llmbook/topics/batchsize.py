@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from llmbook.core.stats import percentile_interval
 from llmbook.core.validate import positive, positive_array, positive_int
 
 
@@ -453,22 +454,13 @@ def censored(optima: dict, max_share: float = 0.05) -> np.ndarray:
     )
 
 
-def interval(samples, level: float = 0.95) -> tuple[float, float]:
-    """Central percentile interval of bootstrap ``samples`` (NaNs, from
-    failed fits, dropped).
-    """
-    s = np.asarray(samples, dtype=float)
-    lo, hi = np.nanpercentile(s, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
-
-
 def optimum_table(optima: dict, level: float = 0.95):
     """Per batch size: lr*, its bootstrap interval, whether it is censored,
     diverged runs.
     """
     import pandas as pd
 
-    lo, hi = np.array([interval(col, level) for col in optima["boot"].T]).T
+    lo, hi = np.array([percentile_interval(col, level) for col in optima["boot"].T]).T
     # which side a censored optimum may lie on: the data's edge, else the
     # resamples' usual one
     side = np.where(
@@ -596,7 +588,7 @@ def fits_with_intervals(optima: dict, level: float = 0.95, keep=None):
     }
     return pd.DataFrame(
         [
-            {"estimate": est, **dict(zip(("lo", "hi"), interval(s, level)))}
+            {"estimate": est, **dict(zip(("lo", "hi"), percentile_interval(s, level)))}
             for est, s in rows.values()
         ],
         index=list(rows),

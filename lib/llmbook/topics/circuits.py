@@ -13,7 +13,7 @@ import numpy as np
 
 from llmbook.core.validate import positive_int
 
-VOCAB = "abcd"
+ALPHABET = "abcd"
 MAX_LEN = 5
 
 
@@ -113,14 +113,14 @@ def embed(sequence: str) -> np.ndarray:
     token and
     one-hot position; the last 4 dimensions are free (hw11-q3)."""
     ok = isinstance(sequence, str) and 1 <= len(sequence) <= MAX_LEN
-    if not ok or set(sequence) - set(VOCAB):
+    if not ok or set(sequence) - set(ALPHABET):
         raise ValueError(
-            f"sequence must be 1 to {MAX_LEN} letters from {VOCAB!r}, "
+            f"sequence must be 1 to {MAX_LEN} letters from {ALPHABET!r}, "
             f"got {sequence!r}"
         )
     X = np.zeros((len(sequence), D_MODEL))
     for i, ch in enumerate(sequence):
-        X[i, VOCAB.index(ch)] = 1.0
+        X[i, ALPHABET.index(ch)] = 1.0
         X[i, POS.start + i] = 1.0
     return X
 

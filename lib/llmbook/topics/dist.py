@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from llmbook.core.validate import positive_int
-from llmbook.topics.costs import tensor_bytes  # local shards of DTensors counted
+from llmbook.core.measure import tensor_bytes  # local shards of DTensors counted
 
 # ---------------------------------------------------------------- launcher
 

@@ -247,7 +247,7 @@ def stall_value(increment: float, name) -> float:
 # --- mixed-precision training of a small MLP
 # ------------------------------------------------------
 
-RECIPES = ("fp32", "fp16", "bf16", "fp16-master", "bf16-master")
+PRECISION_RECIPES = ("fp32", "fp16", "bf16", "fp16-master", "bf16-master")
 
 
 def mlp_init(n_in: int, hidden: int, n_out: int, seed: int = 0) -> list:
@@ -304,8 +304,8 @@ def train_mlp_precision(
     ``lost_updates`` (fraction of nonzero updates that left a 16-bit weight
     unchanged), ``skipped`` (steps), ``scales`` (loss scale per step).
     """
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    if recipe not in PRECISION_RECIPES:
+        raise ValueError(f"recipe must be one of {PRECISION_RECIPES}, got {recipe!r}")
     if not float(loss_scale) > 0:
         raise ValueError(f"loss_scale must be > 0, got {loss_scale!r}")
     dtype = {"fp32": torch.float32, "fp16": torch.float16,

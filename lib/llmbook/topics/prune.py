@@ -142,7 +142,7 @@ def sensitivity_scan(
 
 
 def conv_blocks(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """The (conv, BatchNorm) pairs of a :class:`llmbook.topics.cnn.VGG` backbone,
+    """The (conv, BatchNorm) pairs of a :class:`llmbook.core.cnn.VGG` backbone,
     in order.
     """
     mods = list(model.backbone)

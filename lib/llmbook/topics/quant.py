@@ -5,7 +5,7 @@ The book's one quantization module. It holds the general building blocks
 (integer ranges for any bit width, scale and zero point from the endpoint
 equations, quantize and dequantize, per-channel symmetric weights, int32 bias,
 fixed-point rescaling, k-means codebooks) and, on top of them, integer-only
-inference of the small CNN of :mod:`llmbook.topics.cnn`.
+inference of the small CNN of :mod:`llmbook.core.cnn`.
 Derivations: chapter "Pruning and quantization", hw11-q7b-i to hw11-q7b-vii.
 
 Conventions: a real value ``r`` is represented by an integer ``q`` as ``r = S
@@ -17,11 +17,12 @@ range.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from llmbook.core.validate import positive, positive_int
 
 
 def _check_bits(bits: int) -> int:
@@ -275,7 +276,7 @@ def kmeans_quantize_model(model: nn.Module, bits: int, layers=None) -> dict:
 
 
 def kmeans_qat_callback(state: dict):
-    """A ``callback(model)`` for :func:`llmbook.topics.cnn.train`: after each
+    """A ``callback(model)`` for :func:`llmbook.core.cnn.train`: after each
     optimizer step, move each centroid to the mean of its cluster's updated
     weights and snap the weights back onto the
     codebook (cluster labels stay fixed). ``state`` is updated in place."""
@@ -333,7 +334,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d):
 
 
 def float_stages(model: nn.Module) -> list[dict]:
-    """A :class:`llmbook.topics.cnn.VGG` as a list of float stages with BatchNorm
+    """A :class:`llmbook.core.cnn.VGG` as a list of float stages with BatchNorm
     folded into the convs: ``{"kind": "conv", "w", "b", "padding"}`` (each
     followed by ReLU), ``{"kind": "maxpool"}``,
     ``{"kind": "mean"}`` and ``{"kind": "linear", "w", "b"}``."""
@@ -761,3 +762,211 @@ def torch_ao_linear(q_x, s_x: float, z_x: int, q_w, s_w: float,
     wq = torch._make_per_tensor_quantized_tensor(q_w.to(torch.int8), s_w, 0)
     out = qF.linear(xq, wq, None, scale=s_y, zero_point=z_y)
     return out.int_repr().to(torch.int64)
+
+
+# --- NF4 and double quantization (QLoRA)
+# ------------------------------------------------------
+
+
+def nf4_offset() -> float:
+    """QLoRA's outermost quantile ``δ = ((1 - 1/30) + (1 - 1/32)) / 2 ≈
+    0.9677`` (cme295-qlora).
+
+    The midpoint between the last quantile of a 15-level and of a 16-level
+    split: it keeps the extreme code values at finite normal quantiles
+    (``Φ⁻¹(1)`` is infinite).
+    """
+    return ((1 - 1 / (2 * 15)) + (1 - 1 / (2 * 16))) / 2
+
+
+def nf4_code(offset: float | None = None) -> torch.Tensor:
+    """The 16 NF4 code values, sorted, in ``[-1, 1]`` (QLoRA's construction,
+    cme295-qlora).
+
+    Eight quantiles ``Φ⁻¹(p)`` for ``p`` evenly spaced from ``offset`` down to
+    1/2 (excluded) make the positive side, seven make the negative side, plus
+    an exact zero; the lot is divided by its maximum. Asymmetric (8 positive, 7
+    negative) so that 0 is a code value.
+    """
+    offset = nf4_offset() if offset is None else positive("offset", offset)
+    if not 0.5 < offset < 1:
+        raise ValueError(f"offset must lie in (0.5, 1), got {offset!r}")
+    ppf = torch.special.ndtri
+    pos = ppf(torch.linspace(offset, 0.5, 9)[:-1].double())
+    neg = -ppf(torch.linspace(offset, 0.5, 8)[:-1].double())
+    values = (
+        torch.cat([pos, torch.zeros(1, dtype=torch.float64), neg])
+        .sort()
+        .values
+    )
+    return (values / values.max()).float()
+
+
+def int4_code() -> torch.Tensor:
+    """Uniform symmetric 4-bit levels ``q/7`` for ``q = -7 … 7`` (absmax
+    int4, for comparison).
+    """
+    return torch.arange(-7, 8, dtype=torch.float32) / 7
+
+
+def _blocks(x: torch.Tensor, block_size: int, arg: str = "x") -> torch.Tensor:
+    block_size = positive_int("block_size", block_size)
+    if x.numel() % block_size:
+        raise ValueError(
+            f"{arg} has {x.numel()} entries, not a multiple of "
+            f"block_size={block_size}"
+        )
+    return x.reshape(-1, block_size)
+
+
+def quantize_blockwise(
+    x: torch.Tensor, code: torch.Tensor, block_size: int = 64
+):
+    """Blockwise absmax quantization of ``x`` to the nearest value of ``code``.
+
+    ``x`` is flattened into blocks of ``block_size``; each block is divided by
+    its absolute maximum ``c`` (one fp32 constant per block) and each entry
+    replaced by the index of the nearest code value. Returns ``(indices uint8
+    (numel,), absmax fp32 (n_blocks,))``.
+    """
+    blocks = _blocks(x.detach().float(), block_size)
+    absmax = blocks.abs().amax(dim=1)
+    scaled = (
+        blocks / absmax.clamp_min(torch.finfo(torch.float32).tiny)[:, None]
+    )
+    idx = (scaled.reshape(-1, 1) - code.reshape(1, -1)).abs().argmin(dim=1)
+    return idx.to(torch.uint8), absmax
+
+
+def dequantize_blockwise(
+    idx: torch.Tensor,
+    absmax: torch.Tensor,
+    code: torch.Tensor,
+    block_size: int = 64,
+) -> torch.Tensor:
+    """Inverse of :func:`quantize_blockwise`: ``code[idx] · c`` per block,
+    flattened fp32.
+    """
+    values = _blocks(code[idx.long()], block_size, "idx")
+    return (values * absmax[:, None]).reshape(-1)
+
+
+def double_quantize(absmax: torch.Tensor, block_size: int = 256):
+    """Quantize the fp32 block constants themselves to int8 (QLoRA's double
+    quantization).
+
+    Subtract their mean (they are all positive), then absmax-quantize blocks of
+    ``block_size`` linearly to ``round(c · 127.5/max|c|)`` clamped to ``[-128,
+    127]`` (torchao's ``to_nf4`` rule); a last, shorter block is allowed.
+    Returns ``(q int8 (n,), scales fp32 (ceil(n / block_size),), mean fp32
+    scalar)``.
+    """
+    block_size = positive_int("block_size", block_size)
+    mean = absmax.mean()
+    n = absmax.numel()
+    centred = torch.cat([absmax - mean, absmax.new_zeros(-n % block_size)])
+    blocks = centred.reshape(-1, block_size)
+    scales = 256 / (2 * blocks.abs().amax(dim=1))
+    q = (blocks * scales[:, None]).round().clamp(-128, 127).to(torch.int8)
+    return q.reshape(-1)[:n], scales, mean
+
+
+def dequantize_double(
+    q: torch.Tensor,
+    scales: torch.Tensor,
+    mean: torch.Tensor,
+    block_size: int = 256,
+) -> torch.Tensor:
+    """Inverse of :func:`double_quantize`: the block constants, fp32."""
+    block_size = positive_int("block_size", block_size)
+    n = q.numel()
+    padded = torch.cat(
+        [q.float(), q.new_zeros(-n % block_size, dtype=torch.float32)]
+    )
+    return (padded.reshape(-1, block_size) / scales[:, None]).reshape(-1)[
+        :n
+    ] + mean
+
+
+def constant_bits_per_param(
+    block_size: int = 64,
+    const_bits: int = 32,
+    block_size2: int | None = None,
+    const2_bits: int = 32,
+) -> float:
+    """Bits per weight spent on quantization constants (cme295-qlora).
+
+    One ``const_bits`` constant per ``block_size`` weights: ``32/64 = 0.5``
+    bits. With double quantization (``block_size2`` given) the first constants
+    take ``const_bits`` (8) each and one ``const2_bits`` constant per
+    ``block_size2`` of them is added: ``8/64 + 32/(64·256) ≈ 0.127``.
+    """
+    bits = positive("const_bits", const_bits) / positive_int(
+        "block_size", block_size
+    )
+    if block_size2 is not None:
+        bits += positive("const2_bits", const2_bits) / (
+            block_size * positive_int("block_size2", block_size2)
+        )
+    return bits
+
+
+class NF4Linear(nn.Module):
+    """A frozen linear layer stored as NF4 indices and block constants (the
+    QLoRA base).
+
+    ``block_size2=None`` keeps the fp32 constants; otherwise they are
+    double-quantized. The weight is dequantized on every forward (QLoRA does it
+    to bf16; here to fp32), so gradients flow to the input and to any LoRA
+    factors around it but never to the weight.
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        block_size: int = 64,
+        block_size2: int | None = 256,
+    ):
+        super().__init__()
+        self.in_features, self.out_features = (
+            base.in_features,
+            base.out_features,
+        )
+        self.block_size, self.block_size2 = block_size, block_size2
+        code = nf4_code()
+        idx, absmax = quantize_blockwise(base.weight, code, block_size)
+        if block_size2 is None:
+            q, scales, mean = absmax, None, None
+        else:
+            q, scales, mean = double_quantize(absmax, block_size2)
+        for name, t in (
+            ("code", code),
+            ("idx", idx),
+            ("q", q),
+            ("scales", scales),
+            ("mean", mean),
+        ):
+            self.register_buffer(name, t)
+        bias = None if base.bias is None else base.bias.detach().clone()
+        self.register_buffer("bias", bias)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The weight the layer computes with, shape ``(m, ℓ)``."""
+        absmax = (
+            self.q
+            if self.block_size2 is None
+            else dequantize_double(
+                self.q, self.scales, self.mean, self.block_size2
+            )
+        )
+        w = dequantize_blockwise(self.idx, absmax, self.code, self.block_size)
+        return w.reshape(self.out_features, self.in_features)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.dequantized_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.dequantized_weight(), self.bias)
+
+

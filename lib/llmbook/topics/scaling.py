@@ -60,13 +60,6 @@ def chinchilla_loss(N, D, fit: ChinchillaFit = CHINCHILLA):
     return float(out) if out.ndim == 0 else out
 
 
-def training_flops(N: float, D: float, c0: float = 6.0) -> float:
-    """Training compute C = c0 N D in FLOP (c0 = 6: 2 forward + 4 backward
-    per parameter, token).
-    """
-    return positive("c0", c0) * positive("N", N) * positive("D", D)
-
-
 def derive_optimum() -> dict[str, sp.Expr]:
     """Solve min K_N/N^alpha + K_D/D^beta s.t. C0 N D = C with a Lagrange
     multiplier mu, in sympy.

@@ -20,7 +20,7 @@ from llmbook.core.validate import positive_int
 N_DIGITS = 10
 SEP = 10
 TASKS = ("copy", "reverse", "increment", "swap_pairs", "sort", "rotate")
-VOCAB = SEP + 1 + len(TASKS)
+VOCAB_SIZE = SEP + 1 + len(TASKS)
 
 
 def task_token(task: str) -> int:
@@ -120,7 +120,7 @@ class TinyLM(nn.Module):
         n_heads: int = 4,
         d_mlp: int = 256,
         n_ctx: int = 16,
-        vocab: int = VOCAB,
+        vocab: int = VOCAB_SIZE,
     ):
         super().__init__()
         if d_model % n_heads:

@@ -153,8 +153,8 @@ SPECIAL = [
 NAMES = ["Ann", "Bob", "Cy", "Dee"]
 OBJECTS = ["apples", "pens", "cats", "cups"]
 N_NUMBERS = 30  # number tokens "0" .. "29"
-VOCAB = SPECIAL + NAMES + OBJECTS + [str(i) for i in range(N_NUMBERS)]
-TOK = {w: i for i, w in enumerate(VOCAB)}
+VOCAB_WORDS = SPECIAL + NAMES + OBJECTS + [str(i) for i in range(N_NUMBERS)]
+TOK = {w: i for i, w in enumerate(VOCAB_WORDS)}
 OPS = ("plus", "minus")
 N_A = 20  # question numbers a per task
 N_SLOTS = 4  # placeholder positions in front of every sequence
@@ -308,7 +308,7 @@ class TinyGPT(nn.Module):
 
     def __init__(
         self,
-        n_vocab: int = len(VOCAB),
+        n_vocab: int = len(VOCAB_WORDS),
         n_ctx: int = SEQ_LEN,
         d_model: int = 64,
         n_layers: int = 2,
@@ -512,7 +512,7 @@ def parse_final_answer(generated: torch.Tensor) -> list[int | None]:
         value = None
         for j in range(len(row) - 4):
             if row[j : j + 3] == key and row[j + 4] == TOK["\n"]:
-                word = VOCAB[row[j + 3]]
+                word = VOCAB_WORDS[row[j + 3]]
                 value = int(word) if word.isdigit() else None
                 break
         found.append(value)
@@ -671,7 +671,7 @@ def beam_search_hard_prompt(
     (words, loss, prompts scored). With ``beam >= V ** (K - 1)`` this is the
     exhaustive search.
     """
-    V, K = len(VOCAB), N_SLOTS
+    V, K = len(VOCAB_WORDS), N_SLOTS
     beams = torch.full((1, K), TOK[fill])
     scored = 0
     for slot in range(K):
@@ -683,7 +683,7 @@ def beam_search_hard_prompt(
         scored += cand.shape[0]
         order = losses.argsort()[: positive_int("beam", beam)]
         beams, best = cand[order], losses[order]
-    return [VOCAB[i] for i in beams[0].tolist()], float(best[0]), scored
+    return [VOCAB_WORDS[i] for i in beams[0].tolist()], float(best[0]), scored
 
 
 def reptile(

@@ -10,14 +10,14 @@ and pipeline parallelism. Derivations: sections ``cme295-zero`` and
 from __future__ import annotations
 
 from llmbook.core.validate import positive, positive_int
-from llmbook.topics.costs import RECIPES
+from llmbook.core.accounting import BYTES_PER_PARAM
 
 STAGES = (0, 1, 2, 3)
 
 # Bytes per parameter of mixed-precision Adam (the 16N rule of the
 # training-cost chapter): working weights, gradients, and K for the fp32
 # master copy and the two moments.
-_MIXED = RECIPES["mixed"]
+_MIXED = BYTES_PER_PARAM["mixed"]
 PARAM_BYTES = _MIXED["weights"]
 GRAD_BYTES = _MIXED["grads"]
 OPTIM_BYTES = _MIXED["master"] + _MIXED["adam_m"] + _MIXED["adam_v"]

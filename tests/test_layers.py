@@ -1,0 +1,66 @@
+"""The library's layers: pure arithmetic imports without torch, and the
+three layers depend on each other only downwards."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LIB = Path(__file__).resolve().parents[1] / "lib" / "llmbook"
+TORCH_FREE = [
+    "llmbook.core.hardware",
+    "llmbook.core.accounting",
+    "llmbook.core.stats",
+    "llmbook.topics.fermi",
+    "llmbook.topics.scaling",
+    "llmbook.topics.zero",
+]
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_arithmetic_modules_import_without_torch(module):
+    code = (
+        f"import sys, {module}\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, (
+        f"{module} imports torch (directly or through another module): "
+        "move the torch import into the function that needs it, or the "
+        f"code into a torch module.\n{proc.stderr[-2000:]}"
+    )
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("llmbook.")}
+
+
+def test_core_does_not_import_topics():
+    """Foundations are shared: they never reach up into a chapter's module."""
+    bad = {
+        f"{p.name}: {m}"
+        for p in (LIB / "core").glob("*.py")
+        for m in _imports(p)
+        if m.startswith("llmbook.topics")
+    }
+    assert not bad, f"core modules import topic modules: {sorted(bad)}"
+
+
+def test_every_module_sits_in_a_layer():
+    loose = sorted(
+        p.name for p in LIB.glob("*.py") if p.name != "__init__.py"
+    )
+    assert loose == [], (
+        f"modules outside core/, topics/ and book/: {loose}; "
+        "CONTRIBUTING's 'Where things live' says where each belongs"
+    )
