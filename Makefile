@@ -13,7 +13,9 @@ help:
 	@echo "make book   install everything into .venv and build the site into _build/html"
 	@echo "make test   install everything and run all tests (unit, book build, HTML, browser)"
 	@echo "make problems  build the instructors' problems-only edition into _build/problems"
-	@echo "make sync   rewrite notebook bootstrap cells and the Problem Index after edits"
+	@echo "make sync   rewrite bootstrap cells, notebook normal form, Problem Index, LIBRARY-USES.md"
+	@echo "make format ruff format lib/ tests/ tools/ and notebook code cells (not parameters cells)"
+	@echo "make lint   check, without writing, what make format would change (make test runs it)"
 	@echo "make clean  remove _build"
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
@@ -49,13 +51,25 @@ problems: install
 	$(BIN)/jupyter-book build . --config _build/problems_config.yml --path-output _build/problems -W -n --keep-going
 	@echo "open _build/problems/_build/html/index.html"
 
-test: install chromium
+test: install chromium lint
 	$(BIN)/python -m pytest
 
 sync: install
 	$(BIN)/python -m llmbook.book sync
 
+# One formatter, pinned in requirements.txt and configured in pyproject.toml [tool.ruff].
+# Notebooks: each code cell on its own, except the bootstrap and parameters cells.
+FORMATTED := lib tests tools
+
+format: install
+	$(BIN)/python -m ruff format $(FORMATTED)
+	$(BIN)/python -m llmbook.book format
+
+lint: install
+	@$(BIN)/python -m ruff format --check $(FORMATTED) || { echo "run \`make format\`"; exit 1; }
+	@$(BIN)/python -m llmbook.book lint
+
 clean:
 	rm -rf _build _build.log
 
-.PHONY: help install chromium book problems test sync clean
+.PHONY: help install chromium book problems test sync format lint clean

@@ -1,13 +1,16 @@
-"""Split over-long string-literal lines of notebooks and library files at a space.
+"""Split over-long string literals of notebooks and library files at a space.
 
-    python tools/split_long_strings.py notebooks/*.ipynb lib/llmbook/*.py
+    python tools/split_long_strings.py notebooks/X.ipynb lib/llmbook/x.py
 
-A helper for keeping code within 79 columns (the width a code block has on a page
-at 1280 px; tests/test_book_layout.py checks it). Only a line that is a single
-string literal, optionally followed by a comma, is split, into two adjacent
-literals that Python concatenates; f-strings are split outside their braces.
-Comment-only lines and one-line docstrings are wrapped.
-Every changed cell or file must still compile, or it is left alone.
+``make format`` (ruff) brings code within 79 columns (the width a code block
+has on a page at 1280 px; tests/test_book_layout.py checks it) but cannot
+split a string. This tool splits a line that is a single string literal,
+optionally followed by a comma, into two adjacent literals that Python
+concatenates; f-strings are split outside their braces. Run ``make format``
+afterwards. It never rewrites comments or docstrings (wrapping them by
+machine broke phrases and indents): it lists their over-long lines for you
+to wrap by hand. A changed cell or file must still compile, or it is left
+alone.
 """
 
 from __future__ import annotations
@@ -16,16 +19,21 @@ import ast
 import json
 import re
 import sys
-import textwrap
 from pathlib import Path
 
+from llmbook.book.notebooks import dumps
+
 WIDTH = 79
-LINE = re.compile(r'^(?P<ind>\s*)(?P<pre>[fFrRbB]{0,2})"(?P<body>(?:[^"\\]|\\.)*)"(?P<end>,?)$')
+LINE = re.compile(
+    r'^(?P<ind>\s*)(?P<pre>[fFrRbB]{0,2})"(?P<body>(?:[^"\\]|\\.)*)"'
+    r"(?P<end>,?)$"
+)
 
 
 def split_at(body: str, limit: int) -> int | None:
-    """The space (outside f-string braces) that splits ``body`` most evenly, both halves
-    within ``limit``; failing that, the last space within ``limit``."""
+    """The space (outside f-string braces) that splits ``body`` most evenly,
+    both halves within ``limit``; failing that, the last space within
+    ``limit``."""
     depth, spaces = 0, []
     for i, ch in enumerate(body):
         if ch == "{":
@@ -42,69 +50,30 @@ def split_at(body: str, limit: int) -> int | None:
     return spaces[-1]
 
 
-def wrap_text_line(line: str) -> list[str] | None:
-    """A comment-only line or a one-line docstring, wrapped at WIDTH (None: neither)."""
-    stripped = line.lstrip()
-    ind = line[: len(line) - len(stripped)]
-    if stripped.startswith("# "):
-        return textwrap.wrap(stripped[2:], WIDTH, initial_indent=ind + "# ",
-                             subsequent_indent=ind + "# ")
-    if stripped.startswith('"""') and stripped.endswith('"""') and len(stripped) > 6:
-        lines = textwrap.wrap(stripped[3:-3], WIDTH - 3, initial_indent=ind + '"""',
-                              subsequent_indent=ind)
-        return lines + [ind + '"""']
-    return None
-
-
 def split_line(line: str) -> list[str]:
-    if len(line) > WIDTH and (wrapped := wrap_text_line(line)):
-        return wrapped
+    """``line`` split into string literals within WIDTH, or ``[line]``."""
     m = LINE.match(line)
     if len(line) <= WIDTH or not m or '"""' in line:
         return [line]
     ind, pre, body, end = m["ind"], m["pre"], m["body"], m["end"]
-    room = WIDTH - len(ind) - len(pre) - 2
-    cut = split_at(body, room)
+    cut = split_at(body, WIDTH - len(ind) - len(pre) - 2)
     if cut is None:
         return [line]
     head, tail = body[: cut + 1], body[cut + 1 :]
 
     def lit(text):
-        p = pre if ("f" not in pre.lower() or "{" in text) else pre.replace("f", "").replace("F", "")
+        plain = "f" in pre.lower() and "{" not in text
+        p = pre.replace("f", "").replace("F", "") if plain else pre
         return f'{ind}{p}"{text}"'
 
     return [lit(head)] + split_line(lit(tail) + end)
 
 
-def comment_blocks(lines: list[str]) -> list[str]:
-    """Re-wrap each run of comment-only lines (same indent) that has an over-long line."""
-    out, i = [], 0
-    while i < len(lines):
-        m = re.match(r"^(\s*)# ", lines[i])
-        if not m:
-            out.append(lines[i])
-            i += 1
-            continue
-        ind, j = m[1], i
-        while j < len(lines) and re.match(rf"^{ind}# \S", lines[j]):
-            j += 1
-        block = lines[i:j] or [lines[i]]
-        j = max(j, i + 1)
-        if any(len(line) > WIDTH for line in block):
-            text = " ".join(line.strip()[2:] for line in block)
-            out.extend(textwrap.wrap(text, WIDTH, initial_indent=ind + "# ", subsequent_indent=ind + "# ",
-                                     break_on_hyphens=False, break_long_words=False))
-        else:
-            out.extend(block)
-        i = j
-    return out
-
-
 def fix_source(src: str) -> str:
-    out = []
-    for line in comment_blocks(src.split("\n")):
-        out.extend(split_line(line))
-    new = "\n".join(out)
+    """``src`` with its over-long one-literal lines split (if it compiles)."""
+    new = "\n".join(
+        out for line in src.split("\n") for out in split_line(line)
+    )
     if new == src:
         return src
     try:
@@ -114,64 +83,32 @@ def fix_source(src: str) -> str:
     return new
 
 
-def wrap_docstrings(src: str) -> str:
-    """Wrap the over-long lines inside multi-line docstrings, keeping their indentation."""
-    lines = src.split("\n")
-    spans = []
-    for node in ast.walk(ast.parse(src)):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                spans.append((body[0].lineno, body[0].end_lineno))
-    inside = {i for a, b in spans for i in range(a - 1, b)}
-    item = re.compile(r"(\w+(, \w+)*|\*\*?\w+|``[^`]+``): |- ")
-    out, i = [], 0
-    while i < len(lines):
-        line = lines[i]
-        opening = line.lstrip().startswith('"""') and line.count('"""') == 1
-        if i not in inside or len(line) <= WIDTH or ('"""' in line and not opening):
-            out.append(line)
-            i += 1
-            continue
-        stripped = line.lstrip()
-        ind = line[: len(line) - len(stripped)]
-        more = "    " if item.match(stripped) else ""
-        # the paragraph goes on while the next lines have the same indent and start no item
-        j, words = i + 1, [stripped]
-        while j < len(lines) and j in inside and lines[j].strip() and not lines[j].rstrip().endswith('"""') \
-                and lines[j].startswith(ind) and not lines[j][len(ind):].startswith(" ") \
-                and not item.match(lines[j].lstrip()) and not more:
-            words.append(lines[j].strip())
-            j += 1
-        out.extend(textwrap.wrap(" ".join(words), WIDTH, initial_indent=ind, subsequent_indent=ind + more,
-                                 break_on_hyphens=False, break_long_words=False))
-        i = j
-    return "\n".join(out)
+def left_long(name: str, src: str) -> list[str]:
+    """The lines of ``src`` still over WIDTH, as ``name: line``."""
+    return [f"{name}: {line}" for line in src.split("\n") if len(line) > WIDTH]
 
 
 def main(paths):
+    """Split the strings of each path; print what is left to wrap by hand."""
+    left = []
     for path in map(Path, paths):
+        text = path.read_text()
         if path.suffix == ".ipynb":
-            nb = json.loads(path.read_text())
-            changed = False
+            nb = json.loads(text)
             for cell in nb["cells"]:
-                if cell["cell_type"] != "code":
-                    continue
-                src = "".join(cell["source"])
-                new = fix_source(src)
-                if new != src:
-                    cell["source"] = new if isinstance(cell["source"], str) else new.splitlines(keepends=True)
-                    changed = True
-            if changed:
-                path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-                print("split", path)
+                if cell["cell_type"] == "code":
+                    src = fix_source("".join(cell["source"]))
+                    cell["source"] = src.splitlines(keepends=True)
+                    left += left_long(f"{path} {cell.get('id')}", src)
+            new = dumps(nb)
         else:
-            src = path.read_text()
-            new = wrap_docstrings(fix_source(src))
-            if new != src:
-                path.write_text(new)
-                print("split", path)
+            new = fix_source(text)
+            left += left_long(str(path), new)
+        if new != text:
+            path.write_text(new)
+            print("split", path)
+    if left:
+        print("over 79 columns, to wrap by hand:", *left, sep="\n")
 
 
 if __name__ == "__main__":

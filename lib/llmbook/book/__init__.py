@@ -5,7 +5,9 @@ as prose), ``plotting`` (the one figure style), ``checks`` (``check_close``),
 ``data`` (the shipped tables), ``extras`` (optional packages, installed where
 missing), ``quiet`` (known third-party noise, silenced by logger and
 message), ``sphinx_ext`` (the book's Sphinx extension), ``sync`` (bootstrap
-cells, the Problem Index), ``lint`` (notebook checks), ``report`` (execution
-times). Nothing here is imported by ``llmbook.core`` or ``llmbook.topics``
-except ``fmt``, ``plotting`` and ``data`` where a topic draws or reads a table.
+cells, the Problem Index), ``lint`` (notebook checks), ``notebooks`` (the
+notebooks' normal form, their cells through ruff), ``uses``
+(``LIBRARY-USES.md``), ``report`` (execution times). Nothing here is
+imported by ``llmbook.core`` or ``llmbook.topics`` except ``fmt``,
+``plotting`` and ``data`` where a topic draws or reads a table.
 """

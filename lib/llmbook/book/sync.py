@@ -180,9 +180,13 @@ def render_problem_index(root: Path) -> str:
 
 
 def sync(root: Path) -> list[str]:
-    """Rewrite the bootstrap cells and the Problem Index; return the files
-    changed.
+    """Rewrite the bootstrap cells, the notebooks' normal form, the Problem
+    Index and ``LIBRARY-USES.md``; return the files changed.
     """
+    # imported here: both modules import this one
+    from llmbook.book.notebooks import dumps, write_normal_form
+    from llmbook.book.uses import write_uses
+
     url, _ = config_repository(root)
     changed = []
     for path in sorted((root / "notebooks").glob("*.ipynb")):
@@ -193,13 +197,13 @@ def sync(root: Path) -> list[str]:
             first.setdefault("metadata", {}).setdefault("tags", [])
             if BOOTSTRAP_TAG not in first["metadata"]["tags"]:
                 first["metadata"]["tags"].append(BOOTSTRAP_TAG)
-            path.write_text(
-                json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-            )
+            path.write_text(dumps(nb))
             changed.append(str(path.relative_to(root)))
+    changed += write_normal_form(root)
     index = root / "chapters" / "problem-index.md"
     text = render_problem_index(root)
     if not index.exists() or index.read_text() != text:
         index.write_text(text)
         changed.append(str(index.relative_to(root)))
+    changed += write_uses(root)
     return changed
