@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from llmbook.topics import cnn
+from llmbook.core import cnn
 
 
 def train_reference(epochs: int = 4, n_train: int | None = None, seed: int = 0, threads: int = 2):
-    """Train :class:`llmbook.topics.cnn.VGG` on the 14 x 14 MNIST subset; return (model, metadata)."""
+    """Train :class:`llmbook.core.cnn.VGG` on the 14 x 14 MNIST subset; return (model, metadata)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     x_tr, y_tr, x_te, y_te = cnn.mnist_subset(seed=seed)
