@@ -6,6 +6,7 @@ as prose), ``plotting`` (the one figure style), ``checks`` (``check_close``),
 missing), ``quiet`` (known third-party noise, silenced by logger and
 message), ``sphinx_ext`` (the book's Sphinx extension), ``sync`` (bootstrap
 cells, the Problem Index), ``lint`` (notebook checks), ``report`` (execution
-times). Nothing here is imported by ``llmbook.core`` or ``llmbook.topics``
+times, speed targets), ``partial`` (one chapter built alone, ``make
+check``). Nothing here is imported by ``llmbook.core`` or ``llmbook.topics``
 except ``fmt``, ``plotting`` and ``data`` where a topic draws or reads a table.
 """
