@@ -6,17 +6,19 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV := .venv
-BIN := $(VENV)/bin
+BIN ?= $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 help:
 	@echo "make book   install everything into .venv and build the site into _build/html"
 	@echo "make test   install everything and run all tests (unit, book build, HTML, browser)"
+	@echo "make check CHAPTER=fermi  build one chapter alone (its own warnings fail) and run its tests"
 	@echo "make problems  build the instructors' problems-only edition into _build/problems"
 	@echo "make sync   rewrite bootstrap cells, notebook normal form, Problem Index, LIBRARY-USES.md"
 	@echo "make format ruff format lib/ tests/ tools/ and notebook code cells (not parameters cells)"
 	@echo "make lint   check, without writing, what make format would change (make test runs it)"
 	@echo "make clean  remove _build"
+	@echo "make clean-venv  remove .venv (the next target reinstalls it)"
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +28,15 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Every target that uses the venv passes here: stop if its llmbook is another checkout's.
+# `make ... BIN=/path/to/venv/bin` uses an existing environment as it is (nothing installed).
+ifeq ($(origin BIN),file)
 install: $(STAMP)
+	@$(BIN)/python tools/check_venv.py
+else
+install:
+	@$(BIN)/python tools/check_venv.py
+endif
 
 # Debian's Chromium for the browser test (Playwright drives it; no browser is downloaded),
 # and iproute2 + git for the offline Colab simulation (`ip link set lo up` in a new namespace).
@@ -69,7 +79,17 @@ lint: install
 	@$(BIN)/python -m ruff format --check $(FORMATTED) || { echo "run \`make format\`"; exit 1; }
 	@$(BIN)/python -m llmbook.book lint
 
+# One chapter alone, e.g. `make check CHAPTER=fermi`: its build (only its own warnings are
+# shown, and any fails), the unit tests of the topics its notebooks import, the layout tests,
+# and the HTML and problems-edition tests on the partial build. The full check is `make test`.
+check: install
+	@test -n "$(CHAPTER)" || { echo "usage: make check CHAPTER=<name>, e.g. make check CHAPTER=fermi"; exit 2; }
+	$(BIN)/python tools/build_chapter.py --check $(CHAPTER)
+
 clean:
 	rm -rf _build _build.log
 
-.PHONY: help install chromium book problems test sync format lint clean
+clean-venv:
+	rm -rf .venv
+
+.PHONY: help install chromium book problems test sync format lint check clean clean-venv

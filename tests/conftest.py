@@ -1,4 +1,10 @@
-"""Shared fixtures: the repository root and one clean, warnings-as-errors book build per session."""
+"""Shared fixtures: the repository root and one clean, warnings-as-errors book build per session.
+
+``LLMBOOK_BUILD_DIR`` points the build tests at an existing build (its ``html/`` and
+``.jupyter_cache/``), e.g. the partial build of ``make check CHAPTER=fermi``, and
+``LLMBOOK_TOC`` at the table of contents it was built from: the HTML and problems-edition
+tests then check the pages of that build only.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +18,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "_build"
+PARTIAL = bool(os.environ.get("LLMBOOK_BUILD_DIR"))
+BUILD = Path(os.environ.get("LLMBOOK_BUILD_DIR") or ROOT / "_build").resolve()
 HTML = BUILD / "html"
+TOC = Path(os.environ.get("LLMBOOK_TOC") or ROOT / "_toc.yml").resolve()
 _build_report: dict = {}
 
 
-def toc_docnames() -> list[str]:
-    """Every document named in _toc.yml (root included), without extension."""
+def toc_docnames(toc_path: Path | None = None) -> list[str]:
+    """Every document named in a table of contents (root included), without extension.
+
+    The book's ``_toc.yml`` unless ``toc_path`` names another (a partial build's).
+    """
     import yaml
 
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    toc = yaml.safe_load((toc_path or ROOT / "_toc.yml").read_text())
     names = [toc["root"]]
 
     def walk(entries):
@@ -37,12 +48,27 @@ def toc_docnames() -> list[str]:
     return names
 
 
+def built_docnames() -> list[str]:
+    """The documents the build under test holds: the whole toc, or with ``LLMBOOK_BUILD_DIR``
+    the documents of ``LLMBOOK_TOC`` (default ``_toc.yml``) whose page that build has."""
+    if not PARTIAL:
+        return toc_docnames()
+    return [doc for doc in toc_docnames(TOC) if (HTML / f"{doc}.html").is_file()]
+
+
 @pytest.fixture(scope="session")
 def built_book() -> Path:
     """Build the whole book from an empty _build, executing every notebook; fail on any warning.
 
-    Set LLMBOOK_REUSE_BUILD=1 to reuse an existing _build/html while iterating on tests.
+    Set LLMBOOK_REUSE_BUILD=1 to reuse an existing _build/html while iterating on tests, or
+    LLMBOOK_BUILD_DIR to test another build (``make check`` points it at a partial one).
     """
+    if PARTIAL:
+        if not (HTML / "index.html").is_file():
+            pytest.fail(f"LLMBOOK_BUILD_DIR={BUILD} holds no html/index.html: "
+                        "run `make check CHAPTER=<name>` (or unset it)")
+        _build_report["reused"] = True
+        return HTML
     if os.environ.get("LLMBOOK_REUSE_BUILD") == "1" and (HTML / "index.html").is_file():
         _build_report["reused"] = True
         return HTML
@@ -52,10 +78,18 @@ def built_book() -> Path:
     proc = subprocess.run([str(jb), "build", str(ROOT), "-W", "-n", "--keep-going"],
                           cwd=ROOT, capture_output=True, text=True)
     _build_report["seconds"] = time.perf_counter() - start
+    record_clean_build(_build_report["seconds"])
     (ROOT / "_build.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         pytest.fail(f"book build failed (exit {proc.returncode}); last lines:\n{(proc.stdout + proc.stderr)[-6000:]}")
     return HTML
+
+
+def record_clean_build(seconds: float) -> None:
+    """Keep a clean build's wall time beside it, for ``tools/bench_speed.py``."""
+    from llmbook.book.report import write_build_seconds
+
+    write_build_seconds(BUILD, seconds)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -64,9 +98,9 @@ def pytest_terminal_summary(terminalreporter):
         return
     from llmbook.book.report import execution_times, format_times
 
-    terminalreporter.write_sep("=", "notebook execution times (clean build)")
+    terminalreporter.write_sep("=", "notebook execution times (a report, not a check)")
     terminalreporter.write_line(format_times(execution_times(BUILD)))
     if "seconds" in _build_report:
         terminalreporter.write_line(f"whole clean build: {_build_report['seconds']:.0f} s")
     else:
-        terminalreporter.write_line("(reused an existing build: LLMBOOK_REUSE_BUILD=1)")
+        terminalreporter.write_line(f"(reused an existing build: {BUILD})")

@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 
 import pytest
 
@@ -18,12 +19,20 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_layout(path):
-    assert lint.notebook_problems(json.loads(path.read_text()), REPO_URL) == []
+    """Bootstrap and parameters cells, no outputs, no variable named like an imported module;
+    each problem says what to do (llmbook.book.lint)."""
+    problems = lint.notebook_problems(json.loads(path.read_text()), REPO_URL)
+    assert problems == [], f"{path.name}:\n" + "\n".join(problems)
 
 
 def test_every_notebook_has_the_identical_bootstrap_cell():
-    firsts = {sync.cell_text(sync.code_cells(json.loads(p.read_text()))[0]) for p in NOTEBOOKS}
-    assert firsts == {sync.bootstrap_source(REPO_URL)}
+    stale = [p.name for p in NOTEBOOKS
+             if sync.cell_text(sync.code_cells(json.loads(p.read_text()))[0]) != sync.bootstrap_source(REPO_URL)]
+    assert stale == [], STALE_BOOTSTRAP
+
+
+STALE_BOOTSTRAP = "bootstrap cell differs from llmbook.book.sync.bootstrap_source: run `make sync`"
+STALE_INDEX = "chapters/problem-index.md is stale: run `make sync`"
 
 
 def test_bootstrap_installs_only_when_missing_and_never_torch():
@@ -44,7 +53,7 @@ def test_repository_url_is_set_once_and_agrees():
 def test_every_notebook_is_in_the_toc_under_a_chapter():
     names = toc_docnames()
     for path in NOTEBOOKS:
-        assert f"notebooks/{path.stem}" in names, path.name
+        assert f"notebooks/{path.stem}" in names, f"add notebooks/{path.stem} to _toc.yml under its chapter's sections"
 
 
 def test_question_ids_are_unique_and_well_formed():
@@ -58,9 +67,9 @@ def test_question_ids_are_unique_and_well_formed():
 def test_labels_are_known_ids_and_defined_once():
     known = {q["id"] for q in sync.read_questions(ROOT)}
     for label, files in sync.chapter_labels(ROOT).items():
-        assert len(files) == 1, f"{label} defined in {files}"
+        assert len(files) == 1, f"{label} defined in {files}: keep one, rename the others"
         if re.fullmatch(r"(hw11|genai|dls|scale|cme295)-.*", label):
-            assert label in known, f"label {label} is not a question id"
+            assert label in known, f"label {label} is not a question id: add it to data/questions.csv, then `make sync`"
 
 
 def test_every_id_of_a_chapter_in_the_toc_is_answered():
@@ -68,11 +77,21 @@ def test_every_id_of_a_chapter_in_the_toc_is_answered():
     labels = sync.chapter_labels(ROOT)
     missing = [q["id"] for q in sync.read_questions(ROOT)
                if f"chapters/{q['chapter']}" in toc and q["id"] not in labels]
-    assert missing == []
+    assert missing == [], "put `(<id>)=` above the heading that answers each, then `make sync`"
 
 
 def test_problem_index_is_up_to_date():
-    assert (ROOT / "chapters" / "problem-index.md").read_text() == sync.render_problem_index(ROOT)
+    up_to_date = (ROOT / "chapters" / "problem-index.md").read_text() == sync.render_problem_index(ROOT)
+    assert up_to_date, STALE_INDEX
+
+
+def test_stale_generated_files_say_run_make_sync(monkeypatch):
+    monkeypatch.setattr(sync, "render_problem_index", lambda root: "stale")
+    with pytest.raises(AssertionError, match="run `make sync`"):
+        test_problem_index_is_up_to_date()
+    monkeypatch.setattr(sync, "bootstrap_source", lambda url: "changed")
+    with pytest.raises(AssertionError, match="run `make sync`"):
+        test_every_notebook_has_the_identical_bootstrap_cell()
 
 
 def test_chapter_prose_glues_numbers():
@@ -84,6 +103,15 @@ def test_chapter_prose_glues_numbers():
 # A code block on a page is 79 characters wide at 1280 px (the browser test measures it);
 # keep every line of notebook code, and of the library code shown on a page, within that.
 CODE_WIDTH = 79
+TOO_WIDE = (f"code lines over {CODE_WIDTH} characters: run `make format`, then wrap by hand "
+            "the long strings and comments it leaves")
+
+
+def test_too_wide_says_run_make_format(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "CODE_WIDTH", 20)
+    for check in (test_notebook_code_fits_the_page, test_library_code_shown_on_pages_fits_the_page):
+        with pytest.raises(AssertionError, match="run `make format`"):
+            check()
 
 
 def _pyobject_source(path, name):
@@ -105,7 +133,7 @@ def test_notebook_code_fits_the_page():
             if cell["cell_type"] == "code":
                 long += [f"{path.name}: {line}" for line in "".join(cell["source"]).splitlines()
                          if len(line) > CODE_WIDTH]
-    assert long == [], f"code lines over {CODE_WIDTH} characters (tools/split_long_strings.py, black -l 79)"
+    assert long == [], TOO_WIDE
 
 
 def test_library_code_shown_on_pages_fits_the_page():
@@ -121,4 +149,4 @@ def test_library_code_shown_on_pages_fits_the_page():
             long += [f"{page.name} {obj[1]}: {line}" for line in _pyobject_source(source, obj[1])
                      if len(line) > CODE_WIDTH]
     assert shown > 0
-    assert long == [], f"library lines shown on a page are over {CODE_WIDTH} characters"
+    assert long == [], TOO_WIDE

@@ -54,7 +54,7 @@ def test_page_renders_cleanly(server, browser, doc):
     page.goto(f"{server}/{doc}.html", wait_until="load")
 
     if page.locator("main .math").count():
-        page.wait_for_function("document.querySelectorAll('main mjx-container').length > 0", timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('main mjx-container').length > 0", timeout=120_000)  # hang guard
         assert page.locator("main mjx-container").count() >= page.locator("main .math").count()
         assert page.locator("main mjx-merror").count() == 0, "MathJax reported a TeX error"
 

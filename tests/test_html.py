@@ -1,4 +1,8 @@
-"""Checks of the rendered site: every page, no error output, every glue resolved, every id anchored."""
+"""Checks of the rendered site: every page, no error output, every glue resolved, every id anchored.
+
+With ``LLMBOOK_BUILD_DIR`` (``make check CHAPTER=...``) they check the pages of that partial
+build only, and a test about a page the build left out is skipped.
+"""
 
 import re
 
@@ -6,10 +10,17 @@ import pytest
 from bs4 import BeautifulSoup
 
 from llmbook.book import report, sync
-from conftest import ROOT, toc_docnames
+from conftest import ROOT, built_docnames, toc_docnames
 
 pytestmark = pytest.mark.book
-PAGES = toc_docnames()
+PAGES = built_docnames()
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if f"notebooks/{p.stem}" in PAGES)
+
+
+def needs(doc):
+    """Skip a test about ``doc`` when the build under test left it out (a partial build)."""
+    if doc not in PAGES:
+        pytest.skip(f"{doc} is not in this partial build")
 
 
 def soup(html_dir, doc):
@@ -17,8 +28,10 @@ def soup(html_dir, doc):
 
 
 def test_every_toc_page_is_built(built_book):
-    missing = [doc for doc in PAGES if not (built_book / f"{doc}.html").is_file()]
-    assert missing == []
+    from conftest import TOC
+
+    missing = [doc for doc in toc_docnames(TOC) if not (built_book / f"{doc}.html").is_file()]
+    assert missing == [], "pages of the toc missing from the build: see the build log (_build.log)"
 
 
 @pytest.mark.parametrize("doc", PAGES)
@@ -38,6 +51,8 @@ def test_no_error_output_or_unresolved_glue(built_book, doc):
 
 def test_glued_values_appear_in_the_fermi_chapter(built_book):
     from llmbook.book.glue import read_glued
+
+    needs("chapters/fermi")
 
     glued = read_glued(report.executed_notebook(built_book.parent, "fermi.ipynb"))
     pasted = [s.get_text() for s in soup(built_book, "chapters/fermi").select(".pasted-text")]
@@ -61,25 +76,29 @@ def test_problem_index_links_every_answered_id(built_book):
     for qid, files in answered.items():
         if qid in {q["id"] for q in sync.read_questions(ROOT)}:
             page = files[0].removesuffix(".md")
+            if f"chapters/{page}" not in PAGES:
+                continue  # left out of a partial build
             assert f"{page}.html#{qid}" in links, qid
 
 
 def test_mathjax_is_served_locally(built_book):
+    needs("chapters/fermi")
     assert (built_book / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
     assert "_static/mathjax/tex-mml-chtml.js" in (built_book / "chapters" / "fermi.html").read_text()
 
 
-def test_notebook_pages_offer_downloads_and_colab(built_book):
-    html = (built_book / "notebooks" / "fermi.html").read_text()
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_pages_offer_downloads_and_colab(built_book, path):
+    html = (built_book / "notebooks" / f"{path.stem}.html").read_text()
     assert "colab.research.google.com" in html
-    assert "_sources/notebooks/fermi.ipynb" in html
+    assert f"_sources/notebooks/{path.name}" in html
 
 
-def test_execution_times_within_bars(built_book):
+def test_every_notebook_was_executed(built_book):
+    """How long each took is a report (printed after the run, and by tools/bench_speed.py),
+    not a check: a busy machine is slower, and the build's timeout only guards against hangs."""
     times = dict(report.execution_times(built_book.parent))
-    assert set(times) == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
-    slow = {name: t for name, t in times.items() if t >= 180}
-    assert slow == {}, f"notebooks over 3 minutes: {slow}"
+    assert set(times) >= {p.name for p in NOTEBOOKS}, "notebooks missing from the build's cache"
 
 
 # --- reader-quality checks (every page) -------------------------------------------------
@@ -117,7 +136,7 @@ def test_no_image_is_shown_twice_on_a_page(built_book, doc):
 
 
 def _executed_notebooks(build_dir):
-    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+    for path in NOTEBOOKS:
         yield path.name, report.executed_notebook(build_dir, path.name)
 
 
@@ -193,7 +212,8 @@ def test_problem_index_writes_maths_as_maths(built_book):
 def test_landing_page_promises_only_what_exists(built_book):
     main = soup(built_book, "intro").find("main")
     pending = " ".join(p.get_text(" ") for p in main.select("p") if "in preparation" in p.get_text().lower())
-    built = {doc.removeprefix("chapters/") for doc in PAGES}
+    needs("intro")
+    built = {doc.removeprefix("chapters/") for doc in toc_docnames()}  # the whole book's promise
     for topic, chapter in [("LoRA", "lora"), ("soft prompt", "soft-prompting"),
                            ("pruning", "pruning-quantization"),
                            ("what training costs", "lecture-training-cost"),
@@ -207,4 +227,4 @@ def test_landing_page_promises_only_what_exists(built_book):
 
 
 def test_the_issues_button_lets_readers_report_errata(built_book):
-    assert "/issues/new" in (built_book / "chapters" / "fermi.html").read_text()
+    assert "/issues/new" in (built_book / "intro.html").read_text()

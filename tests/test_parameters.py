@@ -12,6 +12,10 @@ from llmbook.book.glue import read_glued
 from conftest import BUILD, ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "fermi.ipynb"
+NOT_FOLLOWING = ("glued text does not follow the parameters cell: glue the value computed from the "
+                 "parameters (formatted with llmbook.book.fmt), never a typed number")
+NOT_REPRODUCED = ("a rerun with the defaults glues other text than the build: fix the seeds in the "
+                  "parameters cell, or rebuild (`make book`) if the build is older than the notebook")
 
 
 def run(tmp_path, name, notebook=NOTEBOOK, **parameters):
@@ -31,27 +35,31 @@ def test_changed_parameter_flows_through_every_formula(changed):
     c = scaling.compute_for_params(n)                     # (1e15 / 0.1)^2 = 1e32 FLOP
     _, d = scaling.direct_fit_allocation(c)
     weights = accounting.model_bytes(n)
-    assert changed["n_gpt6"] == fmt.sci(n) == "10¹⁵"
-    assert changed["c_gpt6"] == fmt.sci(c) == "10³²"
-    assert changed["d_gpt6"] == fmt.sci(d) == "1.7 × 10¹⁶"
-    assert changed["mem_gpt6"] == fmt.nbytes(weights) == "2.00 PB"
-    assert changed["gpus_gpt6"] == "20,000"
-    assert changed["f_ssd"] == fmt.usd(fermi.storage_cost_per_year(weights, 0.00005))
-    assert changed["g_lat_gpt6"] == fmt.sig(weights / bw, 3) == "208"
-    assert changed["h_gpt6"] == fmt.usd(hardware.rental_cost(c, 1.98e15, 1.5))
-    # quantities that do not depend on the changed assumptions stay put
-    assert changed["h_gpt3"] == "66,200 USD"
-    assert changed["k_power"] == fmt.sci(fermi.landauer_joules(32, 300) * 1.98e15, 3)
+    want = {
+        "n_gpt6": fmt.sci(n), "c_gpt6": fmt.sci(c), "d_gpt6": fmt.sci(d),
+        "mem_gpt6": fmt.nbytes(weights), "gpus_gpt6": "20,000",
+        "f_ssd": fmt.usd(fermi.storage_cost_per_year(weights, 0.00005)),
+        "g_lat_gpt6": fmt.sig(weights / bw, 3), "h_gpt6": fmt.usd(hardware.rental_cost(c, 1.98e15, 1.5)),
+        # quantities that do not depend on the changed assumptions stay put
+        "h_gpt3": "66,200 USD", "k_power": fmt.sci(fermi.landauer_joules(32, 300) * 1.98e15, 3),
+    }
+    assert {k: changed[k] for k in want} == want, NOT_FOLLOWING
+    # the library's formulas, worked by hand
+    assert (want["n_gpt6"], want["c_gpt6"], want["d_gpt6"]) == ("10¹⁵", "10³²", "1.7 × 10¹⁶")
+    assert (want["mem_gpt6"], want["g_lat_gpt6"]) == ("2.00 PB", "208")
 
 
 @pytest.mark.parametrize("name", ["fermi.ipynb", "cost-isoflop.ipynb", "cost-mup.ipynb"])
 def test_defaults_reproduce_the_book_build(built_book, tmp_path, name):
     """A second run with the defaults glues the same text: the trained experiments (iso-FLOP
     fit, μP sweep) included, since their seeds are fixed."""
-    built = read_glued(report.executed_notebook(BUILD, name))
+    try:
+        built = read_glued(report.executed_notebook(BUILD, name))
+    except FileNotFoundError:
+        pytest.skip(f"{name} is not in the build under test (a partial build)")
     again = run(tmp_path, name, notebook=ROOT / "notebooks" / name)
     texts = {k: v for k, v in built.items() if not k.startswith("fig_")}
-    assert texts and texts == {k: v for k, v in again.items() if not k.startswith("fig_")}
+    assert texts and texts == {k: v for k, v in again.items() if not k.startswith("fig_")}, NOT_REPRODUCED
     if name == "fermi.ipynb":
         assert built["c_gpt6"] == "10³⁰" and built["h_gpt6"] == "210 billion USD"
 
@@ -72,4 +80,4 @@ def test_mup_notebook_follows_its_parameters(tmp_path):
     lrs = batchsize.lr_grid(2.5e-4, n=6, factor=2.5)
     curves = np.stack([mutransfer.width_lr_sweep(problem, w, lrs, "sp", 64, 60, 32, 0) for w in (64, 256)])
     lr_star, _ = batchsize.optimal_lr(lrs, curves)
-    assert out["sp_drift"] == fmt.sig(lr_star[0] / lr_star[1], 2)
+    assert out["sp_drift"] == fmt.sig(lr_star[0] / lr_star[1], 2), NOT_FOLLOWING

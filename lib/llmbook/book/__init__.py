@@ -7,7 +7,8 @@ missing), ``quiet`` (known third-party noise, silenced by logger and
 message), ``sphinx_ext`` (the book's Sphinx extension), ``sync`` (bootstrap
 cells, the Problem Index), ``lint`` (notebook checks), ``notebooks`` (the
 notebooks' normal form, their cells through ruff), ``uses``
-(``LIBRARY-USES.md``), ``report`` (execution times). Nothing here is
+(``LIBRARY-USES.md``), ``report`` (execution times, speed targets),
+``partial`` (one chapter built alone, ``make check``). Nothing here is
 imported by ``llmbook.core`` or ``llmbook.topics`` except ``fmt``,
 ``plotting`` and ``data`` where a topic draws or reads a table.
 """

@@ -79,14 +79,16 @@ def bootstrap_source(repo_url: str) -> str:
     )
 
 
-def problems_config(root: Path) -> str:
+def problems_config(root: Path, cache: Path | None = None) -> str:
     """``_config.yml`` for the instructors' problems-only edition (``make
     problems``).
 
     The same book with ``hide_solutions: true`` (sphinx-exercise drops every
     solution; the book's Sphinx extension reduces notebook pages to their
     titles) and the notebooks' execution cache shared with the full build, so
-    nothing runs twice.
+    nothing runs twice. ``cache`` is that build's jupyter-cache folder
+    (default ``_build/.jupyter_cache``; ``make check`` passes a partial
+    build's).
     """
     text = (root / "_config.yml").read_text()
     if "hide_solutions: false" not in text:
@@ -101,7 +103,7 @@ def problems_config(root: Path) -> str:
         count=1,
         flags=re.MULTILINE,
     )
-    cache = (root / "_build" / ".jupyter_cache").resolve()
+    cache = Path(cache or root / "_build" / ".jupyter_cache").resolve()
     text = text.replace("execute:\n", f"execute:\n  cache: {cache}\n", 1)
     return text
 
