@@ -81,6 +81,55 @@ def test_glue_shows_a_figure_once_and_closes_it(monkeypatch):
     assert not plt.fignum_exists(fig.number), "a glued figure must be closed, or the backend shows it again"
 
 
+def _recorded(monkeypatch, capsys, call):
+    """What ``call()`` hands to myst-nb, prints (Colab) and leaves in GLUED."""
+    import matplotlib.pyplot as plt
+
+    seen = []
+    monkeypatch.setattr(glue, "GLUED", {})
+    monkeypatch.setattr(glue, "_myst_glue", lambda name, value, display: seen.append(
+        (name, type(value).__name__, display, plt.fignum_exists(value.number) if isinstance(value, plt.Figure) else value)))
+    call()
+    monkeypatch.setattr(glue, "_myst_glue", None)
+    call()
+    return seen, capsys.readouterr().out, {k: type(v).__name__ for k, v in glue.GLUED.items()}
+
+
+def test_glue_dict_equals_one_call_per_item(monkeypatch, capsys):
+    import matplotlib.pyplot as plt
+
+    def figures():
+        return [plt.subplots()[0] for _ in range(2)]
+
+    def pairs():
+        f, g = figures()
+        for name, value in [("a", "1.5 USD"), ("fig_f", f), ("b", 2), ("fig_g", g)]:
+            glue.glue(name, value)
+        assert not plt.fignum_exists(f.number) and not plt.fignum_exists(g.number)
+
+    def one_dict():
+        f, g = figures()
+        assert glue.glue({"a": "1.5 USD", "fig_f": f, "b": 2, "fig_g": g}) is None
+        assert not plt.fignum_exists(f.number) and not plt.fignum_exists(g.number)
+
+    want = _recorded(monkeypatch, capsys, pairs)
+    got = _recorded(monkeypatch, capsys, one_dict)
+    assert got == want
+    seen, printed, kept = got
+    assert [s[0] for s in seen] == ["a", "fig_f", "b", "fig_g"]
+    assert seen[1][2:] == (True, True), "a figure is shown while still open"
+    assert [line for line in printed.splitlines() if " = " in line] == ["a = 1.5 USD", "b = 2"]
+    assert kept == {"a": "str", "fig_f": "Figure", "b": "int", "fig_g": "Figure"}
+
+
+@pytest.mark.parametrize("args", [({"": 1},), ({"ok": 1, 2: 3},), ({"a": 1}, 2), ("a",), ({None: 1},)])
+def test_glue_dict_rejects_bad_keys_and_glues_nothing(monkeypatch, args):
+    monkeypatch.setattr(glue, "GLUED", {})
+    with pytest.raises(ValueError):
+        glue.glue(*args)
+    assert glue.GLUED == {}
+
+
 def test_glue_rejects_empty_name_and_reads_back(tmp_path):
     with pytest.raises(ValueError, match="name"):
         glue.glue("", 1)

@@ -2,11 +2,12 @@
 missing (Colab).
 
 In the book build, ``glue`` stores a value in the notebook's outputs and the
-prose pastes it with ``{glue:text}``. Where myst-nb is missing the value is
-printed as ``name = value``, so a reader of the notebook sees every number the
-prose would quote. A matplotlib figure is shown exactly once, in the cell that
-glues it, and then closed, so the inline backend does not show it a second
-time.
+prose pastes it with the ``{n}`` role (``llmbook.book.sphinx_ext``). Where
+myst-nb is missing the value is printed as ``name = value``, so a reader of the
+notebook sees every number the prose would quote. A matplotlib figure is
+shown exactly once, in the cell that glues it, and then closed, so the inline
+backend does not show it a second time. ``glue({...})`` glues several values
+in one call.
 """
 
 from __future__ import annotations
@@ -31,23 +32,51 @@ def _is_figure(value: Any) -> bool:
     return isinstance(value, Figure)
 
 
-def glue(name: str, value: Any, display: bool = False) -> None:
+_MISSING = object()
+
+
+def glue(
+    name: str | dict[str, Any], value: Any = _MISSING, display: bool = False
+) -> None:
     """Record ``value`` under ``name`` for the prose; return nothing (it is a
     side effect).
 
+    ``glue({"a": x, "fig_b": fig})`` glues each item in order, exactly as
+    ``glue("a", x)`` then ``glue("fig_b", fig)`` would: one call per cell.
+
     Args:
-        name: the key the chapter pages paste
-            (``{glue:text}`notebook.ipynb::name```).
+        name: the key the chapter pages paste (``{n}`notebook:name```), or a
+            dict of keys and values (then ``value`` is left out).
         value: a string (pasted as it is), a number (pasted via its repr) or a
             matplotlib
             figure (shown once here, pasted as an image, then closed).
         display: also show a non-figure value as the cell's output (as
             ``myst_nb.glue`` does).
 
-    Raises ``ValueError`` for an empty ``name``.
+    Raises ``ValueError`` for an empty or non-string name (or dict key), a
+    dict together with a ``value``, or a name without a ``value``; nothing is
+    glued then.
     """
+    if isinstance(name, dict):
+        if value is not _MISSING:
+            raise ValueError("pass either a dict or a name and a value")
+        for key in name:
+            _check_name(key)
+        for key, item in name.items():
+            _glue_one(key, item, display)
+        return
+    _check_name(name)
+    if value is _MISSING:
+        raise ValueError(f"no value given for {name!r}")
+    _glue_one(name, value, display)
+
+
+def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+
+def _glue_one(name: str, value: Any, display: bool) -> None:
     GLUED[name] = value
     if _is_figure(value):
         import matplotlib.pyplot as plt
