@@ -97,7 +97,7 @@ def test_stale_generated_files_say_run_make_sync(monkeypatch):
 def test_chapter_prose_glues_numbers():
     """Crude guard against hand-typed results: a chapter with answers must paste computed values."""
     text = (ROOT / "chapters" / "fermi.md").read_text()
-    assert text.count("{glue:text}") >= 40
+    assert text.count("{n}`") + text.count("{glue:text}") >= 40
 
 
 # A code block on a page is 79 characters wide at 1280 px (the browser test measures it);

@@ -41,7 +41,7 @@ def test_no_error_output_or_unresolved_glue(built_book, doc):
     text = main.get_text(" ")
     assert not main.select(".output.traceback, .output.error, .output.stderr"), "error or stderr output on the page"
     assert "Traceback (most recent call last)" not in text
-    assert not re.search(r"\{glue(:\w+)?\}", text), "unresolved glue role"
+    assert not re.search(r"\{glue(:\w+)?\}|\{n\}`", text), "unresolved glue role"
     assert "glue:text" not in str(main)
     for code in main.select("div.cell, pre, code"):
         code.decompose()

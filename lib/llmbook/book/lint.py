@@ -1,6 +1,7 @@
 """The notebook checks: bootstrap cell first, one ``parameters`` cell second,
-no outputs, no variable named like an ``llmbook`` module it imports. Each
-message says what to do about it."""
+no outputs, no variable named like an ``llmbook`` module it imports (each
+message says what to do about it); and the names each notebook glues, for
+checking the chapters' references without running anything."""
 
 from __future__ import annotations
 
@@ -176,3 +177,178 @@ def shadowed_modules(nb: dict) -> list[str]:
                     "rename the variable"
                 )
     return problems
+
+
+# Where a glue name is built at run time, one part of it matches this.
+NAME_PART = "[A-Za-z0-9_]+"
+# A pasted value in a chapter: {n}`stem:name[:spec]` or the long form.
+SHORT_REF = re.compile(r"\{n\}`([^`]*)`")
+LONG_REF = re.compile(
+    r"\{glue:text\}`/notebooks/([^`/]+)\.ipynb::([A-Za-z0-9_]+)(?::[^`]*)?`"
+)
+
+
+def glued_names(nb: dict) -> dict[str, list[str]]:
+    """The names a notebook's code glues, found without running it.
+
+    Reads every ``glue("name", value)`` and ``glue({"name": value, ...})``
+    call. A name held in a variable is resolved where a ``for`` loop runs it
+    over literal tuples, or where it is a parameter of a function called with
+    literal names (in any cell); an f-string name becomes a regular expression
+    in which each ``{...}`` takes those values, or else matches
+    ``NAME_PART``.
+
+    Returns ``{"names": [...], "patterns": [...], "unresolved": [...]}``: the
+    literal names, the regular expressions, and the source of every name
+    argument that could not be resolved.
+
+    Example: ``for k in ("a", "b"): glue(f"x_{k}", ...)`` gives the pattern
+    ``x_(?:a|b)``; ``glue(f"x_{row.key}", ...)`` gives ``x_[A-Za-z0-9_]+``.
+    """
+    names: set[str] = set()
+    patterns: set[str] = set()
+    unresolved: list[str] = []
+    trees = [ast.parse(cell_text(cell)) for cell in code_cells(nb)]
+    for tree in trees:
+        parents = {
+            child: node
+            for node in ast.walk(tree)
+            for child in ast.iter_child_nodes(node)
+        }
+        for call in ast.walk(tree):
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Name)
+                and call.func.id == "glue"
+                and call.args
+            ):
+                continue
+            arg = call.args[0]
+            keys = arg.keys if isinstance(arg, ast.Dict) else [arg]
+            for key in keys:
+                found = _name_values(key, call, trees, parents)
+                if found is None:
+                    unresolved.append(
+                        "**" if key is None else ast.unparse(key)
+                    )
+                    continue
+                for value in found:
+                    (patterns if isinstance(value, re.Pattern) else names).add(
+                        value.pattern if isinstance(value, re.Pattern)
+                        else value
+                    )
+    return {
+        "names": sorted(names),
+        "patterns": sorted(patterns),
+        "unresolved": unresolved,
+    }
+
+
+def _name_values(key, call, trees, parents) -> list | None:
+    """Literal names (str) or patterns (re.Pattern) a glue key can take."""
+    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+        return [key.value]
+    if isinstance(key, ast.JoinedStr):
+        regex = "".join(
+            _part_regex(part, call, trees, parents) for part in key.values
+        )
+        return [re.compile(regex)]
+    if not isinstance(key, ast.Name):
+        return None
+    node = call
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.For):
+            found = _loop_values(node, key.id)
+            if found is not None:
+                return found
+        if isinstance(node, ast.FunctionDef):
+            return _argument_values(node, key.id, trees)
+    return None
+
+
+def _part_regex(part, call, trees, parents) -> str:
+    """A regular expression for one part of an f-string name."""
+    if isinstance(part, ast.Constant):
+        return re.escape(part.value)
+    plain = part.conversion == -1 and part.format_spec is None
+    if plain and isinstance(part.value, ast.Name):
+        found = _name_values(part.value, call, trees, parents)
+        if found and all(isinstance(v, str) for v in found):
+            return "(?:" + "|".join(map(re.escape, found)) + ")"
+    return NAME_PART
+
+
+def _loop_values(loop: ast.For, var: str) -> list[str] | None:
+    """``var``'s values in ``for var[, ...] in <literal tuples>``."""
+    target = loop.target
+    if isinstance(target, ast.Name) and target.id == var:
+        index = None
+    elif isinstance(target, ast.Tuple) and any(
+        isinstance(t, ast.Name) and t.id == var for t in target.elts
+    ):
+        index = next(
+            i
+            for i, t in enumerate(target.elts)
+            if isinstance(t, ast.Name) and t.id == var
+        )
+    else:
+        return None
+    if not isinstance(loop.iter, (ast.Tuple, ast.List)):
+        return None
+    values = []
+    for item in loop.iter.elts:
+        if index is not None:
+            if not isinstance(item, (ast.Tuple, ast.List)):
+                return None
+            item = item.elts[index]
+        if not isinstance(item, ast.Constant) or not isinstance(
+            item.value, str
+        ):
+            return None
+        values.append(item.value)
+    return values
+
+
+def _argument_values(func: ast.FunctionDef, var: str, trees) -> list | None:
+    """The values a function's parameter ``var`` is called with, in any
+    cell."""
+    params = [a.arg for a in func.args.posonlyargs + func.args.args]
+    if var not in params:
+        return None
+    index, values = params.index(var), []
+    calls = [node for tree in trees for node in ast.walk(tree)]
+    for call in calls:
+        if not (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id == func.name
+        ):
+            continue
+        given = [k.value for k in call.keywords if k.arg == var]
+        given += call.args[index : index + 1]
+        if len(given) != 1:
+            return None
+        found = _name_values(given[0], call, trees, {})
+        if found is None:
+            return None
+        values += found
+    return values
+
+
+def glue_references(text: str) -> list[tuple[str, str]]:
+    """``(notebook stem, name)`` for every pasted value in a chapter's text:
+    ``{n}`stem:name``` and ``{glue:text}`/notebooks/stem.ipynb::name:s```.
+
+    Raises ``ValueError`` for a malformed ``{n}`` role.
+    """
+    from llmbook.book.sphinx_ext import SHORT_GLUE
+
+    found = []
+    for match in SHORT_REF.finditer(text):
+        short = SHORT_GLUE.fullmatch(match.group(1))
+        if short is None:
+            raise ValueError(f"malformed role {match.group(0)}")
+        found.append(short.group("stem", "name"))
+    found += [m.groups() for m in LONG_REF.finditer(text)]
+    return found

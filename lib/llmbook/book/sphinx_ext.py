@@ -1,5 +1,10 @@
-"""Sphinx extension: serve MathJax from the built site instead of a CDN; drop
-duplicate scripts.
+"""Sphinx extension: the ``{n}`` role for glued values; serve MathJax from the
+built site instead of a CDN; drop duplicate scripts; the problems-only edition.
+
+In a chapter, ``{n}`lora-basics:ts_loss_k1``` pastes the value that the
+notebook ``notebooks/lora-basics.ipynb`` glued as ``ts_loss_k1``: the role is
+``{glue:text}`` with the path and the format spec ``s`` filled in. Another
+format spec may follow: ``{n}`lora-basics:ts_loss_k1:.2f```.
 
 The book builds and is tested offline, and the site should render maths without
 a network. MathJax 3 comes from the ``django-static-mathjax`` wheel (pinned in
@@ -8,8 +13,59 @@ requirements.txt); its ``es5`` folder is copied to ``_static/mathjax``.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
+
+SHORT_GLUE = re.compile(
+    r"(?P<stem>[A-Za-z0-9_.-]+):(?P<name>[A-Za-z0-9_]+)(?::(?P<spec>[^:`]+))?"
+)
+
+
+def short_glue_target(text: str) -> str:
+    """The ``{glue:text}`` target that ``{n}`text``` stands for.
+
+    Args:
+        text: ``stem:name`` or ``stem:name:spec``: a notebook's file name
+            without ``.ipynb`` (in ``notebooks/``), the name it glues, and an
+            optional format spec (default ``s``, the string as glued).
+
+    Returns ``/notebooks/<stem>.ipynb::<name>:<spec>``. Raises ``ValueError``
+    naming the expected form for any other ``text``.
+    """
+    match = SHORT_GLUE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"text must be notebook:name or notebook:name:format (as in "
+            f"lora-basics:ts_loss_k1), got {text!r}"
+        )
+    stem, name, spec = match.group("stem", "name", "spec")
+    return f"/notebooks/{stem}.ipynb::{name}:{spec or 's'}"
+
+
+def _short_glue_role():
+    """A ``{glue:text}`` role that reads ``{n}`stem:name```."""
+    from myst_nb.ext.glue.roles import PasteTextRole
+    from myst_nb.ext.glue.utils import glue_warning
+
+    class ShortGlueRole(PasteTextRole):
+        def run(self):
+            short = self.text
+            try:
+                self.text = short_glue_target(short)
+            except ValueError as exc:
+                return [], [glue_warning(f"{{n}}: {exc}", self.document,
+                                         self.line)]
+            env = self.document.settings.env
+            notebook = self.text.split("::")[0]
+            _, path = env.relfn2path(notebook, env.docname)
+            if env.path2doc(path) is None:
+                return [], [glue_warning(
+                    f"{{n}}`{short}`: no notebook {notebook.lstrip('/')} "
+                    f"in the book", self.document, self.line)]
+            return super().run()
+
+    return ShortGlueRole()
 
 
 def _mathjax_es5() -> Path | None:
@@ -172,6 +228,7 @@ def _svg_cross_document_glue() -> None:
 
 def setup(app):
     _svg_cross_document_glue()
+    app.add_role("n", _short_glue_role())
     app.connect("doctree-resolved", _strip_answers_in_problems_edition)
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("html-page-context", _no_page_toc_on_stubs, priority=100)

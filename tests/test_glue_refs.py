@@ -1,0 +1,79 @@
+"""The {n} role and the static check that every value a chapter pastes is
+glued by the notebook it names (no notebook runs here)."""
+
+import json
+import re
+
+import pytest
+
+from conftest import ROOT
+from llmbook.book import lint
+from llmbook.book.sphinx_ext import short_glue_target
+
+
+def notebook(*sources):
+    return {"cells": [{"cell_type": "code", "source": s, "metadata": {}}
+                      for s in sources]}
+
+
+@pytest.mark.parametrize("text, want", [
+    ("lora-basics:ts_loss_k1", "/notebooks/lora-basics.ipynb::ts_loss_k1:s"),
+    ("cost_mup:x2:.2f", "/notebooks/cost_mup.ipynb::x2:.2f"),
+    ("fermi:c_gpt6:,d", "/notebooks/fermi.ipynb::c_gpt6:,d"),
+])
+def test_short_glue_target(text, want):
+    assert short_glue_target(text) == want
+
+
+@pytest.mark.parametrize("text", ["fermi", "fermi:", ":c_gpt6", "fermi::c", "a/b:c", "fermi:c d", ""])
+def test_short_glue_target_rejects_other_forms(text):
+    with pytest.raises(ValueError, match="notebook:name"):
+        short_glue_target(text)
+
+
+def test_glue_references_reads_both_forms():
+    text = ("a {n}`lora-basics:ts_loss_k1` b {n}`fermi:x:.2f` and "
+            "{glue:text}`/notebooks/cost-mup.ipynb::lr_star:s`; ``{glue} fig``")
+    assert lint.glue_references(text) == [("lora-basics", "ts_loss_k1"), ("fermi", "x"),
+                                          ("cost-mup", "lr_star")]
+    with pytest.raises(ValueError, match="malformed"):
+        lint.glue_references("{n}`fermi`")
+
+
+def test_glued_names_literal_dict_loop_function_and_fstring():
+    nb = notebook(
+        'glue("a", 1)\nglue({"b": 2, f"c_{k}": 3})',
+        'for name, f in (("iso_a", 1), ("iso_b", 2)):\n'
+        '    glue(name, f)\n    glue(f"{name}_ci", f)',
+        "def checked(key, x):\n    glue(key, x)",
+        'checked("chk_zero", 0)\nchecked(key="chk_one", x=1)',
+        "glue(f'{row.k:>3}_x', 1)",
+    )
+    got = lint.glued_names(nb)
+    assert got["names"] == ["a", "b", "chk_one", "chk_zero", "iso_a", "iso_b"]
+    assert got["patterns"] == ["(?:iso_a|iso_b)_ci", "[A-Za-z0-9_]+_x", "c_[A-Za-z0-9_]+"]
+    assert got["unresolved"] == []
+
+
+def test_glued_names_lists_what_it_cannot_resolve():
+    nb = notebook("for n in names:\n    glue(n, 1)", "glue(d['k'], 2)", "glue(values)",
+                  "def f(key):\n    glue(key, 1)\n\nf(other)")
+    assert lint.glued_names(nb)["unresolved"] == ["n", "d['k']", "values", "key"]
+
+
+def test_every_pasted_value_is_glued_by_the_notebook_it_names():
+    glued = {p.stem: lint.glued_names(json.loads(p.read_text()))
+             for p in (ROOT / "notebooks").glob("*.ipynb")}
+    unresolved = {stem: g["unresolved"] for stem, g in glued.items() if g["unresolved"]}
+    assert unresolved == {}, "glue names the check cannot read; use a literal, an f-string or a loop over literals"
+    missing, count = [], 0
+    for chapter in sorted((ROOT / "chapters").glob("*.md")):
+        for stem, name in lint.glue_references(chapter.read_text()):
+            count += 1
+            g = glued.get(stem)
+            if g is None:
+                missing.append(f"{chapter.name}: {{n}}`{stem}:{name}`: no notebooks/{stem}.ipynb")
+            elif name not in g["names"] and not any(re.fullmatch(p, name) for p in g["patterns"]):
+                missing.append(f"{chapter.name}: {{n}}`{stem}:{name}`: {stem} does not glue {name!r}")
+    assert count > 1000
+    assert missing == []
