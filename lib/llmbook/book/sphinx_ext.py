@@ -59,7 +59,7 @@ def _short_glue_role():
             env = self.document.settings.env
             notebook = self.text.split("::")[0]
             _, path = env.relfn2path(notebook, env.docname)
-            if env.path2doc(path) is None:
+            if env.path2doc(path) not in env.found_docs:
                 return [], [glue_warning(
                     f"{{n}}`{short}`: no notebook {notebook.lstrip('/')} "
                     f"in the book", self.document, self.line)]
