@@ -3,7 +3,6 @@ by each notebook's own bootstrap cell from a local clone, every notebook run out
 with the network switched off (see tools/colab_sim.py). Slow: marked ``colab``."""
 
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from llmbook.book import lint
 
 sys.path.insert(0, str(ROOT / "tools"))
 import colab_sim  # noqa: E402
@@ -47,8 +47,7 @@ def test_notebook_runs_offline_in_colab(colab, path):
     outputs = [o for c in result["notebook"]["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
     # Without myst-nb, every glued value must still be visible to the reader of the notebook.
-    source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    keys = set(re.findall(r"""\bglue\(\s*["']([A-Za-z0-9_]+)["']""", source))
+    keys = set(lint.glued_names(json.loads(path.read_text()))["names"])  # glue("k", v), glue({"k": v})
     figures = {k for k in keys if k.startswith("fig")}
     missing = sorted(k for k in keys - figures if f"{k} = " not in text)
     assert missing == [], f"glued values not printed in Colab: {missing[:10]}"

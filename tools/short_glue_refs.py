@@ -45,7 +45,8 @@ def main(paths: list[str]) -> int:
         new = shorten(text)
         if new != text:
             path.write_text(new)
-            print(f"{path}: {text.count('{glue:text}') - new.count('{glue:text}')} roles shortened")
+            done = text.count("{glue:text}") - new.count("{glue:text}")
+            print(f"{path}: {done} roles shortened")
     return 0
 
 
