@@ -33,11 +33,11 @@ MERGED = [
      'glue("fig_a", fig)\nprint(x)\n',
      'x = 1\nglue({"a": fmt.sig(x), "b": fmt.sig(2 * x),  # twice\n      # the figure\n'
      '      "fig_a": fig})\nprint(x)\n'),
-    # inside a loop, f-string names; a multi-line value keeps its breaks, shifted by one
+    # inside a loop, f-string names; a multi-line value keeps its breaks, indented past its key
     ('for k, r in t.iterrows():\n    glue(f"{k}_a", f(r[0]))\n    glue(f"{k}_b", f(r[1]))\n'
      'glue("c", "in" if lo <= x <= hi\n     else "out")\nglue("d", 2)',
      'for k, r in t.iterrows():\n    glue({f"{k}_a": f(r[0]), f"{k}_b": f(r[1])})\n'
-     'glue({"c": "in" if lo <= x <= hi\n      else "out",\n      "d": 2})'),
+     'glue({"c": "in" if lo <= x <= hi\n          else "out",\n      "d": 2})'),
     # an existing dict call takes the calls after it; items fill lines up to 79 characters
     ('glue({"a": 1,\n      "b": 2})\nglue("c_long_name_number_one", fmt.sig(value_one, 3))\n'
      'glue("c_long_name_number_two", fmt.sig(value_two, 3))\n',

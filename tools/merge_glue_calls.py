@@ -15,9 +15,9 @@ now all computed before the first is glued, so a run stops before a value that r
 glued twice, and at a blank line (the author's grouping). Comments are kept: one on its own
 line stays on its own line before the item it preceded, one after a call stays after its
 item. Short items share a line; an item written over several lines keeps its line breaks,
-shifted with its new column. An item that would not fit in 79 characters, or whose layout
-is not understood (a comment inside the call, a multi-line string, ``;``), is left as it
-was, and so is its call. Every rewritten cell must parse and glue the same names and value
+shifted with its new column (and at least four columns deeper than the item). An item
+that would not fit in 79 characters, or whose layout is not understood (a comment inside
+the call, a multi-line string, ``;``), is left as it was, and so is its call. Every rewritten cell must parse and glue the same names and value
 expressions in the same order, or it is left alone. Notebooks are written back as
 ``json.dumps(nb, indent=1, ensure_ascii=False) + "\\n"`` with each cell's source stored as
 before (a list of lines or one string). Running it again changes nothing.
@@ -133,6 +133,10 @@ class _Cell:
             value_text = self.segment(value)
             shift = column + len(key_text) + 2 - self.start(value)[1]
             first_line, *more = value_text.split("\n")
+            # continuation lines stay deeper than the item's start
+            deepest = min((len(t) - len(t.lstrip()) for t in more if t.strip()), default=None)
+            if deepest is not None and deepest + shift < column + 4:
+                shift = column + 4 - deepest
             moved = []
             for text in more:
                 if shift < 0 and text[:-shift].strip():
