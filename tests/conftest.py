@@ -53,7 +53,9 @@ def built_docnames() -> list[str]:
     the documents of ``LLMBOOK_TOC`` (default ``_toc.yml``) whose page that build has."""
     if not PARTIAL:
         return toc_docnames()
-    return [doc for doc in toc_docnames(TOC) if (HTML / f"{doc}.html").is_file()]
+    return [
+        doc for doc in toc_docnames(TOC) if (HTML / f"{doc}.html").is_file()
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -65,23 +67,34 @@ def built_book() -> Path:
     """
     if PARTIAL:
         if not (HTML / "index.html").is_file():
-            pytest.fail(f"LLMBOOK_BUILD_DIR={BUILD} holds no html/index.html: "
-                        "run `make check CHAPTER=<name>` (or unset it)")
+            pytest.fail(
+                f"LLMBOOK_BUILD_DIR={BUILD} holds no html/index.html: "
+                "run `make check CHAPTER=<name>` (or unset it)"
+            )
         _build_report["reused"] = True
         return HTML
-    if os.environ.get("LLMBOOK_REUSE_BUILD") == "1" and (HTML / "index.html").is_file():
+    if (
+        os.environ.get("LLMBOOK_REUSE_BUILD") == "1"
+        and (HTML / "index.html").is_file()
+    ):
         _build_report["reused"] = True
         return HTML
     shutil.rmtree(BUILD, ignore_errors=True)
     jb = Path(sys.executable).with_name("jupyter-book")
     start = time.perf_counter()
-    proc = subprocess.run([str(jb), "build", str(ROOT), "-W", "-n", "--keep-going"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "-W", "-n", "--keep-going"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     _build_report["seconds"] = time.perf_counter() - start
     record_clean_build(_build_report["seconds"])
     (ROOT / "_build.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        pytest.fail(f"book build failed (exit {proc.returncode}); last lines:\n{(proc.stdout + proc.stderr)[-6000:]}")
+        pytest.fail(
+            f"book build failed (exit {proc.returncode}); last lines:\n{(proc.stdout + proc.stderr)[-6000:]}"
+        )
     return HTML
 
 
@@ -98,9 +111,13 @@ def pytest_terminal_summary(terminalreporter):
         return
     from llmbook.book.report import execution_times, format_times
 
-    terminalreporter.write_sep("=", "notebook execution times (a report, not a check)")
+    terminalreporter.write_sep(
+        "=", "notebook execution times (a report, not a check)"
+    )
     terminalreporter.write_line(format_times(execution_times(BUILD)))
     if "seconds" in _build_report:
-        terminalreporter.write_line(f"whole clean build: {_build_report['seconds']:.0f} s")
+        terminalreporter.write_line(
+            f"whole clean build: {_build_report['seconds']:.0f} s"
+        )
     else:
         terminalreporter.write_line(f"(reused an existing build: {BUILD})")

@@ -13,10 +13,11 @@ SHAPES = [  # b, s, h, n_heads, i, v, n_layers
 ]
 
 
-
 def test_matmul_flops_hand_worked():
-    assert accounting.matmul_flops(2, 3, 4) == 48        # 2 * 2 * 3 * 4
-    assert accounting.matmul_flops(2, 3, 4, exact=True) == 40  # 2 * 4 * (6 - 1)
+    assert accounting.matmul_flops(2, 3, 4) == 48  # 2 * 2 * 3 * 4
+    assert (
+        accounting.matmul_flops(2, 3, 4, exact=True) == 40
+    )  # 2 * 4 * (6 - 1)
     with pytest.raises(ValueError, match="n"):
         accounting.matmul_flops(2, 0, 4)
 
@@ -44,9 +45,7 @@ def test_lecture_formula_is_matmuls_plus_softmax():
 def test_llama2_7b_forward_total():
     # L (6bsh^2 + 4bs^2h + 3bs^2n + 2bsh^2 + 6bshi) + 2bshv by hand
     b, s, h, n, i, v, L = 1, 4096, 4096, 32, 11008, 32000, 32
-    per_layer = (
-        8 * s * h * h + 4 * s * s * h + 3 * s * s * n + 6 * s * h * i
-    )
+    per_layer = 8 * s * h * h + 4 * s * s * h + 3 * s * s * n + 6 * s * h * i
     want = L * per_layer + 2 * s * h * v
     assert accounting.lecture_total_flops(b, s, h, n, i, v, L) == want
     assert want == pytest.approx(6.297e13, rel=1e-3)
@@ -104,13 +103,17 @@ def test_checkpointed_layers_keep_exactly_one_input_per_layer():
     than the same model with no blocks (embedding, norm and head): the formula of
     checkpoint_activation_bytes, measured. Without checkpointing it keeps far more."""
     h, nh, i, v, layers, b, s = 32, 4, 86, 50, 3, 2, 16
-    tokens = torch.randint(v, (b, s), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        v, (b, s), generator=torch.Generator().manual_seed(0)
+    )
     torch.manual_seed(0)
     ck = models.TinyLlama(h, nh, i, v, layers, checkpoint_layers=True)
     torch.manual_seed(0)
     bare = models.TinyLlama(h, nh, i, v, 1)
     bare.blocks = torch.nn.ModuleList()
-    kept = measure.saved_activation_bytes(ck, tokens) - measure.saved_activation_bytes(bare, tokens)
+    kept = measure.saved_activation_bytes(
+        ck, tokens
+    ) - measure.saved_activation_bytes(bare, tokens)
     assert kept == accounting.checkpoint_activation_bytes(layers, b * s, h, 4)
     ck.checkpoint_layers = False
     assert measure.saved_activation_bytes(ck, tokens) > 5 * kept

@@ -16,22 +16,25 @@ DT = torch.float64
 
 
 def rand(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed),
-                       dtype=DT)
+    return torch.randn(
+        *shape, generator=torch.Generator().manual_seed(seed), dtype=DT
+    )
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_self_attention_matches_sdpa(causal):
-    Q, K, V = rand(2, 3, 7, 5, seed=1), rand(2, 3, 7, 5, seed=2), rand(
-        2, 3, 7, 4, seed=3)
+    Q, K, V = (
+        rand(2, 3, 7, 5, seed=1),
+        rand(2, 3, 7, 5, seed=2),
+        rand(2, 3, 7, 4, seed=3),
+    )
     want = F.scaled_dot_product_attention(Q, K, V, is_causal=causal)
     torch.testing.assert_close(at.self_attention(Q, K, V, causal), want)
 
 
 def test_causal_mask_hand_example():
     M = at.causal_mask(3)
-    assert M.tolist() == [[0, math.inf, math.inf], [0, 0, math.inf],
-                          [0, 0, 0]]
+    assert M.tolist() == [[0, math.inf, math.inf], [0, 0, math.inf], [0, 0, 0]]
     assert at.causal_mask(2, 3)[1].tolist() == [0, 0, math.inf]
 
 
@@ -41,24 +44,31 @@ def test_causal_output_ignores_the_future():
     K2, V2 = K.clone(), V.clone()
     K2[4:] += 10
     V2[4:] -= 3
-    torch.testing.assert_close(at.self_attention(Q, K2, V2, True)[:4],
-                               out[:4])
+    torch.testing.assert_close(at.self_attention(Q, K2, V2, True)[:4], out[:4])
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_multi_head_matches_nn_multihead_attention(causal):
     d_model, H, T = 12, 3, 5
     torch.manual_seed(0)
-    mha = torch.nn.MultiheadAttention(d_model, H, bias=False,
-                                      batch_first=True).double()
+    mha = torch.nn.MultiheadAttention(
+        d_model, H, bias=False, batch_first=True
+    ).double()
     X = rand(2, T, d_model)
     W = mha.in_proj_weight.detach()
-    mask = (torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
-            if causal else None)
+    mask = (
+        torch.triu(torch.ones(T, T, dtype=torch.bool), 1) if causal else None
+    )
     want, _ = mha(X, X, X, attn_mask=mask, need_weights=False)
     got = at.multi_head_attention(
-        X, W[:d_model].T, W[d_model:2 * d_model].T, W[2 * d_model:].T,
-        mha.out_proj.weight.detach().T, H, causal=causal)
+        X,
+        W[:d_model].T,
+        W[d_model : 2 * d_model].T,
+        W[2 * d_model :].T,
+        mha.out_proj.weight.detach().T,
+        H,
+        causal=causal,
+    )
     torch.testing.assert_close(got, want.detach())
 
 
@@ -66,23 +76,31 @@ def test_multi_head_matches_nn_multihead_attention(causal):
 def test_grouped_query_matches_sdpa_with_repeated_kv(n_kv):
     d_model, H, d_head, T = 16, 4, 4, 6
     X = rand(2, T, d_model)
-    W_Q, W_O = rand(d_model, H * d_head, seed=1), rand(H * d_head, d_model,
-                                                       seed=2)
-    W_K, W_V = rand(d_model, n_kv * d_head, seed=3), rand(
-        d_model, n_kv * d_head, seed=4)
+    W_Q, W_O = (
+        rand(d_model, H * d_head, seed=1),
+        rand(H * d_head, d_model, seed=2),
+    )
+    W_K, W_V = (
+        rand(d_model, n_kv * d_head, seed=3),
+        rand(d_model, n_kv * d_head, seed=4),
+    )
     q = (X @ W_Q).view(2, T, H, d_head).transpose(1, 2)
     k = (X @ W_K).view(2, T, n_kv, d_head).transpose(1, 2)
     v = (X @ W_V).view(2, T, n_kv, d_head).transpose(1, 2)
     rep = H // n_kv
     o = F.scaled_dot_product_attention(
-        q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
-        is_causal=True)
+        q,
+        k.repeat_interleave(rep, 1),
+        v.repeat_interleave(rep, 1),
+        is_causal=True,
+    )
     want = o.transpose(1, 2).reshape(2, T, H * d_head) @ W_O
     got = at.multi_head_attention(X, W_Q, W_K, W_V, W_O, H, n_kv, True)
     torch.testing.assert_close(got, want)
     # PyTorch's own GQA path agrees too
-    o2 = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                        enable_gqa=True)
+    o2 = F.scaled_dot_product_attention(
+        q, k, v, is_causal=True, enable_gqa=True
+    )
     torch.testing.assert_close(o2, o)
 
 
@@ -96,33 +114,53 @@ def test_mqa_heads_share_one_key_value_head():
 def test_block_matches_transformer_encoder_layer():
     d_model, H, d_ff = 12, 3, 20
     torch.manual_seed(1)
-    layer = torch.nn.TransformerEncoderLayer(
-        d_model, H, d_ff, dropout=0.0, activation="relu", batch_first=True,
-        norm_first=False, bias=False).double().eval()
+    layer = (
+        torch.nn.TransformerEncoderLayer(
+            d_model,
+            H,
+            d_ff,
+            dropout=0.0,
+            activation="relu",
+            batch_first=True,
+            norm_first=False,
+            bias=False,
+        )
+        .double()
+        .eval()
+    )
     with torch.no_grad():
         layer.norm1.weight.uniform_(0.5, 1.5)
         layer.norm2.weight.uniform_(0.5, 1.5)
     W = layer.self_attn.in_proj_weight.detach()
-    p = {"W_Q": W[:d_model].T, "W_K": W[d_model:2 * d_model].T,
-         "W_V": W[2 * d_model:].T,
-         "W_O": layer.self_attn.out_proj.weight.detach().T,
-         "W_1": layer.linear1.weight.detach().T,
-         "W_2": layer.linear2.weight.detach().T,
-         "ln1": layer.norm1.weight.detach(),
-         "ln2": layer.norm2.weight.detach()}
+    p = {
+        "W_Q": W[:d_model].T,
+        "W_K": W[d_model : 2 * d_model].T,
+        "W_V": W[2 * d_model :].T,
+        "W_O": layer.self_attn.out_proj.weight.detach().T,
+        "W_1": layer.linear1.weight.detach().T,
+        "W_2": layer.linear2.weight.detach().T,
+        "ln1": layer.norm1.weight.detach(),
+        "ln2": layer.norm2.weight.detach(),
+    }
     X = rand(2, 7, d_model)
     with torch.no_grad():
-        want = layer(X, src_mask=torch.nn.Transformer
-                     .generate_square_subsequent_mask(7, dtype=DT),
-                     is_causal=True)
-    torch.testing.assert_close(at.transformer_block(X, p, H, causal=True),
-                               want)
+        want = layer(
+            X,
+            src_mask=torch.nn.Transformer.generate_square_subsequent_mask(
+                7, dtype=DT
+            ),
+            is_causal=True,
+        )
+    torch.testing.assert_close(
+        at.transformer_block(X, p, H, causal=True), want
+    )
 
 
 def test_layer_norm_matches_torch():
     X, g = rand(4, 9), rand(9, seed=5)
-    torch.testing.assert_close(at.layer_norm(X, g),
-                               F.layer_norm(X, (9,), weight=g))
+    torch.testing.assert_close(
+        at.layer_norm(X, g), F.layer_norm(X, (9,), weight=g)
+    )
 
 
 def test_swish_and_swiglu():
@@ -139,43 +177,57 @@ def test_swiglu_ffn_matches_llama_mlp():
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaMLP
 
-    cfg = LlamaConfig(hidden_size=8, intermediate_size=12,
-                      num_attention_heads=2, num_key_value_heads=2)
+    cfg = LlamaConfig(
+        hidden_size=8,
+        intermediate_size=12,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     torch.manual_seed(0)
     mlp = LlamaMLP(cfg).double()
     x = rand(2, 5, 8)
-    got = at.swiglu_ffn(x, mlp.gate_proj.weight.detach().T,
-                        mlp.up_proj.weight.detach().T,
-                        mlp.down_proj.weight.detach().T)
+    got = at.swiglu_ffn(
+        x,
+        mlp.gate_proj.weight.detach().T,
+        mlp.up_proj.weight.detach().T,
+        mlp.down_proj.weight.detach().T,
+    )
     torch.testing.assert_close(got, mlp(x).detach())
 
 
 def test_kv_cache_bytes_hand_values():
     # Llama-2-7B shape: 32 layers, 32 heads of 128, fp16: 0.5 MiB per token
-    assert accounting.kv_cache_bytes_per_token(32, 32, 128, 2) == 2 ** 19
-    assert accounting.kv_cache_bytes_per_token(32, 8, 128, 2) == 2 ** 17
-    assert accounting.kv_cache_bytes_per_token(32, 1, 128, 2) == 2 ** 14
+    assert accounting.kv_cache_bytes_per_token(32, 32, 128, 2) == 2**19
+    assert accounting.kv_cache_bytes_per_token(32, 8, 128, 2) == 2**17
+    assert accounting.kv_cache_bytes_per_token(32, 1, 128, 2) == 2**14
 
 
 # ---------------------------------------------------------------- tiles
 
 
-SHAPES = [(7, 7, 3, 2, 3), (16, 16, 4, 4, 4), (13, 13, 5, 4, 6),
-          (10, 17, 3, 3, 5), (9, 9, 2, 9, 9), (11, 11, 4, 1, 1)]
+SHAPES = [
+    (7, 7, 3, 2, 3),
+    (16, 16, 4, 4, 4),
+    (13, 13, 5, 4, 6),
+    (10, 17, 3, 3, 5),
+    (9, 9, 2, 9, 9),
+    (11, 11, 4, 1, 1),
+]
 
 
 # causal attention needs a square score matrix
-CASES = [s + (c,) for s in SHAPES for c in (False, True)
-         if not c or s[0] == s[1]]
+CASES = [
+    s + (c,) for s in SHAPES for c in (False, True) if not c or s[0] == s[1]
+]
 
 
 @pytest.mark.parametrize("n_q,n_k,d,bq,bk,causal", CASES)
 def test_flash_forward_matches_reference(n_q, n_k, d, bq, bk, causal):
-    Q, K, V = rand(n_q, d, seed=1), rand(n_k, d, seed=2), rand(n_k, d,
-                                                               seed=3)
+    Q, K, V = rand(n_q, d, seed=1), rand(n_k, d, seed=2), rand(n_k, d, seed=3)
     O, lse = at.flash_attention_forward(Q, K, V, bq, bk, causal)
     torch.testing.assert_close(
-        O, F.scaled_dot_product_attention(Q, K, V, is_causal=causal))
+        O, F.scaled_dot_product_attention(Q, K, V, is_causal=causal)
+    )
     S = Q @ K.T / math.sqrt(d)
     if causal:
         S = S - at.causal_mask(n_q).to(DT)
@@ -184,15 +236,16 @@ def test_flash_forward_matches_reference(n_q, n_k, d, bq, bk, causal):
 
 @pytest.mark.parametrize("n_q,n_k,d,bq,bk,causal", CASES)
 def test_flash_backward_matches_autograd(n_q, n_k, d, bq, bk, causal):
-    Q, K, V = (rand(n, d, seed=s).requires_grad_()
-               for n, s in ((n_q, 1), (n_k, 2), (n_k, 3)))
+    Q, K, V = (
+        rand(n, d, seed=s).requires_grad_()
+        for n, s in ((n_q, 1), (n_k, 2), (n_k, 3))
+    )
     dO = rand(n_q, d, seed=4)
     out = F.scaled_dot_product_attention(Q, K, V, is_causal=causal)
     want = torch.autograd.grad(out, (Q, K, V), dO)
     with torch.no_grad():
         O, lse = at.flash_attention_forward(Q, K, V, bq, bk, causal)
-        got = at.flash_attention_backward(Q, K, V, O, dO, lse, bq, bk,
-                                          causal)
+        got = at.flash_attention_backward(Q, K, V, O, dO, lse, bq, bk, causal)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
 
@@ -202,16 +255,16 @@ def test_standard_backward_matches_autograd():
     dO = rand(6, 3, seed=4)
     O, P = at.standard_attention(Q, K, V)
     want = torch.autograd.grad(O, (Q, K, V), dO)
-    got = at.standard_attention_backward(Q.detach(), K.detach(),
-                                         V.detach(), P.detach(), dO)
+    got = at.standard_attention_backward(
+        Q.detach(), K.detach(), V.detach(), P.detach(), dO
+    )
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
 
 
 @pytest.mark.parametrize("n_q,n_k,d,bq,bk", SHAPES)
 def test_hbm_counters_match_closed_forms(n_q, n_k, d, bq, bk):
-    Q, K, V = rand(n_q, d, seed=1), rand(n_k, d, seed=2), rand(n_k, d,
-                                                               seed=3)
+    Q, K, V = rand(n_q, d, seed=1), rand(n_k, d, seed=2), rand(n_k, d, seed=3)
     dO = rand(n_q, d, seed=4)
     c = at.HBMCounter()
     O, P = at.standard_attention(Q, K, V, counter=c)
@@ -255,8 +308,9 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="n_queries"):
         at.causal_mask(0)
     with pytest.raises(ValueError, match="n_kv_heads"):
-        at.multi_head_attention(rand(3, 6), rand(6, 6), rand(6, 4),
-                                rand(6, 4), rand(6, 6), 3, 2)
+        at.multi_head_attention(
+            rand(3, 6), rand(6, 6), rand(6, 4), rand(6, 4), rand(6, 6), 3, 2
+        )
     with pytest.raises(ValueError, match="n_heads"):
         at.split_heads(rand(3, 6), 4)
     with pytest.raises(ValueError, match="Q and K"):
@@ -272,10 +326,14 @@ def test_bad_arguments_raise():
 
 
 def test_naive_attention_matches_sdpa():
-    Q, K, V = rand(2, 9, 4, seed=1), rand(2, 9, 4, seed=2), rand(2, 9, 4,
-                                                                 seed=3)
-    torch.testing.assert_close(at.naive_attention(Q, K, V),
-                               F.scaled_dot_product_attention(Q, K, V))
+    Q, K, V = (
+        rand(2, 9, 4, seed=1),
+        rand(2, 9, 4, seed=2),
+        rand(2, 9, 4, seed=3),
+    )
+    torch.testing.assert_close(
+        at.naive_attention(Q, K, V), F.scaled_dot_product_attention(Q, K, V)
+    )
 
 
 def test_peak_memory_sees_a_known_allocation():
@@ -285,8 +343,8 @@ def test_peak_memory_sees_a_known_allocation():
     def allocate(n_bytes):
         torch.ones(n_bytes // 4, dtype=torch.float32)
 
-    assert measure.peak_memory_increase(nothing) < 2 ** 20
-    got = measure.peak_memory_increase(allocate, 64 * 2 ** 20)
-    assert 60 * 2 ** 20 < got < 72 * 2 ** 20
+    assert measure.peak_memory_increase(nothing) < 2**20
+    got = measure.peak_memory_increase(allocate, 64 * 2**20)
+    assert 60 * 2**20 < got < 72 * 2**20
     with pytest.raises(ValueError, match="fn"):
         measure.peak_memory_increase(3)

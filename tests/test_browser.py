@@ -14,8 +14,15 @@ from conftest import BUILD, ROOT, toc_docnames
 
 pytestmark = [pytest.mark.book, pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +41,15 @@ def server(built_book):
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
-        pytest.fail("Debian's chromium is not installed: run `make test`, which installs it")
+        pytest.fail(
+            "Debian's chromium is not installed: run `make test`, which installs it"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=FLAGS
+        )
         yield b
         b.close()
 
@@ -47,16 +58,37 @@ def browser():
 def test_page_renders_cleanly(server, browser, doc):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on(
+        "console",
+        lambda msg: errors.append(msg.text) if msg.type == "error" else None,
+    )
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
-    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    page.on(
+        "requestfailed",
+        lambda req: errors.append(f"request failed: {req.url}"),
+    )
+    page.on(
+        "response",
+        lambda r: (
+            errors.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400
+            else None
+        ),
+    )
     page.goto(f"{server}/{doc}.html", wait_until="load")
 
     if page.locator("main .math").count():
-        page.wait_for_function("document.querySelectorAll('main mjx-container').length > 0", timeout=120_000)  # hang guard
-        assert page.locator("main mjx-container").count() >= page.locator("main .math").count()
-        assert page.locator("main mjx-merror").count() == 0, "MathJax reported a TeX error"
+        page.wait_for_function(
+            "document.querySelectorAll('main mjx-container').length > 0",
+            timeout=120_000,
+        )  # hang guard
+        assert (
+            page.locator("main mjx-container").count()
+            >= page.locator("main .math").count()
+        )
+        assert page.locator("main mjx-merror").count() == 0, (
+            "MathJax reported a TeX error"
+        )
 
     # Nothing that needs horizontal scrolling at 1280 px: display maths and code blocks,
     # measured with every collapsible solution opened.
@@ -75,16 +107,28 @@ def test_page_renders_cleanly(server, browser, doc):
     }""")
     assert clipped == [], f"needs horizontal scrolling at 1280 px: {clipped}"
 
-    broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+    broken = page.evaluate(
+        "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+    )
     assert broken == []
 
     if doc.startswith("notebooks/"):
-        owner_repo = sync.config_repository(ROOT)[0].removeprefix("https://github.com/")
-        hrefs = page.eval_on_selector_all("a[href*='colab.research.google.com']", "els => els.map(e => e.href)")
-        assert f"https://colab.research.google.com/github/{owner_repo}/blob/main/{doc}.ipynb" in hrefs
+        owner_repo = sync.config_repository(ROOT)[0].removeprefix(
+            "https://github.com/"
+        )
+        hrefs = page.eval_on_selector_all(
+            "a[href*='colab.research.google.com']",
+            "els => els.map(e => e.href)",
+        )
+        assert (
+            f"https://colab.research.google.com/github/{owner_repo}/blob/main/{doc}.ipynb"
+            in hrefs
+        )
 
     shots = BUILD / "screenshots"
     shots.mkdir(exist_ok=True)
-    page.screenshot(path=str(shots / f"{doc.replace('/', '__')}.png"), full_page=True)
+    page.screenshot(
+        path=str(shots / f"{doc.replace('/', '__')}.png"), full_page=True
+    )
     page.close()
     assert errors == []

@@ -11,22 +11,39 @@ from llmbook.topics import circuits as c
 
 def test_single_head_matches_a_direct_loop():
     rng = np.random.default_rng(0)
-    X, W_QK, W_OV = rng.normal(size=(5, 3)), rng.normal(size=(3, 3)), rng.normal(size=(3, 3))
+    X, W_QK, W_OV = (
+        rng.normal(size=(5, 3)),
+        rng.normal(size=(3, 3)),
+        rng.normal(size=(3, 3)),
+    )
     out = c.single_attention_head(X, W_QK, W_OV)
     for i in range(5):
         scores = np.array([X[i] @ W_QK @ X[j] for j in range(i + 1)])
-        w = np.exp(scores - scores.max()); w /= w.sum()
-        np.testing.assert_allclose(out[i], sum(w[j] * W_OV @ X[j] for j in range(i + 1)), rtol=1e-12)
+        w = np.exp(scores - scores.max())
+        w /= w.sum()
+        np.testing.assert_allclose(
+            out[i], sum(w[j] * W_OV @ X[j] for j in range(i + 1)), rtol=1e-12
+        )
 
 
 def test_single_head_matches_torch_scaled_dot_product_attention():
     rng = np.random.default_rng(1)
-    X, W_Q, W_K, W_V = (rng.normal(size=s) for s in [(6, 4), (2, 4), (2, 4), (2, 4)])
+    X, W_Q, W_K, W_V = (
+        rng.normal(size=s) for s in [(6, 4), (2, 4), (2, 4), (2, 4)]
+    )
     W_O = rng.normal(size=(4, 2))
     ours = c.single_attention_head(X, W_Q.T @ W_K, W_O @ W_V)
     t = lambda a: torch.tensor(a)
-    ref = torch.nn.functional.scaled_dot_product_attention(t(X @ W_Q.T)[None], t(X @ W_K.T)[None], t(X @ W_V.T)[None],
-                                                          is_causal=True, scale=1.0)[0].numpy() @ W_O.T
+    ref = (
+        torch.nn.functional.scaled_dot_product_attention(
+            t(X @ W_Q.T)[None],
+            t(X @ W_K.T)[None],
+            t(X @ W_V.T)[None],
+            is_causal=True,
+            scale=1.0,
+        )[0].numpy()
+        @ W_O.T
+    )
     np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
 
 
@@ -34,16 +51,26 @@ def test_softmax_is_stable_and_masks():
     p = c.stable_softmax(np.array([1000.0, 1000.0, -np.inf]))
     np.testing.assert_allclose(p, [0.5, 0.5, 0.0])
     A = c.attention_pattern(np.eye(3) * 800, np.eye(3))
-    assert np.allclose(np.triu(A, 1), 0) and np.allclose(A.sum(1), 1) and np.all(np.isfinite(A))
+    assert (
+        np.allclose(np.triu(A, 1), 0)
+        and np.allclose(A.sum(1), 1)
+        and np.all(np.isfinite(A))
+    )
 
 
 def test_accepts_lists_and_rejects_bad_shapes():
-    out = c.single_attention_head([[1.0, 0.0], [0.0, 1.0]], [[1, 0], [0, 1]], [[2, 0], [0, 2]])
+    out = c.single_attention_head(
+        [[1.0, 0.0], [0.0, 1.0]], [[1, 0], [0, 1]], [[2, 0], [0, 2]]
+    )
     assert out.shape == (2, 2)
     with pytest.raises(ValueError, match="W_QK"):
-        c.single_attention_head(np.ones((3, 2)), np.ones((3, 3)), np.ones((2, 2)))
+        c.single_attention_head(
+            np.ones((3, 2)), np.ones((3, 3)), np.ones((2, 2))
+        )
     with pytest.raises(ValueError, match="W_OV"):
-        c.single_attention_head(np.ones((3, 2)), np.ones((2, 2)), np.ones((2, 3)))
+        c.single_attention_head(
+            np.ones((3, 2)), np.ones((2, 2)), np.ones((2, 3))
+        )
     with pytest.raises(ValueError, match="X"):
         c.single_attention_head(np.ones(3), np.ones((3, 3)), np.ones((3, 3)))
     with pytest.raises(ValueError, match="X"):
@@ -54,7 +81,10 @@ def test_concatenation_equals_sum_of_heads():
     rng = np.random.default_rng(2)
     W_O = [rng.normal(size=(8, 2)) for _ in range(4)]
     r = [rng.normal(size=(2, 5)) for _ in range(4)]
-    np.testing.assert_allclose(c.concat_output_matrix(W_O) @ np.vstack(r), sum(Wo @ rh for Wo, rh in zip(W_O, r)))
+    np.testing.assert_allclose(
+        c.concat_output_matrix(W_O) @ np.vstack(r),
+        sum(Wo @ rh for Wo, rh in zip(W_O, r)),
+    )
     with pytest.raises(ValueError, match="per_head_W_O"):
         c.concat_output_matrix([np.ones((2, 2)), np.ones((3, 2))])
 
@@ -62,7 +92,13 @@ def test_concatenation_equals_sum_of_heads():
 def test_embedding_layout():
     X = c.embed("bad")
     assert X.shape == (3, c.D_MODEL)
-    assert X[0, c.TOK].tolist() == [0, 1, 0, 0] and X[2, c.POS].tolist() == [0, 0, 1, 0, 0]
+    assert X[0, c.TOK].tolist() == [0, 1, 0, 0] and X[2, c.POS].tolist() == [
+        0,
+        0,
+        1,
+        0,
+        0,
+    ]
     assert not X[:, c.PREV].any()
     for bad in ["", "abcdab", "abx", 42]:
         with pytest.raises(ValueError, match="sequence"):
@@ -72,7 +108,9 @@ def test_embedding_layout():
 def test_previous_token_head_writes_the_previous_token():
     X = c.embed("cab")
     out = c.single_attention_head(X, *c.previous_token_head(50.0))
-    np.testing.assert_allclose(out[1:, c.PREV], [[0, 0, 1, 0], [1, 0, 0, 0]], atol=1e-12)   # c, then a
+    np.testing.assert_allclose(
+        out[1:, c.PREV], [[0, 0, 1, 0], [1, 0, 0, 0]], atol=1e-12
+    )  # c, then a
     assert not out[:, :9].any()
 
 
@@ -83,17 +121,32 @@ def test_hand_worked_ab():
         sig = math.exp(s) / (math.exp(s) + 1)
         k0, k1 = -s, s * (1 - sig)
         a1 = math.exp(k1) / (math.exp(k0) + math.exp(k1))
-        np.testing.assert_allclose(c.induction_output("ab", s), [1 - a1, a1, 0, 0], rtol=1e-12)
-    np.testing.assert_allclose(c.induction_output("ab", 1.0), [0.2194, 0.7806, 0, 0], atol=1e-4)
+        np.testing.assert_allclose(
+            c.induction_output("ab", s), [1 - a1, a1, 0, 0], rtol=1e-12
+        )
+    np.testing.assert_allclose(
+        c.induction_output("ab", 1.0), [0.2194, 0.7806, 0, 0], atol=1e-4
+    )
 
 
 def test_hand_worked_repeated_token():
     # "aa": every previous token is 'a', both keys score alike, and both positions hold 'a'.
     for s in [0.0, 2.0, 40.0]:
-        np.testing.assert_allclose(c.induction_output("aa", s), [1, 0, 0, 0], atol=1e-12)
+        np.testing.assert_allclose(
+            c.induction_output("aa", s), [1, 0, 0, 0], atol=1e-12
+        )
 
 
-@pytest.mark.parametrize("sequence, predicted", [("abcab", "c"), ("abab", "a"), ("dcbad", "c"), ("bcdcb", "c"), ("dbcdb", "c")])
+@pytest.mark.parametrize(
+    "sequence, predicted",
+    [
+        ("abcab", "c"),
+        ("abab", "a"),
+        ("dcbad", "c"),
+        ("bcdcb", "c"),
+        ("dbcdb", "c"),
+    ],
+)
 def test_strong_heads_complete_the_pattern(sequence, predicted):
     out = c.induction_output(sequence, 30.0)
     assert c.ALPHABET[int(np.argmax(out))] == predicted and out.max() > 0.999
@@ -101,11 +154,16 @@ def test_strong_heads_complete_the_pattern(sequence, predicted):
 
 def test_two_earlier_occurrences_are_averaged():
     # "cacdc": 'c' was followed once by 'a' and once by 'd'; the head splits its attention.
-    np.testing.assert_allclose(c.induction_output("cacdc", 30.0), [0.5, 0, 0, 0.5], atol=1e-9)
+    np.testing.assert_allclose(
+        c.induction_output("cacdc", 30.0), [0.5, 0, 0, 0.5], atol=1e-9
+    )
 
 
 def test_weak_heads_blur_the_answer():
-    weak, strong = c.induction_output("abcab", 0.5), c.induction_output("abcab", 30.0)
+    weak, strong = (
+        c.induction_output("abcab", 0.5),
+        c.induction_output("abcab", 30.0),
+    )
     assert weak.max() < 0.5 < strong.max()
     np.testing.assert_allclose(weak.sum(), 1.0)
 
@@ -117,7 +175,7 @@ def test_bad_strength():
 
 
 def test_bigram_counts_and_entropy_by_hand():
-    counts = c.bigram_counts([0, 1, 0, 1, 1], 2)                     # pairs 01, 10, 01, 11
+    counts = c.bigram_counts([0, 1, 0, 1, 1], 2)  # pairs 01, 10, 01, 11
     np.testing.assert_array_equal(counts, [[0, 2], [1, 1]])
     # after 0: always 1 (0 nats); after 1: half and half (ln 2), for 2 of the 4 pairs
     assert c.bigram_entropy(counts) == pytest.approx(0.5 * math.log(2))
@@ -132,23 +190,39 @@ def test_zero_layer_gradient_matches_autograd():
     counts = rng.integers(0, 5, size=(5, 5)).astype(float)
     W_E, W_U = rng.normal(size=(2, 3, 5)), rng.normal(size=(2, 5, 3))
     losses, logits, d_logits = c.zero_layer_loss(counts, W_E, W_U)
-    t_E, t_U = torch.tensor(W_E, requires_grad=True), torch.tensor(W_U, requires_grad=True)
+    t_E, t_U = (
+        torch.tensor(W_E, requires_grad=True),
+        torch.tensor(W_U, requires_grad=True),
+    )
     t_logits = (t_U @ t_E).transpose(1, 2)
     t_logits.retain_grad()
-    t_losses = -(torch.tensor(counts) * torch.log_softmax(t_logits, -1)).sum((1, 2)) / counts.sum()
+    t_losses = (
+        -(torch.tensor(counts) * torch.log_softmax(t_logits, -1)).sum((1, 2))
+        / counts.sum()
+    )
     t_losses.sum().backward()
     np.testing.assert_allclose(losses, t_losses.detach().numpy(), rtol=1e-12)
-    np.testing.assert_allclose(d_logits, t_logits.grad.numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(
+        d_logits, t_logits.grad.numpy(), rtol=1e-10, atol=1e-14
+    )
 
 
 def test_zero_layer_reaches_the_bigram_optimum_only_when_wide_enough():
     # softmax ignores a constant per column, so rank n_vocab - 1 suffices; 1 does not
-    counts = c.bigram_counts(c.sample_markov(c.markov_chain(5, 2.0, seed=1), 20_000, seed=1), 5)
-    losses, tables = c.train_zero_layer(counts, [1, 4, 5], steps=400, lr=0.05, seed=0)
+    counts = c.bigram_counts(
+        c.sample_markov(c.markov_chain(5, 2.0, seed=1), 20_000, seed=1), 5
+    )
+    losses, tables = c.train_zero_layer(
+        counts, [1, 4, 5], steps=400, lr=0.05, seed=0
+    )
     excess = losses - c.bigram_entropy(counts)
     assert excess[0] > 1e-2 and excess[1] < 1e-6 and excess[2] < 1e-6
     freq = counts / counts.sum(1, keepdims=True)
-    np.testing.assert_allclose(np.exp(tables[1]) / np.exp(tables[1]).sum(1, keepdims=True), freq, atol=1e-3)
+    np.testing.assert_allclose(
+        np.exp(tables[1]) / np.exp(tables[1]).sum(1, keepdims=True),
+        freq,
+        atol=1e-3,
+    )
     with pytest.raises(ValueError, match="d_models"):
         c.train_zero_layer(counts, [0, 2])
 

@@ -36,7 +36,14 @@ def test_the_simulated_colab_has_no_book_packages(colab):
     colab_sim.reset(py)
     have = colab_sim.installed(py)
     assert {"numpy", "torch", "ipykernel"} <= have
-    assert not have & {"llmbook", "myst-nb", "papermill", "transformer-lens", "peft", "mlxtend"}
+    assert not have & {
+        "llmbook",
+        "myst-nb",
+        "papermill",
+        "transformer-lens",
+        "peft",
+        "mlxtend",
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -44,10 +51,21 @@ def test_notebook_runs_offline_in_colab(colab, path):
     py, url, tmp = colab
     result = colab_sim.run_offline(path, py, url, tmp)
     assert result["error"] is None, result["error"]
-    outputs = [o for c in result["notebook"]["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
-    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    outputs = [
+        o
+        for c in result["notebook"]["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+    ]
+    text = "".join(
+        "".join(o.get("text", ""))
+        for o in outputs
+        if o.get("output_type") == "stream"
+    )
     # Without myst-nb, every glued value must still be visible to the reader of the notebook.
-    keys = set(lint.glued_names(json.loads(path.read_text()))["names"])  # glue("k", v), glue({"k": v})
+    keys = set(
+        lint.glued_names(json.loads(path.read_text()))["names"]
+    )  # glue("k", v), glue({"k": v})
     figures = {k for k in keys if k.startswith("fig")}
     missing = sorted(k for k in keys - figures if f"{k} = " not in text)
     assert missing == [], f"glued values not printed in Colab: {missing[:10]}"

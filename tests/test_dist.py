@@ -28,8 +28,7 @@ def test_zero_formulas_closed_form():
     psi, n, k = 1e6, 8, 12
     tot = [Z.zero_bytes_per_gpu(psi, n, s)["total"] for s in range(4)]
     assert tot == pytest.approx(
-        [16 * psi, 4 * psi + k * psi / n, 2 * psi + 14 * psi / n,
-         16 * psi / n]
+        [16 * psi, 4 * psi + k * psi / n, 2 * psi + 14 * psi / n, 16 * psi / n]
     )
     assert [Z.zero_comm_volume(s) for s in range(4)] == [2, 2, 2, 3]
 
@@ -145,11 +144,13 @@ def test_ddp_and_zero_stages():
         assert r[0]["comm"]["allreduce"] == 1
         assert r[1]["comm_bytes"]["broadcast"] >= 4 * PSI  # owner -> all
         assert r[2]["comm"] == {
-            "allgather_base": DEPTH, "reduce_scatter_base": DEPTH
+            "allgather_base": DEPTH,
+            "reduce_scatter_base": DEPTH,
         }
         assert r[3]["comm"]["allgather_base"] == 2 * DEPTH
         assert r[3]["comm_bytes"] == {
-            "allgather_base": 2 * 4 * PSI, "reduce_scatter_base": 4 * PSI
+            "allgather_base": 2 * 4 * PSI,
+            "reduce_scatter_base": 4 * PSI,
         }
 
 
@@ -276,5 +277,10 @@ def test_zero_defaults_are_the_mixed_precision_recipe():
     from llmbook.topics import zero
 
     per_param = accounting.training_state_bytes(1.0, "mixed")
-    assert zero.zero_bytes_per_gpu(1.0, 1, 0)["total"] == per_param["total"] == 16
-    assert zero.OPTIM_BYTES == per_param["master"] + per_param["adam_m"] + per_param["adam_v"]
+    assert (
+        zero.zero_bytes_per_gpu(1.0, 1, 0)["total"] == per_param["total"] == 16
+    )
+    assert (
+        zero.OPTIM_BYTES
+        == per_param["master"] + per_param["adam_m"] + per_param["adam_v"]
+    )

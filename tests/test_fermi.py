@@ -9,14 +9,16 @@ from llmbook.topics import fermi
 
 
 def test_model_bytes_fp16():
-    assert accounting.model_bytes(1e9) == 2e9            # 1B params x 2 B = 2 GB
-    assert accounting.model_bytes(1e14, 2) == 2e14       # GPT-6: 200 TB
-    assert accounting.model_bytes(175e9, 4) == 7e11      # fp32 GPT-3: 700 GB
+    assert accounting.model_bytes(1e9) == 2e9  # 1B params x 2 B = 2 GB
+    assert accounting.model_bytes(1e14, 2) == 2e14  # GPT-6: 200 TB
+    assert accounting.model_bytes(175e9, 4) == 7e11  # fp32 GPT-3: 700 GB
 
 
 def test_devices_needed_rounds_up_and_is_exact_on_boundaries():
     assert hardware.devices_needed(2e14, 100e9) == 2000
-    assert hardware.devices_needed(2e12, 141e9) == 15   # 2000 / 141 = 14.18 -> 15
+    assert (
+        hardware.devices_needed(2e12, 141e9) == 15
+    )  # 2000 / 141 = 14.18 -> 15
     assert hardware.devices_needed(1.0, 100e9) == 1
 
 
@@ -24,12 +26,14 @@ def test_storage_cost_per_year():
     # 200 TB = 2e8 MB; 2e8 x 0.00005 USD = 10,000 USD; DRAM 2e8 x 0.004 = 800,000 USD
     assert fermi.storage_cost_per_year(2e14, 0.00005) == pytest.approx(1e4)
     assert fermi.storage_cost_per_year(2e14, 0.0040) == pytest.approx(8e5)
-    assert fermi.storage_cost_per_year(2e14, 0.0040, lifetime_years=4) == pytest.approx(2e5)
+    assert fermi.storage_cost_per_year(
+        2e14, 0.0040, lifetime_years=4
+    ) == pytest.approx(2e5)
 
 
 def test_latency_and_tokens_per_minute():
     s = hardware.memory_bound_latency(2e14, 4.8e12)
-    assert s == pytest.approx(41.6667, rel=1e-4)     # 200 TB / 4.8 TB/s
+    assert s == pytest.approx(41.6667, rel=1e-4)  # 200 TB / 4.8 TB/s
     assert fermi.tokens_per_minute(s) == pytest.approx(1.44)
     gpt3 = hardware.memory_bound_latency(3.5e11, 4.8e12)
     assert gpt3 == pytest.approx(0.0729167, rel=1e-5)
@@ -39,26 +43,37 @@ def test_latency_and_tokens_per_minute():
 def test_activation_bytes_gpt3():
     # 96 layers x 96 heads x 128 dims x 2 bytes = 2,359,296 bytes
     assert accounting.activation_bytes_per_token(96, 96, 128) == 2_359_296
-    assert 3.5e11 / accounting.activation_bytes_per_token(96, 96, 128) == pytest.approx(148_349.34, rel=1e-6)
+    assert 3.5e11 / accounting.activation_bytes_per_token(
+        96, 96, 128
+    ) == pytest.approx(148_349.34, rel=1e-6)
 
 
 def test_kv_cache_gpt3():
     # K and V: 2 x 96 layers x 12,288 values x 2 bytes = 4,718,592 bytes per token of context,
     # twice the homework's "activations per token" (96 x 96 x 128 x 2 bytes)
     assert accounting.kv_cache_bytes_per_token(96, 96, 128) == 4_718_592
-    assert accounting.kv_cache_bytes_per_token(96, 96, 128) == 2 * accounting.activation_bytes_per_token(96, 96, 128)
+    assert accounting.kv_cache_bytes_per_token(
+        96, 96, 128
+    ) == 2 * accounting.activation_bytes_per_token(96, 96, 128)
 
 
 def test_decode_step_roofline_by_hand():
     # 1T params, bf16 weights: 2 TB / 4.8 TB/s = 0.41667 s however small the batch
-    assert hardware.decode_step_seconds(1e12, 1, 1.98e15, 4.8e12) == pytest.approx(2e12 / 4.8e12)
+    assert hardware.decode_step_seconds(
+        1e12, 1, 1.98e15, 4.8e12
+    ) == pytest.approx(2e12 / 4.8e12)
     # 1000 sequences: 2e15 FLOP / 1.98e15 FLOP/s = 1.0101 s > 0.41667 s, compute-bound
-    assert hardware.decode_step_seconds(1e12, 1000, 1.98e15, 4.8e12) == pytest.approx(2e15 / 1.98e15)
+    assert hardware.decode_step_seconds(
+        1e12, 1000, 1.98e15, 4.8e12
+    ) == pytest.approx(2e15 / 1.98e15)
     # half utilisation doubles the compute time
-    assert hardware.decode_step_seconds(1e12, 1000, 1.98e15, 4.8e12, utilization=0.5) == pytest.approx(
-        4e15 / 1.98e15)
+    assert hardware.decode_step_seconds(
+        1e12, 1000, 1.98e15, 4.8e12, utilization=0.5
+    ) == pytest.approx(4e15 / 1.98e15)
     # a 1 GB cache per sequence: (2 TB + 10 x 1 GB) / 4.8 TB/s
-    t = hardware.decode_step_seconds(1e12, 10, 1.98e15, 4.8e12, kv_bytes_per_seq=1e9)
+    t = hardware.decode_step_seconds(
+        1e12, 10, 1.98e15, 4.8e12, kv_bytes_per_seq=1e9
+    )
     assert t == pytest.approx(2.01e12 / 4.8e12)
     out = hardware.decode_step_seconds(1e12, [1, 10, 1000], 1.98e15, 4.8e12)
     assert out.shape == (3,) and out[0] == out[1] < out[2]
@@ -66,55 +81,82 @@ def test_decode_step_roofline_by_hand():
 
 def test_compute_bound_batch_is_where_the_two_times_meet():
     # ridge point: 1.98e15 FLOP/s x 2 B / (2 FLOP x 4.8e12 B/s) = 412.5 sequences, for any size
-    assert hardware.compute_bound_batch(1e12, 1.98e15, 4.8e12) == pytest.approx(412.5)
-    assert hardware.compute_bound_batch(175e9, 1.98e15, 4.8e12) == pytest.approx(412.5)
-    assert hardware.compute_bound_batch(1e12, 0.989e15, 4.8e12, utilization=0.4) == pytest.approx(
-        0.989e15 * 0.4 / 4.8e12)
+    assert hardware.compute_bound_batch(
+        1e12, 1.98e15, 4.8e12
+    ) == pytest.approx(412.5)
+    assert hardware.compute_bound_batch(
+        175e9, 1.98e15, 4.8e12
+    ) == pytest.approx(412.5)
+    assert hardware.compute_bound_batch(
+        1e12, 0.989e15, 4.8e12, utilization=0.4
+    ) == pytest.approx(0.989e15 * 0.4 / 4.8e12)
     for kv in [0.0, 1e8, 2e9]:
-        b = hardware.compute_bound_batch(175e9, 1.98e15, 4.8e12, kv_bytes_per_seq=kv)
+        b = hardware.compute_bound_batch(
+            175e9, 1.98e15, 4.8e12, kv_bytes_per_seq=kv
+        )
         flop_time = 2 * 175e9 * b / 1.98e15
         mem_time = (3.5e11 + b * kv) / 4.8e12
         assert flop_time == pytest.approx(mem_time, rel=1e-12)
     # GPT-3 with full 2048-token caches: 9.66 GB of cache per sequence, never compute-bound
     kv = 2048 * accounting.kv_cache_bytes_per_token(96, 96, 128)
-    assert hardware.compute_bound_batch(175e9, 1.98e15, 4.8e12, kv_bytes_per_seq=kv) == math.inf
+    assert (
+        hardware.compute_bound_batch(
+            175e9, 1.98e15, 4.8e12, kv_bytes_per_seq=kv
+        )
+        == math.inf
+    )
 
 
 def test_two_flop_per_parameter_per_token_matches_torch_flop_counter():
     torch = pytest.importorskip("torch")
     from torch.utils.flop_counter import FlopCounterMode
+
     layer = torch.nn.Linear(64, 32, bias=False)
     tokens = torch.randn(7, 64)
     with FlopCounterMode(display=False) as counter:
         layer(tokens)
-    assert counter.get_total_flops() == accounting.inference_flop(layer.weight.numel(), 7)
+    assert counter.get_total_flops() == accounting.inference_flop(
+        layer.weight.numel(), 7
+    )
 
 
 def test_petaflop_day_and_rental():
     assert hardware.petaflop_day() == 8.64e19
     hours = hardware.device_seconds(8.64e19, 1.98e15) / 3600
     assert hours == pytest.approx(12.1212, rel=1e-5)
-    assert hardware.rental_cost(8.64e19, 1.98e15, 1.5) == pytest.approx(18.1818, rel=1e-5)
+    assert hardware.rental_cost(8.64e19, 1.98e15, 1.5) == pytest.approx(
+        18.1818, rel=1e-5
+    )
     # GPT-3: 3640 PF-days x 18.18 USD = 66,182 USD
-    assert hardware.rental_cost(3640 * 8.64e19, 1.98e15, 1.5) == pytest.approx(66181.8, rel=1e-5)
+    assert hardware.rental_cost(3640 * 8.64e19, 1.98e15, 1.5) == pytest.approx(
+        66181.8, rel=1e-5
+    )
     # at 30 % utilisation it costs 1/0.3 times as much
-    assert hardware.rental_cost(8.64e19, 1.98e15, 1.5, utilization=0.3) == pytest.approx(18.1818 / 0.3, rel=1e-5)
+    assert hardware.rental_cost(
+        8.64e19, 1.98e15, 1.5, utilization=0.3
+    ) == pytest.approx(18.1818 / 0.3, rel=1e-5)
 
 
 def test_wall_clock_gpt6():
     # 1e30 FLOP / (3e7 x 1.98e15 FLOP/s) = 1.6835e7 s = 4676.4 h
-    assert hardware.wall_clock_seconds(1e30, 1.98e15, 30e6) / 3600 == pytest.approx(4676.4, rel=1e-4)
+    assert hardware.wall_clock_seconds(
+        1e30, 1.98e15, 30e6
+    ) / 3600 == pytest.approx(4676.4, rel=1e-4)
 
 
 def test_inference_flop_and_cost():
     assert accounting.inference_flop(1e12, 1e6) == 2e18
-    assert hardware.rental_cost(2e18, 1.98e15, 1.5) == pytest.approx(0.420875, rel=1e-5)
+    assert hardware.rental_cost(2e18, 1.98e15, 1.5) == pytest.approx(
+        0.420875, rel=1e-5
+    )
 
 
 def test_landauer():
     e = fermi.landauer_joules(1, 300)
     assert e == pytest.approx(2.8710e-21, rel=1e-4)
-    assert fermi.landauer_joules(32, 300) * 1.98e15 == pytest.approx(1.8191e-4, rel=1e-4)
+    assert fermi.landauer_joules(32, 300) * 1.98e15 == pytest.approx(
+        1.8191e-4, rel=1e-4
+    )
 
 
 def test_words_and_geometric_mean():
@@ -122,25 +164,53 @@ def test_words_and_geometric_mean():
     assert fermi.geometric_mean(50, 250) == pytest.approx(math.sqrt(12500))
 
 
-@pytest.mark.parametrize("call, arg", [
-    (lambda: accounting.model_bytes(-1), "n_params"),
-    (lambda: accounting.model_bytes(0), "n_params"),
-    (lambda: accounting.model_bytes("1e9"), "n_params"),
-    (lambda: accounting.model_bytes(1e9, float("nan")), "bytes_per_param"),
-    (lambda: hardware.devices_needed(1e12, 0), "device_bytes"),
-    (lambda: fermi.storage_cost_per_year(1e12, -0.1), "usd_per_megabyte"),
-    (lambda: hardware.memory_bound_latency(1e12, None), "bandwidth_bytes_per_s"),
-    (lambda: hardware.device_seconds(1e20, 1e15, utilization=1.5), "utilization"),
-    (lambda: hardware.device_seconds(1e20, 1e15, utilization=0), "utilization"),
-    (lambda: accounting.activation_bytes_per_token(96, True, 128), "n_heads"),
-    (lambda: fermi.landauer_joules(32, -300), "temperature_k"),
-    (lambda: hardware.wall_clock_seconds(1e30, 1e15, 0), "n_devices"),
-    (lambda: accounting.kv_cache_bytes_per_token(0, 96, 128), "n_layers"),
-    (lambda: hardware.decode_step_seconds(1e12, 0, 1e15, 4.8e12), "batch"),
-    (lambda: hardware.decode_step_seconds(1e12, 1, 1e15, 4.8e12, kv_bytes_per_seq=-1), "kv_bytes_per_seq"),
-    (lambda: hardware.compute_bound_batch(1e12, 1e15, 0), "bandwidth_bytes_per_s"),
-    (lambda: hardware.compute_bound_batch(1e12, 1e15, 4.8e12, utilization=2), "utilization"),
-])
+@pytest.mark.parametrize(
+    "call, arg",
+    [
+        (lambda: accounting.model_bytes(-1), "n_params"),
+        (lambda: accounting.model_bytes(0), "n_params"),
+        (lambda: accounting.model_bytes("1e9"), "n_params"),
+        (lambda: accounting.model_bytes(1e9, float("nan")), "bytes_per_param"),
+        (lambda: hardware.devices_needed(1e12, 0), "device_bytes"),
+        (lambda: fermi.storage_cost_per_year(1e12, -0.1), "usd_per_megabyte"),
+        (
+            lambda: hardware.memory_bound_latency(1e12, None),
+            "bandwidth_bytes_per_s",
+        ),
+        (
+            lambda: hardware.device_seconds(1e20, 1e15, utilization=1.5),
+            "utilization",
+        ),
+        (
+            lambda: hardware.device_seconds(1e20, 1e15, utilization=0),
+            "utilization",
+        ),
+        (
+            lambda: accounting.activation_bytes_per_token(96, True, 128),
+            "n_heads",
+        ),
+        (lambda: fermi.landauer_joules(32, -300), "temperature_k"),
+        (lambda: hardware.wall_clock_seconds(1e30, 1e15, 0), "n_devices"),
+        (lambda: accounting.kv_cache_bytes_per_token(0, 96, 128), "n_layers"),
+        (lambda: hardware.decode_step_seconds(1e12, 0, 1e15, 4.8e12), "batch"),
+        (
+            lambda: hardware.decode_step_seconds(
+                1e12, 1, 1e15, 4.8e12, kv_bytes_per_seq=-1
+            ),
+            "kv_bytes_per_seq",
+        ),
+        (
+            lambda: hardware.compute_bound_batch(1e12, 1e15, 0),
+            "bandwidth_bytes_per_s",
+        ),
+        (
+            lambda: hardware.compute_bound_batch(
+                1e12, 1e15, 4.8e12, utilization=2
+            ),
+            "utilization",
+        ),
+    ],
+)
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()

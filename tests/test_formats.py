@@ -16,8 +16,17 @@ NAMES = sorted(formats.FORMATS)
 def _specials(name):
     f = formats.get_format(name)
     p = formats.format_properties(name)
-    vals = [0.0, -0.0, p["min_subnormal"], -p["min_subnormal"],
-            p["min_normal"], p["max"], -p["max"], 1.0, -2.5]
+    vals = [
+        0.0,
+        -0.0,
+        p["min_subnormal"],
+        -p["min_subnormal"],
+        p["min_normal"],
+        p["max"],
+        -p["max"],
+        1.0,
+        -2.5,
+    ]
     if f.ieee_specials:
         vals += [math.inf, -math.inf]
     return vals
@@ -87,9 +96,7 @@ def test_table_against_torch_finfo(name):
     assert p["max"] == fi.max and p["eps"] == fi.eps
     assert p["min_normal"] == fi.smallest_normal
     # smallest subnormal: the bit pattern 0...01
-    one = torch.tensor([1], dtype=torch.int64).to(
-        formats._INT_VIEW[p["bits"]]
-    )
+    one = torch.tensor([1], dtype=torch.int64).to(formats._INT_VIEW[p["bits"]])
     tiny = one.view(formats.get_format(name).dtype).double().item()
     assert p["min_subnormal"] == tiny
     assert p["bits"] == 1 + p["exp_bits"] + p["man_bits"]
@@ -115,8 +122,15 @@ def test_representable_values_count_and_spacing():
     assert gaps[v16[:-1] >= 1024].min() == 1.0  # spacing 2^(10-10)
 
 
-@pytest.mark.parametrize("inc,name", [(1.0, "float16"), (0.01, "float16"),
-                                      (1e-3, "float16"), (0.01, "float32")])
+@pytest.mark.parametrize(
+    "inc,name",
+    [
+        (1.0, "float16"),
+        (0.01, "float16"),
+        (1e-3, "float16"),
+        (0.01, "float32"),
+    ],
+)
 def test_running_sum_stalls_where_predicted(inc, name):
     stall = formats.stall_value(inc, name)
     n = int(4 * stall / inc) if name == "float16" else 2_000_000
@@ -169,8 +183,16 @@ def test_master_weights_match_fp32_and_pure_bf16_loses_updates():
 def test_dynamic_loss_scale_halves_on_overflow():
     x, y = _toy_data()
     r = formats.train_mlp_precision(
-        x, y, "fp16-master", steps=40, batch=64, hidden=16,
-        loss_scale=2.0**40, dynamic=True, growth_interval=1000)
+        x,
+        y,
+        "fp16-master",
+        steps=40,
+        batch=64,
+        hidden=16,
+        loss_scale=2.0**40,
+        dynamic=True,
+        growth_interval=1000,
+    )
     # fp16 overflows above 65504: each overflow skips a step, halves scale
     assert r["skipped"] >= 1
     assert r["scales"][-1] == 2.0**40 / 2 ** r["skipped"]
@@ -181,10 +203,12 @@ def test_underflow_count_drops_with_loss_scaling():
     x, y = _toy_data()
     params = formats.mlp_init(20, 16, 3)
     params = [p * 1e-3 for p in params]  # tiny weights, tiny gradients
-    z1, _, n = formats.underflow_count(params, x[:64], y[:64],
-                                       torch.float16, 1.0)
-    z2, inf2, _ = formats.underflow_count(params, x[:64], y[:64],
-                                          torch.float16, 2.0**12)
+    z1, _, n = formats.underflow_count(
+        params, x[:64], y[:64], torch.float16, 1.0
+    )
+    z2, inf2, _ = formats.underflow_count(
+        params, x[:64], y[:64], torch.float16, 2.0**12
+    )
     assert z1 > z2 and inf2 == 0 and n > 0
 
 
@@ -220,8 +244,9 @@ def test_loss_scale_rule_matches_torch_amp():
     t_good = torch.tensor([0], dtype=torch.int32)
     for inf in flags:
         scale, good = formats.update_loss_scale(scale, good, inf, 7)
-        torch._amp_update_scale_(t_scale, t_good,
-                                 torch.tensor([float(inf)]), 2.0, 0.5, 7)
+        torch._amp_update_scale_(
+            t_scale, t_good, torch.tensor([float(inf)]), 2.0, 0.5, 7
+        )
         assert scale == t_scale.item() and good == t_good.item()
     with pytest.raises(ValueError, match="growth_interval"):
         formats.update_loss_scale(1.0, 0, False, 0)
@@ -234,8 +259,15 @@ def test_dynamic_scaling_without_overflow_matches_static_unscaled():
     x, y = _toy_data()
     kw = dict(steps=30, batch=64, hidden=16)
     plain = formats.train_mlp_precision(x, y, "fp16-master", **kw)
-    dyn = formats.train_mlp_precision(x, y, "fp16-master", loss_scale=4.0,
-                                      dynamic=True, growth_interval=5, **kw)
+    dyn = formats.train_mlp_precision(
+        x,
+        y,
+        "fp16-master",
+        loss_scale=4.0,
+        dynamic=True,
+        growth_interval=5,
+        **kw,
+    )
     assert dyn["skipped"] == 0 and dyn["scales"][-1] == 4.0 * 2**5
     for a, b in zip(plain["params"], dyn["params"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -12,30 +12,47 @@ from llmbook.book.sphinx_ext import short_glue_target
 
 
 def notebook(*sources):
-    return {"cells": [{"cell_type": "code", "source": s, "metadata": {}}
-                      for s in sources]}
+    return {
+        "cells": [
+            {"cell_type": "code", "source": s, "metadata": {}} for s in sources
+        ]
+    }
 
 
-@pytest.mark.parametrize("text, want", [
-    ("lora-basics:ts_loss_k1", "/notebooks/lora-basics.ipynb::ts_loss_k1:s"),
-    ("cost_mup:x2:.2f", "/notebooks/cost_mup.ipynb::x2:.2f"),
-    ("fermi:c_gpt6:,d", "/notebooks/fermi.ipynb::c_gpt6:,d"),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        (
+            "lora-basics:ts_loss_k1",
+            "/notebooks/lora-basics.ipynb::ts_loss_k1:s",
+        ),
+        ("cost_mup:x2:.2f", "/notebooks/cost_mup.ipynb::x2:.2f"),
+        ("fermi:c_gpt6:,d", "/notebooks/fermi.ipynb::c_gpt6:,d"),
+    ],
+)
 def test_short_glue_target(text, want):
     assert short_glue_target(text) == want
 
 
-@pytest.mark.parametrize("text", ["fermi", "fermi:", ":c_gpt6", "fermi::c", "a/b:c", "fermi:c d", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["fermi", "fermi:", ":c_gpt6", "fermi::c", "a/b:c", "fermi:c d", ""],
+)
 def test_short_glue_target_rejects_other_forms(text):
     with pytest.raises(ValueError, match="notebook:name"):
         short_glue_target(text)
 
 
 def test_glue_references_reads_both_forms():
-    text = ("a {n}`lora-basics:ts_loss_k1` b {n}`fermi:x:.2f` and "
-            "{glue:text}`/notebooks/cost-mup.ipynb::lr_star:s`; ``{glue} fig``")
-    assert lint.glue_references(text) == [("lora-basics", "ts_loss_k1"), ("fermi", "x"),
-                                          ("cost-mup", "lr_star")]
+    text = (
+        "a {n}`lora-basics:ts_loss_k1` b {n}`fermi:x:.2f` and "
+        "{glue:text}`/notebooks/cost-mup.ipynb::lr_star:s`; ``{glue} fig``"
+    )
+    assert lint.glue_references(text) == [
+        ("lora-basics", "ts_loss_k1"),
+        ("fermi", "x"),
+        ("cost-mup", "lr_star"),
+    ]
     with pytest.raises(ValueError, match="malformed"):
         lint.glue_references("{n}`fermi`")
 
@@ -51,29 +68,54 @@ def test_glued_names_literal_dict_loop_function_and_fstring():
     )
     got = lint.glued_names(nb)
     assert got["names"] == ["a", "b", "chk_one", "chk_zero", "iso_a", "iso_b"]
-    assert got["patterns"] == ["(?:iso_a|iso_b)_ci", "[A-Za-z0-9_]+_x", "c_[A-Za-z0-9_]+"]
+    assert got["patterns"] == [
+        "(?:iso_a|iso_b)_ci",
+        "[A-Za-z0-9_]+_x",
+        "c_[A-Za-z0-9_]+",
+    ]
     assert got["unresolved"] == []
 
 
 def test_glued_names_lists_what_it_cannot_resolve():
-    nb = notebook("for n in names:\n    glue(n, 1)", "glue(d['k'], 2)", "glue(values)",
-                  "def f(key):\n    glue(key, 1)\n\nf(other)")
-    assert lint.glued_names(nb)["unresolved"] == ["n", "d['k']", "values", "key"]
+    nb = notebook(
+        "for n in names:\n    glue(n, 1)",
+        "glue(d['k'], 2)",
+        "glue(values)",
+        "def f(key):\n    glue(key, 1)\n\nf(other)",
+    )
+    assert lint.glued_names(nb)["unresolved"] == [
+        "n",
+        "d['k']",
+        "values",
+        "key",
+    ]
 
 
 def test_every_pasted_value_is_glued_by_the_notebook_it_names():
-    glued = {p.stem: lint.glued_names(json.loads(p.read_text()))
-             for p in (ROOT / "notebooks").glob("*.ipynb")}
-    unresolved = {stem: g["unresolved"] for stem, g in glued.items() if g["unresolved"]}
-    assert unresolved == {}, "glue names the check cannot read; use a literal, an f-string or a loop over literals"
+    glued = {
+        p.stem: lint.glued_names(json.loads(p.read_text()))
+        for p in (ROOT / "notebooks").glob("*.ipynb")
+    }
+    unresolved = {
+        stem: g["unresolved"] for stem, g in glued.items() if g["unresolved"]
+    }
+    assert unresolved == {}, (
+        "glue names the check cannot read; use a literal, an f-string or a loop over literals"
+    )
     missing, count = [], 0
     for chapter in sorted((ROOT / "chapters").glob("*.md")):
         for stem, name in lint.glue_references(chapter.read_text()):
             count += 1
             g = glued.get(stem)
             if g is None:
-                missing.append(f"{chapter.name}: {{n}}`{stem}:{name}`: no notebooks/{stem}.ipynb")
-            elif name not in g["names"] and not any(re.fullmatch(p, name) for p in g["patterns"]):
-                missing.append(f"{chapter.name}: {{n}}`{stem}:{name}`: {stem} does not glue {name!r}")
+                missing.append(
+                    f"{chapter.name}: {{n}}`{stem}:{name}`: no notebooks/{stem}.ipynb"
+                )
+            elif name not in g["names"] and not any(
+                re.fullmatch(p, name) for p in g["patterns"]
+            ):
+                missing.append(
+                    f"{chapter.name}: {{n}}`{stem}:{name}`: {stem} does not glue {name!r}"
+                )
     assert count > 1000
     assert missing == []

@@ -6,7 +6,9 @@ from llmbook.core import hardware
 
 
 def test_roofline_and_ridge():
-    assert hardware.ridge_point(989e12, 3.35e12) == pytest.approx(295.2, rel=1e-3)
+    assert hardware.ridge_point(989e12, 3.35e12) == pytest.approx(
+        295.2, rel=1e-3
+    )
     got = hardware.roofline(np.array([1.0, 1000.0]), 989e12, 3.35e12)
     assert got[0] == 3.35e12 and got[1] == 989e12
     assert hardware.decode_intensity() == 1.0

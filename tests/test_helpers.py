@@ -12,18 +12,34 @@ matplotlib.use("Agg")
 from llmbook.book import checks, data, fmt, glue, plotting
 
 
-@pytest.mark.parametrize("x, digits, want", [
-    (66182.3, 3, "66,200"), (9.99, 2, "10"), (0.0012345, 2, "0.0012"), (1234.5678, 3, "1,230"),
-    (2.0, 3, "2.00"), (-0.5, 2, "-0.50"), (0, 3, "0"), (148348.9, 3, "148,000"),
-])
+@pytest.mark.parametrize(
+    "x, digits, want",
+    [
+        (66182.3, 3, "66,200"),
+        (9.99, 2, "10"),
+        (0.0012345, 2, "0.0012"),
+        (1234.5678, 3, "1,230"),
+        (2.0, 3, "2.00"),
+        (-0.5, 2, "-0.50"),
+        (0, 3, "0"),
+        (148348.9, 3, "148,000"),
+    ],
+)
 def test_sig(x, digits, want):
     assert fmt.sig(x, digits) == want
 
 
-@pytest.mark.parametrize("x, digits, want", [
-    (1.7e15, 2, "1.7 × 10¹⁵"), (1e30, 2, "10³⁰"), (9.19e-20, 3, "9.19 × 10⁻²⁰"), (41.67, 3, "41.7"),
-    (8.64e19, 3, "8.64 × 10¹⁹"), (-2.5e-7, 2, "-2.5 × 10⁻⁷"),
-])
+@pytest.mark.parametrize(
+    "x, digits, want",
+    [
+        (1.7e15, 2, "1.7 × 10¹⁵"),
+        (1e30, 2, "10³⁰"),
+        (9.19e-20, 3, "9.19 × 10⁻²⁰"),
+        (41.67, 3, "41.7"),
+        (8.64e19, 3, "8.64 × 10¹⁹"),
+        (-2.5e-7, 2, "-2.5 × 10⁻⁷"),
+    ],
+)
 def test_sci(x, digits, want):
     assert fmt.sci(x, digits) == want
 
@@ -32,23 +48,39 @@ def test_words_money_bytes_duration_pct():
     assert fmt.usd(2.1e11) == "210 billion USD"
     assert fmt.usd(18.18) == "18.2 USD"
     assert fmt.words(5.95e9) == "5.95 billion"
-    assert fmt.nbytes(2e14) == "200 TB" and fmt.nbytes(3.5e11) == "350 GB" and fmt.nbytes(512) == "512 B"
+    assert (
+        fmt.nbytes(2e14) == "200 TB"
+        and fmt.nbytes(3.5e11) == "350 GB"
+        and fmt.nbytes(512) == "512 B"
+    )
     assert fmt.duration(1.6835e7) == "195 days"
     assert fmt.duration(30) == "30.0 s"
     assert fmt.pct(0.0103) == "1.0 %"
 
 
-@pytest.mark.parametrize("call", [lambda: fmt.sci("big"), lambda: fmt.sig(1.0, 0), lambda: fmt.nbytes(float("inf"))])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: fmt.sci("big"),
+        lambda: fmt.sig(1.0, 0),
+        lambda: fmt.nbytes(float("inf")),
+    ],
+)
 def test_fmt_bad_input(call):
     with pytest.raises(ValueError):
         call()
 
 
 def test_check_close_passes_and_fails(capsys):
-    assert checks.check_close("same", [1.0, 2.0], [1.0, 2.0 + 1e-12], rtol=1e-9) is None
+    assert (
+        checks.check_close("same", [1.0, 2.0], [1.0, 2.0 + 1e-12], rtol=1e-9)
+        is None
+    )
     out = capsys.readouterr().out
     assert "same: match (largest relative difference 5.0e-13)" in out
-    checks.check_close("big", 2.95e21 + 2.95e9, 2.95e21)   # an absolute 3e9 is a relative 1e-12
+    checks.check_close(
+        "big", 2.95e21 + 2.95e9, 2.95e21
+    )  # an absolute 3e9 is a relative 1e-12
     assert "relative difference 1.0e-12" in capsys.readouterr().out
     with pytest.raises(AssertionError):
         checks.check_close("differ", 1.0, 1.1)
@@ -62,7 +94,9 @@ def test_relative_difference_edge_cases():
     assert checks.relative_difference([], []) == 0.0
 
 
-def test_glue_records_returns_nothing_and_prints_without_myst_nb(capsys, monkeypatch):
+def test_glue_records_returns_nothing_and_prints_without_myst_nb(
+    capsys, monkeypatch
+):
     assert glue.glue("answer", "42 USD") is None
     assert glue.GLUED["answer"] == "42 USD"
     monkeypatch.setattr(glue, "_myst_glue", None)
@@ -74,11 +108,17 @@ def test_glue_shows_a_figure_once_and_closes_it(monkeypatch):
     import matplotlib.pyplot as plt
 
     shown = []
-    monkeypatch.setattr(glue, "_myst_glue", lambda name, value, display: shown.append((name, display)))
+    monkeypatch.setattr(
+        glue,
+        "_myst_glue",
+        lambda name, value, display: shown.append((name, display)),
+    )
     fig, _ = plt.subplots()
     glue.glue("fig_x", fig)
     assert shown == [("fig_x", True)]
-    assert not plt.fignum_exists(fig.number), "a glued figure must be closed, or the backend shows it again"
+    assert not plt.fignum_exists(fig.number), (
+        "a glued figure must be closed, or the backend shows it again"
+    )
 
 
 def _recorded(monkeypatch, capsys, call):
@@ -87,12 +127,28 @@ def _recorded(monkeypatch, capsys, call):
 
     seen = []
     monkeypatch.setattr(glue, "GLUED", {})
-    monkeypatch.setattr(glue, "_myst_glue", lambda name, value, display: seen.append(
-        (name, type(value).__name__, display, plt.fignum_exists(value.number) if isinstance(value, plt.Figure) else value)))
+    monkeypatch.setattr(
+        glue,
+        "_myst_glue",
+        lambda name, value, display: seen.append(
+            (
+                name,
+                type(value).__name__,
+                display,
+                plt.fignum_exists(value.number)
+                if isinstance(value, plt.Figure)
+                else value,
+            )
+        ),
+    )
     call()
     monkeypatch.setattr(glue, "_myst_glue", None)
     call()
-    return seen, capsys.readouterr().out, {k: type(v).__name__ for k, v in glue.GLUED.items()}
+    return (
+        seen,
+        capsys.readouterr().out,
+        {k: type(v).__name__ for k, v in glue.GLUED.items()},
+    )
 
 
 def test_glue_dict_equals_one_call_per_item(monkeypatch, capsys):
@@ -103,14 +159,25 @@ def test_glue_dict_equals_one_call_per_item(monkeypatch, capsys):
 
     def pairs():
         f, g = figures()
-        for name, value in [("a", "1.5 USD"), ("fig_f", f), ("b", 2), ("fig_g", g)]:
+        for name, value in [
+            ("a", "1.5 USD"),
+            ("fig_f", f),
+            ("b", 2),
+            ("fig_g", g),
+        ]:
             glue.glue(name, value)
-        assert not plt.fignum_exists(f.number) and not plt.fignum_exists(g.number)
+        assert not plt.fignum_exists(f.number) and not plt.fignum_exists(
+            g.number
+        )
 
     def one_dict():
         f, g = figures()
-        assert glue.glue({"a": "1.5 USD", "fig_f": f, "b": 2, "fig_g": g}) is None
-        assert not plt.fignum_exists(f.number) and not plt.fignum_exists(g.number)
+        assert (
+            glue.glue({"a": "1.5 USD", "fig_f": f, "b": 2, "fig_g": g}) is None
+        )
+        assert not plt.fignum_exists(f.number) and not plt.fignum_exists(
+            g.number
+        )
 
     want = _recorded(monkeypatch, capsys, pairs)
     got = _recorded(monkeypatch, capsys, one_dict)
@@ -118,11 +185,22 @@ def test_glue_dict_equals_one_call_per_item(monkeypatch, capsys):
     seen, printed, kept = got
     assert [s[0] for s in seen] == ["a", "fig_f", "b", "fig_g"]
     assert seen[1][2:] == (True, True), "a figure is shown while still open"
-    assert [line for line in printed.splitlines() if " = " in line] == ["a = 1.5 USD", "b = 2"]
-    assert kept == {"a": "str", "fig_f": "Figure", "b": "int", "fig_g": "Figure"}
+    assert [line for line in printed.splitlines() if " = " in line] == [
+        "a = 1.5 USD",
+        "b = 2",
+    ]
+    assert kept == {
+        "a": "str",
+        "fig_f": "Figure",
+        "b": "int",
+        "fig_g": "Figure",
+    }
 
 
-@pytest.mark.parametrize("args", [({"": 1},), ({"ok": 1, 2: 3},), ({"a": 1}, 2), ("a",), ({None: 1},)])
+@pytest.mark.parametrize(
+    "args",
+    [({"": 1},), ({"ok": 1, 2: 3},), ({"a": 1}, 2), ("a",), ({None: 1},)],
+)
 def test_glue_dict_rejects_bad_keys_and_glues_nothing(monkeypatch, args):
     monkeypatch.setattr(glue, "GLUED", {})
     with pytest.raises(ValueError):
@@ -133,11 +211,34 @@ def test_glue_dict_rejects_bad_keys_and_glues_nothing(monkeypatch, args):
 def test_glue_rejects_empty_name_and_reads_back(tmp_path):
     with pytest.raises(ValueError, match="name"):
         glue.glue("", 1)
-    nb = {"cells": [{"cell_type": "code", "outputs": [
-        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "k", "mime_prefix": "application/papermill.record/"}},
-         "data": {"application/papermill.record/text/plain": "'1.7 × 10¹⁵'"}},
-        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "n", "mime_prefix": ""}}, "data": {"text/plain": "3.5"}},
-    ]}]}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "outputs": [
+                    {
+                        "output_type": "display_data",
+                        "metadata": {
+                            "scrapbook": {
+                                "name": "k",
+                                "mime_prefix": "application/papermill.record/",
+                            }
+                        },
+                        "data": {
+                            "application/papermill.record/text/plain": "'1.7 × 10¹⁵'"
+                        },
+                    },
+                    {
+                        "output_type": "display_data",
+                        "metadata": {
+                            "scrapbook": {"name": "n", "mime_prefix": ""}
+                        },
+                        "data": {"text/plain": "3.5"},
+                    },
+                ],
+            }
+        ]
+    }
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(nb))
     assert glue.read_glued(path) == {"k": "1.7 × 10¹⁵", "n": "3.5"}
@@ -148,10 +249,15 @@ def test_plotting_style_and_labels():
         plotting.use_style("jpeg")
     fig, ax = plotting.new_axes("x (s)", "y (m)", "a title", logx=True)
     assert ax.get_xlabel() == "x (s)" and ax.get_xscale() == "log"
-    assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0] == plotting.PALETTE[0]
+    assert (
+        matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0]
+        == plotting.PALETTE[0]
+    )
     with pytest.raises(ValueError, match="ylabel"):
         plotting.new_axes("x (s)", " ", "t")
-    assert plotting.spans_decades([1, 10, 1000]) and not plotting.spans_decades([1, 5])
+    assert plotting.spans_decades(
+        [1, 10, 1000]
+    ) and not plotting.spans_decades([1, 5])
 
 
 def test_load_csv_reads_the_package_and_rejects_paths():
@@ -176,7 +282,9 @@ def test_every_data_table_names_its_source():
         if path.name == "questions.csv":
             continue
         table = data.load_csv(path.name)
-        assert "source" in table.columns and table["source"].notna().all(), path.name
+        assert "source" in table.columns and table["source"].notna().all(), (
+            path.name
+        )
 
 
 def test_storage_table_relative_columns_agree_with_absolute_prices():
@@ -185,22 +293,34 @@ def test_storage_table_relative_columns_agree_with_absolute_prices():
     for kind in ["dram", "ssd", "hdd"]:
         recomputed = prices[f"{kind}_usd_per_mb"] / base
         ratio = (prices[f"{kind}_relative_homework"] / recomputed).dropna()
-        assert np.all(np.abs(ratio - 1) < 0.01), kind   # rounding only, under 1 %
+        assert np.all(np.abs(ratio - 1) < 0.01), (
+            kind
+        )  # rounding only, under 1 %
 
 
 def test_extras_read_their_ranges_from_the_package_metadata():
     from llmbook.book import extras
 
     (interp,) = extras.extra_requirements("interp")
-    assert interp.startswith("transformer-lens") and ">=4.3" in interp and "<5" in interp
-    assert all(not r.startswith("torch") or r.startswith("torchao") for r in extras.extra_requirements("adapt"))
+    assert (
+        interp.startswith("transformer-lens")
+        and ">=4.3" in interp
+        and "<5" in interp
+    )
+    assert all(
+        not r.startswith("torch") or r.startswith("torchao")
+        for r in extras.extra_requirements("adapt")
+    )
     assert extras.missing_modules("interp") == []
-    extras.require("interp")   # present: installs nothing, prints nothing
+    extras.require("interp")  # present: installs nothing, prints nothing
     with pytest.raises(ValueError, match="extra"):
         extras.require("gpu")
     # mup goes in without its declared dependencies (torchvision); PyYAML is listed by hand
     assert "mup" in extras.NO_DEPS
-    names = sorted(re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in extras.extra_requirements("mup"))
+    names = sorted(
+        re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower()
+        for r in extras.extra_requirements("mup")
+    )
     assert names == ["mup", "pyyaml"]
     assert extras.missing_modules("mup") == []
 
@@ -213,7 +333,9 @@ def test_quiet_filters_known_noise_by_logger_and_message(caplog):
     quiet.install()
     noisy = logging.getLogger("torchao")
     with caplog.at_level(logging.WARNING):
-        noisy.warning("Failed to load /x/_C_mxfp8.so: Could not load this library")
+        noisy.warning(
+            "Failed to load /x/_C_mxfp8.so: Could not load this library"
+        )
         noisy.warning("something a reader should see")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["something a reader should see"]

@@ -14,7 +14,11 @@ from conftest import ROOT, built_docnames, toc_docnames
 
 pytestmark = pytest.mark.book
 PAGES = built_docnames()
-NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if f"notebooks/{p.stem}" in PAGES)
+NOTEBOOKS = sorted(
+    p
+    for p in (ROOT / "notebooks").glob("*.ipynb")
+    if f"notebooks/{p.stem}" in PAGES
+)
 
 
 def needs(doc):
@@ -30,8 +34,14 @@ def soup(html_dir, doc):
 def test_every_toc_page_is_built(built_book):
     from conftest import TOC
 
-    missing = [doc for doc in toc_docnames(TOC) if not (built_book / f"{doc}.html").is_file()]
-    assert missing == [], "pages of the toc missing from the build: see the build log (_build.log)"
+    missing = [
+        doc
+        for doc in toc_docnames(TOC)
+        if not (built_book / f"{doc}.html").is_file()
+    ]
+    assert missing == [], (
+        "pages of the toc missing from the build: see the build log (_build.log)"
+    )
 
 
 @pytest.mark.parametrize("doc", PAGES)
@@ -39,9 +49,13 @@ def test_no_error_output_or_unresolved_glue(built_book, doc):
     page = soup(built_book, doc)
     main = page.find("main") or page
     text = main.get_text(" ")
-    assert not main.select(".output.traceback, .output.error, .output.stderr"), "error or stderr output on the page"
+    assert not main.select(
+        ".output.traceback, .output.error, .output.stderr"
+    ), "error or stderr output on the page"
     assert "Traceback (most recent call last)" not in text
-    assert not re.search(r"\{glue(:\w+)?\}|\{n\}`", text), "unresolved glue role"
+    assert not re.search(r"\{glue(:\w+)?\}|\{n\}`", text), (
+        "unresolved glue role"
+    )
     assert "glue:text" not in str(main)
     for code in main.select("div.cell, pre, code"):
         code.decompose()
@@ -54,12 +68,19 @@ def test_glued_values_appear_in_the_fermi_chapter(built_book):
 
     needs("chapters/fermi")
 
-    glued = read_glued(report.executed_notebook(built_book.parent, "fermi.ipynb"))
-    pasted = [s.get_text() for s in soup(built_book, "chapters/fermi").select(".pasted-text")]
+    glued = read_glued(
+        report.executed_notebook(built_book.parent, "fermi.ipynb")
+    )
+    pasted = [
+        s.get_text()
+        for s in soup(built_book, "chapters/fermi").select(".pasted-text")
+    ]
     assert len(pasted) >= 40
     for key in ["c_gpt6", "d_gpt6", "h_gpt6", "g_lat_gpt6", "l_burgers"]:
         assert glued[key] in pasted, key
-    assert len(soup(built_book, "chapters/fermi").select("main img")) >= 6, "pasted figures missing"
+    assert len(soup(built_book, "chapters/fermi").select("main img")) >= 6, (
+        "pasted figures missing"
+    )
 
 
 def test_every_question_id_of_a_built_chapter_is_an_anchor(built_book):
@@ -71,7 +92,12 @@ def test_every_question_id_of_a_built_chapter_is_an_anchor(built_book):
 
 
 def test_problem_index_links_every_answered_id(built_book):
-    links = {a["href"] for a in soup(built_book, "chapters/problem-index").select("main a[href]")}
+    links = {
+        a["href"]
+        for a in soup(built_book, "chapters/problem-index").select(
+            "main a[href]"
+        )
+    }
     answered = sync.chapter_labels(ROOT)
     for qid, files in answered.items():
         if qid in {q["id"] for q in sync.read_questions(ROOT)}:
@@ -84,7 +110,10 @@ def test_problem_index_links_every_answered_id(built_book):
 def test_mathjax_is_served_locally(built_book):
     needs("chapters/fermi")
     assert (built_book / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
-    assert "_static/mathjax/tex-mml-chtml.js" in (built_book / "chapters" / "fermi.html").read_text()
+    assert (
+        "_static/mathjax/tex-mml-chtml.js"
+        in (built_book / "chapters" / "fermi.html").read_text()
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -98,14 +127,23 @@ def test_every_notebook_was_executed(built_book):
     """How long each took is a report (printed after the run, and by tools/bench_speed.py),
     not a check: a busy machine is slower, and the build's timeout only guards against hangs."""
     times = dict(report.execution_times(built_book.parent))
-    assert set(times) >= {p.name for p in NOTEBOOKS}, "notebooks missing from the build's cache"
+    assert set(times) >= {p.name for p in NOTEBOOKS}, (
+        "notebooks missing from the build's cache"
+    )
 
 
 # --- reader-quality checks (every page) -------------------------------------------------
 
 INTERNAL_WORDS = [
-    r"\bTODO\b", r"\bFIXME\b", r"\bXXX\b", r"\bseeds?/", r"\bseed (?:text|file|material|document|00\d)\b",
-    r"\bthe seeds\b", r"\bissue #?\d+\b", r"\bresolv(?:e|es|ed) #?\d+\b", r"\bsession note\b",
+    r"\bTODO\b",
+    r"\bFIXME\b",
+    r"\bXXX\b",
+    r"\bseeds?/",
+    r"\bseed (?:text|file|material|document|00\d)\b",
+    r"\bthe seeds\b",
+    r"\bissue #?\d+\b",
+    r"\bresolv(?:e|es|ed) #?\d+\b",
+    r"\bsession note\b",
 ]
 
 
@@ -113,7 +151,11 @@ INTERNAL_WORDS = [
 def test_no_internal_words(built_book, doc):
     main = soup(built_book, doc).find("main")
     text = main.get_text(" ")
-    found = [m.group(0) for pattern in INTERNAL_WORDS for m in re.finditer(pattern, text, re.IGNORECASE)]
+    found = [
+        m.group(0)
+        for pattern in INTERNAL_WORDS
+        for m in re.finditer(pattern, text, re.IGNORECASE)
+    ]
     assert found == [], f"internal words on a reader's page: {found}"
 
 
@@ -129,7 +171,11 @@ def test_no_image_is_shown_twice_on_a_page(built_book, doc):
             key = hashlib.sha1(src.encode()).hexdigest()
         else:
             path = (page_dir / src.split("#")[0]).resolve()
-            key = hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else src
+            key = (
+                hashlib.sha1(path.read_bytes()).hexdigest()
+                if path.is_file()
+                else src
+            )
         seen.setdefault(key, []).append(src)
     repeated = [srcs for srcs in seen.values() if len(srcs) > 1]
     assert repeated == [], f"the same image appears more than once: {repeated}"
@@ -142,8 +188,10 @@ def _executed_notebooks(build_dir):
 
 def test_no_cell_echoes_a_bare_value(built_book):
     """A cell whose last line is a helper call must not print its return value (2952790016.0, 3.55e-15)."""
-    bare = re.compile(r"^[\s(\[]*[-+]?(\d[\d_.,]*(e[-+]?\d+)?|inf|nan|True|False|None)([\s,]+[-+]?(\d[\d_.,]*(e[-+]?\d+)?))*[\s)\]]*$",
-                      re.IGNORECASE)
+    bare = re.compile(
+        r"^[\s(\[]*[-+]?(\d[\d_.,]*(e[-+]?\d+)?|inf|nan|True|False|None)([\s,]+[-+]?(\d[\d_.,]*(e[-+]?\d+)?))*[\s)\]]*$",
+        re.IGNORECASE,
+    )
     echoed = []
     for name, nb in _executed_notebooks(built_book.parent):
         for i, cell in enumerate(nb.cells):
@@ -169,8 +217,13 @@ def test_figures_are_vector_or_high_resolution(built_book):
         for i, cell in enumerate(nb.cells):
             for out in cell.get("outputs", []):
                 data = out.get("data", {})
-                png = next((v for k, v in data.items() if k.endswith("image/png")), None)
-                if png is None or any(k.endswith("image/svg+xml") for k in data):
+                png = next(
+                    (v for k, v in data.items() if k.endswith("image/png")),
+                    None,
+                )
+                if png is None or any(
+                    k.endswith("image/svg+xml") for k in data
+                ):
                     continue
                 meta = out.get("metadata", {}).get("image/png", {})
                 shown = meta.get("width")
@@ -181,7 +234,11 @@ def test_figures_are_vector_or_high_resolution(built_book):
 
 def _answered_ids():
     toc = set(PAGES)
-    return [q for q in sync.read_questions(ROOT) if f"chapters/{q['chapter']}" in toc]
+    return [
+        q
+        for q in sync.read_questions(ROOT)
+        if f"chapters/{q['chapter']}" in toc
+    ]
 
 
 @pytest.mark.parametrize("qid", [q["id"] for q in _answered_ids()])
@@ -189,14 +246,22 @@ def test_every_answer_is_preceded_by_its_question(built_book, qid):
     chapter = next(q["chapter"] for q in _answered_ids() if q["id"] == qid)
     section = soup(built_book, f"chapters/{chapter}").find(id=qid)
     assert section is not None, qid
-    if section.name != "section":  # a second id on a heading is written as an empty <span>
+    if (
+        section.name != "section"
+    ):  # a second id on a heading is written as an empty <span>
         section = section.find_parent("section")
     blocks = section.select(".exercise, .solution")
-    assert blocks, f"{qid}: no question block and no solution under its heading"
-    assert "exercise" in blocks[0]["class"], f"{qid}: the answer comes before the question"
+    assert blocks, (
+        f"{qid}: no question block and no solution under its heading"
+    )
+    assert "exercise" in blocks[0]["class"], (
+        f"{qid}: the answer comes before the question"
+    )
     solutions = section.select(".solution")
     assert solutions, f"{qid}: no solution block"
-    assert all("dropdown" in s["class"] for s in solutions), f"{qid}: solutions must be collapsible"
+    assert all("dropdown" in s["class"] for s in solutions), (
+        f"{qid}: solutions must be collapsible"
+    )
 
 
 def test_problem_index_writes_maths_as_maths(built_book):
@@ -206,24 +271,39 @@ def test_problem_index_writes_maths_as_maths(built_book):
         math.decompose()  # TeX source inside maths is fine; plain-text maths outside it is not
     text = main.get_text(" ")
     for plain in ["W_O^h", "m x l", "<=", "W_QK ="]:
-        assert plain not in text, f"plain-text maths {plain!r} on the Problem Index"
+        assert plain not in text, (
+            f"plain-text maths {plain!r} on the Problem Index"
+        )
 
 
 def test_landing_page_promises_only_what_exists(built_book):
     main = soup(built_book, "intro").find("main")
-    pending = " ".join(p.get_text(" ") for p in main.select("p") if "in preparation" in p.get_text().lower())
+    pending = " ".join(
+        p.get_text(" ")
+        for p in main.select("p")
+        if "in preparation" in p.get_text().lower()
+    )
     needs("intro")
-    built = {doc.removeprefix("chapters/") for doc in toc_docnames()}  # the whole book's promise
-    for topic, chapter in [("LoRA", "lora"), ("soft prompt", "soft-prompting"),
-                           ("pruning", "pruning-quantization"),
-                           ("what training costs", "lecture-training-cost"),
-                           ("parallelism", "lecture-parallelism"),
-                           ("number formats", "lecture-number-formats"),
-                           ("mixture of experts", "lecture-attention-moe")]:
+    built = {
+        doc.removeprefix("chapters/") for doc in toc_docnames()
+    }  # the whole book's promise
+    for topic, chapter in [
+        ("LoRA", "lora"),
+        ("soft prompt", "soft-prompting"),
+        ("pruning", "pruning-quantization"),
+        ("what training costs", "lecture-training-cost"),
+        ("parallelism", "lecture-parallelism"),
+        ("number formats", "lecture-number-formats"),
+        ("mixture of experts", "lecture-attention-moe"),
+    ]:
         if chapter in built:
-            assert topic.lower() not in pending.lower(), f"{topic} is built but listed as in preparation"
+            assert topic.lower() not in pending.lower(), (
+                f"{topic} is built but listed as in preparation"
+            )
         else:
-            assert topic.lower() in pending.lower(), f"the landing page promises {topic} without saying it is in preparation"
+            assert topic.lower() in pending.lower(), (
+                f"the landing page promises {topic} without saying it is in preparation"
+            )
 
 
 def test_the_issues_button_lets_readers_report_errata(built_book):

@@ -9,22 +9,30 @@ from llmbook.topics import induction as ind
 
 @pytest.fixture(scope="module")
 def model():
-    return ind.attn_only_model(2, n_heads=2, d_model=16, d_head=8, n_ctx=12, d_vocab=10, seed=3)
+    return ind.attn_only_model(
+        2, n_heads=2, d_model=16, d_head=8, n_ctx=12, d_vocab=10, seed=3
+    )
 
 
 def test_scores_on_hand_made_patterns():
     n = 8
     prev = torch.zeros(1, 2, n, n)
     prev[0, 0, 0, 0] = 1
-    prev[0, 0, torch.arange(1, n), torch.arange(n - 1)] = 1          # head 0 always looks one back
-    prev[0, 1] = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]   # head 1 uniform
+    prev[0, 0, torch.arange(1, n), torch.arange(n - 1)] = (
+        1  # head 0 always looks one back
+    )
+    prev[0, 1] = (
+        torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
+    )  # head 1 uniform
     scores = ind.previous_token_scores(prev)
     assert scores[0] == pytest.approx(1.0)
-    assert scores[1] == pytest.approx(np.mean([1 / (t + 1) for t in range(1, n)]))
+    assert scores[1] == pytest.approx(
+        np.mean([1 / (t + 1) for t in range(1, n)])
+    )
     half = 4
     induct = torch.zeros(1, 1, n, n)
     for t in range(half, n):
-        induct[0, 0, t, t - half + 1] = 1.0                            # the token after the earlier copy
+        induct[0, 0, t, t - half + 1] = 1.0  # the token after the earlier copy
     assert ind.induction_scores(induct, half)[0] == pytest.approx(1.0)
     assert ind.induction_scores(prev[:, :1], half)[0] == pytest.approx(0.0)
 
@@ -33,8 +41,13 @@ def test_k_composition_matches_transformer_lens(model):
     tl = model.all_composition_scores("K")
     for h0 in range(2):
         for h1 in range(2):
-            ours = ind.k_composition(ind.head_matrices(model, 1, h1)[0], ind.head_matrices(model, 0, h0)[1])
-            assert ours == pytest.approx(float(tl[0, h0, 1, h1].detach()), rel=1e-4)
+            ours = ind.k_composition(
+                ind.head_matrices(model, 1, h1)[0],
+                ind.head_matrices(model, 0, h0)[1],
+            )
+            assert ours == pytest.approx(
+                float(tl[0, h0, 1, h1].detach()), rel=1e-4
+            )
 
 
 def test_head_matrices_are_low_rank(model):
@@ -47,26 +60,53 @@ def test_repeated_segment_batch_layout():
     tokens, mask = ind.repeated_segment_batch(200, 32, 24, 4, 12, g)
     for b in range(200):
         t = torch.nonzero(mask[b]).flatten()
-        assert 3 <= t.numel() <= 11                                   # L - 1 predictable positions
+        assert 3 <= t.numel() <= 11  # L - 1 predictable positions
         L = t.numel() + 1
         s2 = int(t[0])
-        seg = tokens[b, s2:s2 + L]
-        found = [s for s in range(0, s2 - L + 1) if torch.equal(tokens[b, s:s + L], seg)]
+        seg = tokens[b, s2 : s2 + L]
+        found = [
+            s
+            for s in range(0, s2 - L + 1)
+            if torch.equal(tokens[b, s : s + L], seg)
+        ]
         assert found, "the segment must occur earlier"
-    fixed, fmask = ind.repeated_segment_batch(4, 32, 24, 4, 12, g, fixed_offset=16)
-    assert torch.equal(fixed[:, :16], fixed[:, 16:]) and fmask[:, 16:31].all() and not fmask[:, :16].any()
+    fixed, fmask = ind.repeated_segment_batch(
+        4, 32, 24, 4, 12, g, fixed_offset=16
+    )
+    assert (
+        torch.equal(fixed[:, :16], fixed[:, 16:])
+        and fmask[:, 16:31].all()
+        and not fmask[:, :16].any()
+    )
 
 
 def test_repeated_random_tokens():
     x = ind.repeated_random_tokens(3, 5, 7, seed=1)
-    assert x.shape == (3, 10) and torch.equal(x[:, :5], x[:, 5:]) and int(x.max()) < 7
+    assert (
+        x.shape == (3, 10)
+        and torch.equal(x[:, :5], x[:, 5:])
+        and int(x.max()) < 7
+    )
 
 
 def test_short_training_run_records_history(model):
-    hist = ind.train_induction(model, steps=4, batch_size=8, lr=1e-3, min_len=2, max_len=5, eval_every=2, seed=0)
+    hist = ind.train_induction(
+        model,
+        steps=4,
+        batch_size=8,
+        lr=1e-3,
+        min_len=2,
+        max_len=5,
+        eval_every=2,
+        seed=0,
+    )
     assert [h["step"] for h in hist] == [0, 2, 4]
     last = hist[-1]
-    assert np.isfinite(last["train_repeated"]) and last["prev_L0"].shape == (2,) and last["k_comp"].shape == (2, 2)
+    assert (
+        np.isfinite(last["train_repeated"])
+        and last["prev_L0"].shape == (2,)
+        and last["k_comp"].shape == (2, 2)
+    )
     assert 0 <= last["induction_L1"].min() and last["induction_L1"].max() <= 1
 
 
@@ -74,7 +114,9 @@ def test_ablation_hook_zeroes_one_head(model):
     tokens = ind.repeated_random_tokens(2, 6, 10, seed=2)
     with torch.no_grad():
         base = model(tokens)
-        with model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", ind.ablate_head_hook(0))]):
+        with model.hooks(
+            fwd_hooks=[("blocks.0.attn.hook_z", ind.ablate_head_hook(0))]
+        ):
             _, cache = model.run_with_cache(tokens)
             changed = model(tokens)
     assert torch.count_nonzero(cache["blocks.0.attn.hook_z"][:, :, 0]) == 0
@@ -84,15 +126,30 @@ def test_ablation_hook_zeroes_one_head(model):
 def test_subspace_fraction():
     W = torch.randn(5, 6)
     assert ind.subspace_fraction(W, torch.eye(6)) == pytest.approx(1.0)
-    assert ind.subspace_fraction(torch.eye(6)[:2], torch.eye(6)[:, 2:]) == pytest.approx(0.0)
+    assert ind.subspace_fraction(
+        torch.eye(6)[:2], torch.eye(6)[:, 2:]
+    ) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("call, arg", [
-    (lambda: ind.repeated_segment_batch(4, 10, 5, 2, 6, torch.Generator()), "max_len"),
-    (lambda: ind.repeated_segment_batch(0, 10, 5, 2, 3, torch.Generator()), "n"),
-    (lambda: ind.attn_only_model(0), "n_layers"),
-    (lambda: ind.repeated_random_tokens(2, 3, -1), "d_vocab"),
-])
+@pytest.mark.parametrize(
+    "call, arg",
+    [
+        (
+            lambda: ind.repeated_segment_batch(
+                4, 10, 5, 2, 6, torch.Generator()
+            ),
+            "max_len",
+        ),
+        (
+            lambda: ind.repeated_segment_batch(
+                0, 10, 5, 2, 3, torch.Generator()
+            ),
+            "n",
+        ),
+        (lambda: ind.attn_only_model(0), "n_layers"),
+        (lambda: ind.repeated_random_tokens(2, 3, -1), "d_vocab"),
+    ],
+)
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()
@@ -115,11 +172,13 @@ def test_copy_candidates_contain_the_answer_inside_every_copy():
     cand = ind.copy_candidates(tokens, 24)
     rep = mask[:, :-1]
     answer = cand[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
-    assert answer[rep].all()                       # the next token always followed an earlier A
+    assert answer[rep].all()  # the next token always followed an earlier A
 
 
 def test_k_composition_table_matches_single_scores(model):
     table = ind.k_composition_table(model)
     assert table.shape == (2, 2)
-    want = ind.k_composition(ind.head_matrices(model, 1, 0)[0], ind.head_matrices(model, 0, 1)[1])
+    want = ind.k_composition(
+        ind.head_matrices(model, 1, 0)[0], ind.head_matrices(model, 0, 1)[1]
+    )
     assert table[1, 0] == pytest.approx(want)

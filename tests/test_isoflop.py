@@ -32,13 +32,15 @@ def test_teacher_language_and_one_isoflop_student():
     assert 0 < lang["entropy"] < math.log(8)
     again = isoflop.teacher_language(8, 2, 4, 16, sharpness=2.0, seed=0)
     assert torch.equal(again["probs"], lang["probs"])
-    row = isoflop.train_isoflop_student(lang, 4, 8, budget=6e6, target_steps=20,
-                                      batch_range=(8, 512))
+    row = isoflop.train_isoflop_student(
+        lang, 4, 8, budget=6e6, target_steps=20, batch_range=(8, 512)
+    )
     n = isoflop.mlp_lm_params(8, 2, 4, 8)
     assert row["N"] == n and row["D"] == row["batch"] * row["steps"]
     assert row["D"] == pytest.approx(6e6 / (6 * n), rel=0.05)
     assert row["loss"] > lang["entropy"]
-    assert row == isoflop.train_isoflop_student(lang, 4, 8, budget=6e6, target_steps=20,
-                                              batch_range=(8, 512))
+    assert row == isoflop.train_isoflop_student(
+        lang, 4, 8, budget=6e6, target_steps=20, batch_range=(8, 512)
+    )
     with pytest.raises(ValueError, match="budget"):
         isoflop.train_isoflop_student(lang, 4, 8, budget=0)

@@ -57,9 +57,7 @@ def test_core_does_not_import_topics():
 
 
 def test_every_module_sits_in_a_layer():
-    loose = sorted(
-        p.name for p in LIB.glob("*.py") if p.name != "__init__.py"
-    )
+    loose = sorted(p.name for p in LIB.glob("*.py") if p.name != "__init__.py")
     assert loose == [], (
         f"modules outside core/, topics/ and book/: {loose}; "
         "CONTRIBUTING's 'Where things live' says where each belongs"

@@ -16,7 +16,11 @@ class Net(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.q, self.v, self.mlp = nn.Linear(6, 5), nn.Linear(5, 7, bias=False), nn.Linear(7, 3)
+        self.q, self.v, self.mlp = (
+            nn.Linear(6, 5),
+            nn.Linear(5, 7, bias=False),
+            nn.Linear(7, 3),
+        )
 
     def forward(self, x):
         return self.mlp(torch.tanh(self.v(torch.tanh(self.q(x)))))
@@ -29,18 +33,33 @@ def _pair(rank=2, alpha=3.0, rslora=False, seed=0):
     torch.manual_seed(seed)
     base = Net()
     ours = copy.deepcopy(base)
-    lora.apply_lora(ours, ["q", "v"], rank, alpha, rslora=rslora,
-                    generator=torch.Generator().manual_seed(1))
+    lora.apply_lora(
+        ours,
+        ["q", "v"],
+        rank,
+        alpha,
+        rslora=rslora,
+        generator=torch.Generator().manual_seed(1),
+    )
     g = torch.Generator().manual_seed(2)
-    for m in lora.lora_modules(ours).values():  # both factors non-zero, so gradients are generic
+    for m in lora.lora_modules(
+        ours
+    ).values():  # both factors non-zero, so gradients are generic
         with torch.no_grad():
             m.A.normal_(generator=g)
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["q", "v"], lora_dropout=0.0,
-                     use_rslora=rslora)
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=["q", "v"],
+        lora_dropout=0.0,
+        use_rslora=rslora,
+    )
     theirs = get_peft_model(copy.deepcopy(base), cfg)
     for name, m in lora.lora_modules(ours).items():
         layer = theirs.base_model.model.get_submodule(name)
-        with torch.no_grad():  # PEFT's lora_B (out x r) is our A; its lora_A (r x in) is our B
+        with (
+            torch.no_grad()
+        ):  # PEFT's lora_B (out x r) is our A; its lora_A (r x in) is our B
             layer.lora_B["default"].weight.copy_(m.A)
             layer.lora_A["default"].weight.copy_(m.B)
     return ours, theirs
@@ -52,13 +71,16 @@ def test_outputs_and_gradients_match_peft(rslora):
     x = torch.randn(11, 6, generator=torch.Generator().manual_seed(3))
     y_ours, y_theirs = ours(x), theirs(x)
     torch.testing.assert_close(y_ours, y_theirs, rtol=1e-6, atol=1e-6)
-    (y_ours ** 2).sum().backward()
-    (y_theirs ** 2).sum().backward()
+    (y_ours**2).sum().backward()
+    (y_theirs**2).sum().backward()
     n_peft = sum(p.numel() for p in theirs.parameters() if p.requires_grad)
     assert lora.count_trainable(ours) == n_peft
     for name, m in lora.lora_modules(ours).items():
         layer = theirs.base_model.model.get_submodule(name)
-        peft_b, peft_a = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+        peft_b, peft_a = (
+            layer.lora_B["default"].weight,
+            layer.lora_A["default"].weight,
+        )
         torch.testing.assert_close(m.A.grad, peft_b.grad, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(m.B.grad, peft_a.grad, rtol=1e-5, atol=1e-6)
         assert m.base.weight.grad is None
@@ -75,10 +97,14 @@ def test_merged_weights_match_peft_and_merge_equals_unmerged():
     for name, m in lora.lora_modules(ours).items():
         want = merged.get_submodule(name).weight
         torch.testing.assert_close(m.base.weight, want, rtol=1e-6, atol=1e-6)
-    w_merged = {n: m.base.weight.clone() for n, m in lora.lora_modules(ours).items()}
+    w_merged = {
+        n: m.base.weight.clone() for n, m in lora.lora_modules(ours).items()
+    }
     for name, m in lora.lora_modules(ours).items():
         m.unmerge()
-        torch.testing.assert_close(m.base.weight + m.delta_weight(), w_merged[name])
+        torch.testing.assert_close(
+            m.base.weight + m.delta_weight(), w_merged[name]
+        )
 
 
 def test_default_init_is_peft_default_and_leaves_the_model_unchanged():
@@ -88,27 +114,43 @@ def test_default_init_is_peft_default_and_leaves_the_model_unchanged():
     base = Net()
     x = torch.randn(4, 6)
     ours = copy.deepcopy(base)
-    lora.apply_lora(ours, ["q", "v"], 2, generator=torch.Generator().manual_seed(0))
-    theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["q", "v"]))
+    lora.apply_lora(
+        ours, ["q", "v"], 2, generator=torch.Generator().manual_seed(0)
+    )
+    theirs = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=2, target_modules=["q", "v"])
+    )
     torch.testing.assert_close(ours(x), base(x))
     for name, m in lora.lora_modules(ours).items():
-        peft_a = theirs.base_model.model.get_submodule(name).lora_A["default"].weight
+        peft_a = (
+            theirs.base_model.model.get_submodule(name)
+            .lora_A["default"]
+            .weight
+        )
         assert torch.count_nonzero(m.A) == 0 and peft_a.shape == m.B.shape
-        bound = 1 / math.sqrt(m.base.in_features)  # kaiming_uniform(a=√5) bound, both sides
+        bound = 1 / math.sqrt(
+            m.base.in_features
+        )  # kaiming_uniform(a=√5) bound, both sides
         assert m.B.abs().max() <= bound and peft_a.abs().max() <= bound
         assert m.B.abs().max() > 0.5 * bound
 
 
 def test_hand_gradients_are_G_Bt_and_At_G():
     torch.manual_seed(0)
-    layer = lora.LoRALinear(nn.Linear(5, 4, bias=False), rank=2, alpha=3.0, init="xavier")
+    layer = lora.LoRALinear(
+        nn.Linear(5, 4, bias=False), rank=2, alpha=3.0, init="xavier"
+    )
     x = torch.randn(8, 5)
     W = (layer.base.weight + layer.delta_weight()).detach().requires_grad_()
     (torch.sin(x @ W.T)).sum().backward()
     G = W.grad  # dL/dW, shape (m, ℓ)
     torch.sin(layer(x)).sum().backward()
-    torch.testing.assert_close(layer.A.grad, layer.scaling * G @ layer.B.T.detach())
-    torch.testing.assert_close(layer.B.grad, layer.scaling * layer.A.T.detach() @ G)
+    torch.testing.assert_close(
+        layer.A.grad, layer.scaling * G @ layer.B.T.detach()
+    )
+    torch.testing.assert_close(
+        layer.B.grad, layer.scaling * layer.A.T.detach() @ G
+    )
 
 
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
@@ -117,9 +159,11 @@ def test_zero_init_gradients_are_exactly_zero_and_nothing_moves(opt):
     model = Net()
     lora.apply_lora(model, ["q", "v", "mlp"], 2, init="zeros")
     params = [p for p in model.parameters() if p.requires_grad]
-    make = {"sgd": lambda: torch.optim.SGD(params, lr=0.1),
-            "momentum": lambda: torch.optim.SGD(params, lr=0.1, momentum=0.9),
-            "adam": lambda: torch.optim.Adam(params, lr=0.1)}[opt]
+    make = {
+        "sgd": lambda: torch.optim.SGD(params, lr=0.1),
+        "momentum": lambda: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+        "adam": lambda: torch.optim.Adam(params, lr=0.1),
+    }[opt]
     o = make()
     for _ in range(20):
         x = torch.randn(16, 6)
@@ -151,7 +195,12 @@ def test_bad_arguments_name_themselves():
 def test_apply_lora_matches_names_like_peft():
     model = st.TinyLM(d_model=8, n_layers=2, n_heads=2, d_mlp=16, n_ctx=6)
     wrapped = lora.apply_lora(model, ["attn.q", "fc1"], 2)
-    assert wrapped == ["blocks.0.attn.q", "blocks.0.mlp.fc1", "blocks.1.attn.q", "blocks.1.mlp.fc1"]
+    assert wrapped == [
+        "blocks.0.attn.q",
+        "blocks.0.mlp.fc1",
+        "blocks.1.attn.q",
+        "blocks.1.mlp.fc1",
+    ]
     assert lora.count_trainable(model) == 2 * (2 * (8 + 8) + 2 * (8 + 16))
 
 
@@ -162,7 +211,9 @@ def test_adapter_swap_restores_outputs():
     base_out = model(x)
     lora.apply_lora(model, ["q"], 2, init="xavier")
     state_1, out_1 = lora.adapter_state(model), model(x)
-    lora.load_adapter(model, {k: torch.zeros_like(v) for k, v in state_1.items()})
+    lora.load_adapter(
+        model, {k: torch.zeros_like(v) for k, v in state_1.items()}
+    )
     torch.testing.assert_close(model(x), base_out)
     lora.load_adapter(model, state_1)
     torch.testing.assert_close(model(x), out_1)
@@ -184,7 +235,9 @@ def test_xavier_ratio_formula_matches_sampling():
     g = torch.Generator().manual_seed(0)
     ratios = []
     for _ in range(200):
-        layer = lora.LoRALinear(nn.Linear(ell, m), k, init="xavier", generator=g)
+        layer = lora.LoRALinear(
+            nn.Linear(ell, m), k, init="xavier", generator=g
+        )
         ratios.append((layer.A @ layer.B).norm().item() ** 2)
     w0_var = 1 / (3 * ell)  # nn.Linear's default U(±1/√ℓ)
     want = lora.xavier_product_ratio(m, ell, k, w0_var) ** 2 * m * ell * w0_var
@@ -193,18 +246,25 @@ def test_xavier_ratio_formula_matches_sampling():
 
 # ------------------------------------------------------------------------------------------ NF4
 
+
 def test_nf4_offset_and_code_hand_worked():
     assert quant.nf4_offset() == pytest.approx(0.9677083, abs=1e-7)
     code = quant.nf4_code()
-    assert code.shape == (16,) and code[0] == -1 and code[-1] == 1 and (code == 0).sum() == 1
+    assert (
+        code.shape == (16,)
+        and code[0] == -1
+        and code[-1] == 1
+        and (code == 0).sum() == 1
+    )
     assert bool((code.diff() > 0).all())
     assert (code < 0).sum() == 7 and (code > 0).sum() == 8
     # the largest positive value before normalising is Φ⁻¹(δ): the negatives are scaled by it
     from scipy.stats import norm
 
     delta = quant.nf4_offset()
-    assert code[1].item() == pytest.approx(-norm.ppf(delta - (delta - 0.5) / 7) / norm.ppf(delta),
-                                           rel=1e-6)
+    assert code[1].item() == pytest.approx(
+        -norm.ppf(delta - (delta - 0.5) / 7) / norm.ppf(delta), rel=1e-6
+    )
 
 
 def test_nf4_code_and_indices_match_bitsandbytes():
@@ -212,7 +272,9 @@ def test_nf4_code_and_indices_match_bitsandbytes():
 
     x = torch.randn(64 * 40, generator=torch.Generator().manual_seed(0))
     packed, state = bnbf.quantize_4bit(x, blocksize=64, quant_type="nf4")
-    torch.testing.assert_close(quant.nf4_code(), state.code[:16], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        quant.nf4_code(), state.code[:16], rtol=0, atol=1e-6
+    )
     idx, absmax = quant.quantize_blockwise(x, quant.nf4_code(), 64)
     torch.testing.assert_close(absmax, state.absmax)
     p = packed.flatten()  # two indices per byte, the first in the high nibble
@@ -242,8 +304,12 @@ def test_double_quantization_matches_torchao():
 
 def test_constant_bits_hand_worked():
     assert quant.constant_bits_per_param(64, 32) == 0.5
-    assert quant.constant_bits_per_param(64, 8, 256, 32) == pytest.approx(8 / 64 + 32 / (64 * 256))
-    assert quant.constant_bits_per_param(64, 8, 256, 32) == pytest.approx(0.127, abs=5e-4)
+    assert quant.constant_bits_per_param(64, 8, 256, 32) == pytest.approx(
+        8 / 64 + 32 / (64 * 256)
+    )
+    assert quant.constant_bits_per_param(64, 8, 256, 32) == pytest.approx(
+        0.127, abs=5e-4
+    )
 
 
 def test_nf4_linear_reconstructs_and_blocks_gradients():
@@ -258,20 +324,27 @@ def test_nf4_linear_reconstructs_and_blocks_gradients():
     lora.apply_lora(model, ["0"], 4, init="xavier")
     x = torch.randn(5, 128)
     model(x).sum().backward()
-    assert model[0].A.grad is not None and list(model[0].base.parameters()) == []
+    assert (
+        model[0].A.grad is not None and list(model[0].base.parameters()) == []
+    )
     with pytest.raises(ValueError, match="block_size"):
         quant.quantize_blockwise(torch.randn(65), quant.nf4_code(), 64)
 
 
 def test_int4_code_is_uniform():
     c = quant.int4_code()
-    assert c.numel() == 15 and torch.allclose(c.diff(), torch.full((14,), 1 / 7))
+    assert c.numel() == 15 and torch.allclose(
+        c.diff(), torch.full((14,), 1 / 7)
+    )
 
 
 # ------------------------------------------------------------------------------ teacher-student
 
+
 def test_teacher_has_exact_rank_and_equal_singular_values():
-    w0, dw = lora.teacher_student(20, 12, 3, torch.Generator().manual_seed(0), sigma=2.0)
+    w0, dw = lora.teacher_student(
+        20, 12, 3, torch.Generator().manual_seed(0), sigma=2.0
+    )
     s = torch.linalg.svdvals(dw)
     torch.testing.assert_close(s[:3], torch.full((3,), 2.0))
     assert s[3:].abs().max() < 1e-5 and w0.shape == (20, 12)
@@ -283,13 +356,30 @@ def test_teacher_has_exact_rank_and_equal_singular_values():
 def test_stacked_training_equals_separate_torch_optim_runs(opt):
     w0, dw = lora.teacher_student(6, 5, 2, torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(2)
-    A, B = torch.randn(2, 6, 3, generator=g) * 0.1, torch.randn(2, 3, 5, generator=g)
+    A, B = (
+        torch.randn(2, 6, 3, generator=g) * 0.1,
+        torch.randn(2, 3, 5, generator=g),
+    )
     lrs = [0.01, 0.03]
-    hist, _ = lora.train_stacked(w0, w0 + dw, [A, B], lrs, steps=15, batch=8, seed=3,
-                                 noise=0.1, scaling=0.5, optimizer=opt)
+    hist, _ = lora.train_stacked(
+        w0,
+        w0 + dw,
+        [A, B],
+        lrs,
+        steps=15,
+        batch=8,
+        seed=3,
+        noise=0.1,
+        scaling=0.5,
+        optimizer=opt,
+    )
     for i, lr in enumerate(lrs):
         a, b = A[i].clone().requires_grad_(), B[i].clone().requires_grad_()
-        o = torch.optim.Adam([a, b], lr=lr) if opt == "adam" else torch.optim.SGD([a, b], lr=lr)
+        o = (
+            torch.optim.Adam([a, b], lr=lr)
+            if opt == "adam"
+            else torch.optim.SGD([a, b], lr=lr)
+        )
         gen = torch.Generator().manual_seed(3)
         for t in range(15):
             x = torch.randn(8, 5, generator=gen)
@@ -317,17 +407,36 @@ def test_qlora_layer_matches_peft_on_bitsandbytes_linear4bit():
         def forward(self, x):
             return self.proj(x)
 
-    q4 = bnb.nn.Linear4bit(128, 64, compute_dtype=torch.float32, compress_statistics=False,
-                           quant_type="nf4")
-    q4.weight = bnb.nn.Params4bit(lin.weight.data.clone(), requires_grad=False,
-                                  compress_statistics=False, quant_type="nf4")
+    q4 = bnb.nn.Linear4bit(
+        128,
+        64,
+        compute_dtype=torch.float32,
+        compress_statistics=False,
+        quant_type="nf4",
+    )
+    q4.weight = bnb.nn.Params4bit(
+        lin.weight.data.clone(),
+        requires_grad=False,
+        compress_statistics=False,
+        quant_type="nf4",
+    )
     q4.bias = nn.Parameter(lin.bias.data.clone(), requires_grad=False)
     q4 = q4.to("cpu")  # quantizes the weight
-    q4.support_avx512bf16_for_cpu = False  # eval forwards on AVX512-BF16 CPUs repack the weights
+    q4.support_avx512bf16_for_cpu = (
+        False  # eval forwards on AVX512-BF16 CPUs repack the weights
+    )
     ours = One(quant.NF4Linear(lin, block_size2=None))
-    lora.apply_lora(ours, ["proj"], 4, alpha=8.0, init="xavier",
-                    generator=torch.Generator().manual_seed(0))
-    theirs = get_peft_model(One(q4), LoraConfig(r=4, lora_alpha=8, target_modules=["proj"]))
+    lora.apply_lora(
+        ours,
+        ["proj"],
+        4,
+        alpha=8.0,
+        init="xavier",
+        generator=torch.Generator().manual_seed(0),
+    )
+    theirs = get_peft_model(
+        One(q4), LoraConfig(r=4, lora_alpha=8, target_modules=["proj"])
+    )
     layer = theirs.base_model.model.proj
     with torch.no_grad():
         layer.lora_B["default"].weight.copy_(ours.proj.A)
@@ -338,4 +447,6 @@ def test_qlora_layer_matches_peft_on_bitsandbytes_linear4bit():
     y_ours.square().sum().backward()
     y_theirs.square().sum().backward()
     peft_b = layer.lora_B["default"].weight
-    torch.testing.assert_close(ours.proj.A.grad, peft_b.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        ours.proj.A.grad, peft_b.grad, rtol=1e-4, atol=1e-5
+    )

@@ -54,7 +54,8 @@ def test_load_probability_hand_example_and_monte_carlo():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(200_000, generator=g)
     assert ((1.0 + z) > 2.0).double().mean().item() == pytest.approx(
-        P[0, 1].item(), abs=0.005)
+        P[0, 1].item(), abs=0.005
+    )
 
 
 def test_cv_squared_and_losses():
@@ -76,13 +77,13 @@ def test_expert_capacity():
 def test_switch_route_hand_example():
     # 6 tokens, 2 experts, capacity ceil(1.0 * 6 / 2) = 3; five want
     # expert 0: tokens 0, 1, 3 fill it, tokens 4 and 5 are dropped
-    logits = torch.tensor([[2.0, 0], [1, 0], [0, 3], [5, 0], [1, 0],
-                           [4, 0]])
+    logits = torch.tensor([[2.0, 0], [1, 0], [0, 3], [5, 0], [1, 0], [4, 0]])
     expert, gate, kept, probs = moe.switch_route(logits, 1.0)
     assert expert.tolist() == [0, 0, 1, 0, 0, 0]
     assert kept.tolist() == [True, True, True, True, False, False]
-    assert gate[2].item() == pytest.approx(torch.sigmoid(
-        torch.tensor(3.0)).item())
+    assert gate[2].item() == pytest.approx(
+        torch.sigmoid(torch.tensor(3.0)).item()
+    )
     _, _, kept2, _ = moe.switch_route(logits, 2.0)
     assert kept2.all()
 
@@ -95,8 +96,8 @@ def test_switch_balancing_loss_hand_example():
     assert got.item() == pytest.approx(0.011)
     uniform = torch.full((4, 2), 0.5)
     assert moe.switch_balancing_loss(
-        uniform, torch.tensor([0, 1, 0, 1]), 0.01).item() == pytest.approx(
-            0.01)
+        uniform, torch.tensor([0, 1, 0, 1]), 0.01
+    ).item() == pytest.approx(0.01)
 
 
 def test_moe_layer_switch_matches_a_loop_over_tokens():
@@ -113,7 +114,8 @@ def test_moe_layer_switch_matches_a_loop_over_tokens():
     assert layer.last_dropped == pytest.approx(1 - kept.double().mean())
     assert layer.last_fraction.sum().item() == pytest.approx(1.0)
     assert aux.item() == pytest.approx(
-        moe.switch_balancing_loss(probs, expert, 0.01).item())
+        moe.switch_balancing_loss(probs, expert, 0.01).item()
+    )
 
 
 def test_moe_layer_topk_weights_two_experts():
@@ -152,13 +154,15 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="k="):
         moe.keep_top_k(torch.zeros(2, 3), 4)
     with pytest.raises(ValueError, match="k="):
-        moe.load_probability(torch.zeros(1, 2), torch.zeros(1, 2),
-                             torch.ones(1, 2), 2)
+        moe.load_probability(
+            torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), 2
+        )
     with pytest.raises(ValueError, match="capacity_factor"):
         moe.expert_capacity(4, 2, 0)
     with pytest.raises(ValueError, match="alpha"):
-        moe.switch_balancing_loss(torch.ones(2, 2) / 2,
-                                  torch.tensor([0, 1]), -1)
+        moe.switch_balancing_loss(
+            torch.ones(2, 2) / 2, torch.tensor([0, 1]), -1
+        )
     with pytest.raises(ValueError, match="router"):
         moe.MoELayer(2, 2, 2, router="dense")
     with pytest.raises(ValueError, match="v must"):
@@ -171,11 +175,16 @@ def test_moe_param_counts_by_hand():
     d, h, E = 6, 4, 5
     sw = moe.MoELayer(d, h, E)
     expert = d * h + h + h * d + d
-    assert moe.moe_param_counts(sw) == {"total": E * expert + d * E, "active": expert + d * E}
+    assert moe.moe_param_counts(sw) == {
+        "total": E * expert + d * E,
+        "active": expert + d * E,
+    }
     tk = moe.MoELayer(d, h, E, router="topk", k=2)
     # the noisy router also uses W_noise; two experts run per token
-    assert moe.moe_param_counts(tk) == {"total": E * expert + 2 * d * E,
-                                        "active": 2 * expert + 2 * d * E}
+    assert moe.moe_param_counts(tk) == {
+        "total": E * expert + 2 * d * E,
+        "active": 2 * expert + 2 * d * E,
+    }
 
 
 def test_regression_net_trains_and_reports_expert_shares():
@@ -186,7 +195,9 @@ def test_regression_net_trains_and_reports_expert_shares():
     net = moe.RegressionNet(4, 8, moe.MoELayer(8, 8, 4, alpha=0.01))
     with torch.no_grad():
         before = ((net(x)[0] - y) ** 2).mean().item()
-    test, shares = moe.train_regressor(net, x, y, x, y, steps=60, batch=64, lr=1e-2, seed=0)
+    test, shares = moe.train_regressor(
+        net, x, y, x, y, steps=60, batch=64, lr=1e-2, seed=0
+    )
     assert test < 0.5 * before
     assert shares.shape == (60, 4) and np.allclose(shares.sum(1), 1)
     live, top = moe.live_experts(shares, 0.02)
@@ -194,10 +205,14 @@ def test_regression_net_trains_and_reports_expert_shares():
     # the dense baseline has no shares; same seed, same run
     torch.manual_seed(0)
     dense = moe.RegressionNet(4, 8, moe.dense_ffn(8, 16))
-    t1, s1 = moe.train_regressor(dense, x, y, x, y, steps=20, batch=64, lr=1e-2, seed=3)
+    t1, s1 = moe.train_regressor(
+        dense, x, y, x, y, steps=20, batch=64, lr=1e-2, seed=3
+    )
     torch.manual_seed(0)
     dense = moe.RegressionNet(4, 8, moe.dense_ffn(8, 16))
-    t2, _ = moe.train_regressor(dense, x, y, x, y, steps=20, batch=64, lr=1e-2, seed=3)
+    t2, _ = moe.train_regressor(
+        dense, x, y, x, y, steps=20, batch=64, lr=1e-2, seed=3
+    )
     assert s1.size == 0 and t1 == t2
     with pytest.raises(ValueError, match="shares"):
         moe.live_experts(np.zeros((0, 4)), 0.02)

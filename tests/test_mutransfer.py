@@ -55,7 +55,9 @@ def test_mup_package_reproduces_the_hand_written_mup():
 
     prob = batchsize.mlp_problem(n_train=512, n_test=16, d=4, seed=0)
     for lr in (1e-3, 1e-2):
-        ours = mutransfer.width_lr_sweep(prob, 256, [lr], "mup", 32, steps=20)[0]
+        ours = mutransfer.width_lr_sweep(prob, 256, [lr], "mup", 32, steps=20)[
+            0
+        ]
         sp = mutransfer.width_lr_sweep(prob, 256, [lr], "sp", 32, steps=20)[0]
         pkg = mutransfer.mup_package_run(prob, 256, lr, 32, steps=20)
         assert pkg == pytest.approx(ours, rel=1e-5)
@@ -63,7 +65,8 @@ def test_mup_package_reproduces_the_hand_written_mup():
     # at the base width the package's model is the plain one
     base = mutransfer.mup_package_run(prob, 32, 1e-2, 32, steps=20)
     assert base == pytest.approx(
-        mutransfer.width_lr_sweep(prob, 32, [1e-2], "sp", 32, steps=20)[0], rel=1e-6
+        mutransfer.width_lr_sweep(prob, 32, [1e-2], "sp", 32, steps=20)[0],
+        rel=1e-6,
     )
 
 
@@ -72,10 +75,21 @@ def test_plot_width_sweep_one_panel_per_parameterisation():
     from matplotlib import pyplot as plt
 
     lrs = np.array([1e-3, 1e-2, 1e-1])
-    losses = {"sp": np.array([[1.0, 0.5, 2.0]]), "mup": np.array([[0.9, 0.4, np.inf]])}
-    best = pd.DataFrame({"parameterisation": ["sp", "mup"], "width": [64, 64],
-                         "best lr": [1e-2, 1e-2], "loss": [0.5, 0.4]})
-    fig = mutransfer.plot_width_sweep(lrs, losses, best, {"sp": "SP", "mup": "μP"})
+    losses = {
+        "sp": np.array([[1.0, 0.5, 2.0]]),
+        "mup": np.array([[0.9, 0.4, np.inf]]),
+    }
+    best = pd.DataFrame(
+        {
+            "parameterisation": ["sp", "mup"],
+            "width": [64, 64],
+            "best lr": [1e-2, 1e-2],
+            "loss": [0.5, 0.4],
+        }
+    )
+    fig = mutransfer.plot_width_sweep(
+        lrs, losses, best, {"sp": "SP", "mup": "μP"}
+    )
     axes = fig.axes
     assert [a.get_title() for a in axes] == ["SP", "μP"]
     assert axes[0].get_ylim() == axes[1].get_ylim()
@@ -88,8 +102,15 @@ def test_mup_package_check_shapes_and_yardstick():
 
     prob = batchsize.mlp_problem(n_train=256, n_test=16, d=4, seed=0)
     lrs = np.array([1e-3, 1e-2])
-    ours = np.stack([mutransfer.width_lr_sweep(prob, w, lrs, "mup", 32, steps=10) for w in (32, 64)])
-    check = mutransfer.mup_package_check(prob, [32, 64], lrs, ours, 32, steps=10, n_nudges=1)
+    ours = np.stack(
+        [
+            mutransfer.width_lr_sweep(prob, w, lrs, "mup", 32, steps=10)
+            for w in (32, 64)
+        ]
+    )
+    check = mutransfer.mup_package_check(
+        prob, [32, 64], lrs, ours, 32, steps=10, n_nudges=1
+    )
     assert check["rel"].shape == check["floor"].shape == (2, 2)
     assert check["rel"].max() < 1e-5 and check["best_shift"].max() < 1e-5
     with pytest.raises(ValueError, match="ours"):

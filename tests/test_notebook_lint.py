@@ -14,43 +14,50 @@ def nb(*sources, ids=True):
     for i, src in enumerate(
         [sync.bootstrap_source(URL), "n = 1  # count", *sources]
     ):
-        cell = {"cell_type": "code", "source": src, "outputs": [],
-                "execution_count": None,
-                "metadata": {"tags": ["parameters"]} if i == 1 else {}}
+        cell = {
+            "cell_type": "code",
+            "source": src,
+            "outputs": [],
+            "execution_count": None,
+            "metadata": {"tags": ["parameters"]} if i == 1 else {},
+        }
         if ids:
             cell["id"] = f"c{i:02d}"
         cells.append(cell)
-    return {"cells": cells, "metadata": {}, "nbformat": 4,
-            "nbformat_minor": 5}
+    return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
 def test_a_clean_notebook_has_no_problems():
-    good = nb("from llmbook.topics import costs\nimport pandas as pd",
-              "table = pd.concat([])\nfor row in table: pass\n"
-              "print(costs.RECIPES)")
+    good = nb(
+        "from llmbook.topics import lora\nimport pandas as pd",
+        "table = pd.concat([])\nfor row in table: pass\nprint(lora.INITS)",
+    )
     assert lint.notebook_problems(good, URL) == []
 
 
-@pytest.mark.parametrize("code", [
-    "costs = pd.concat([a, b])",
-    "costs += 1",
-    "x, costs = 1, 2",
-    "for costs in range(3):\n    pass",
-    "def costs():\n    pass",
-    "class costs:\n    pass",
-    "import numpy as costs",
-    "with open('f') as costs:\n    pass",
-    "if True:\n    costs = 1",
-    "try:\n    pass\nexcept Exception:\n    costs = 1",
-    "%matplotlib inline\ncosts = 1",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "lora = pd.concat([a, b])",
+        "lora += 1",
+        "x, lora = 1, 2",
+        "for lora in range(3):\n    pass",
+        "def lora():\n    pass",
+        "class lora:\n    pass",
+        "import numpy as lora",
+        "with open('f') as lora:\n    pass",
+        "if True:\n    lora = 1",
+        "try:\n    pass\nexcept Exception:\n    lora = 1",
+        "%matplotlib inline\nlora = 1",
+    ],
+)
 def test_a_variable_named_like_an_imported_module_is_reported(code):
-    bad = nb("from llmbook.topics import costs, fermi", code)
+    bad = nb("from llmbook.topics import lora, fermi", code)
     problems = lint.notebook_problems(bad, URL)
     assert len(problems) == 1, problems
     assert "cell 4 (id c03)" in problems[0]
-    assert "`costs`" in problems[0]
-    assert "llmbook.topics.costs" in problems[0]
+    assert "`lora`" in problems[0]
+    assert "llmbook.topics.lora" in problems[0]
     assert "rename the variable" in problems[0]
 
 
@@ -58,17 +65,21 @@ def test_an_alias_is_the_name_that_counts():
     bad = nb("from llmbook.topics import dist as D", "D = 3")
     assert "`D`" in lint.shadowed_modules(bad)[0]
     # the bare module name is free when the notebook imports it as D
-    assert lint.shadowed_modules(nb(
-        "from llmbook.topics import dist as D", "dist = 3")) == []
+    assert (
+        lint.shadowed_modules(
+            nb("from llmbook.topics import dist as D", "dist = 3")
+        )
+        == []
+    )
 
 
 def test_names_in_functions_and_imported_functions_are_not_reported():
     ok = nb(
-        "from llmbook.topics import costs\nfrom llmbook.book.fmt import sig",
-        "def f():\n    costs = 1\n    return costs",
-        "sig = 3",                      # a function, not a module
-        "from llmbook.topics import costs",  # the same module again
-        "[costs for costs in range(2)]",
+        "from llmbook.topics import lora\nfrom llmbook.book.fmt import sig",
+        "def f():\n    lora = 1\n    return lora",
+        "sig = 3",  # a function, not a module
+        "from llmbook.topics import lora",  # the same module again
+        "[lora for lora in range(2)]",
     )
     assert lint.shadowed_modules(ok) == []
 

@@ -12,44 +12,71 @@ from llmbook.book.glue import read_glued
 from conftest import BUILD, ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "fermi.ipynb"
-NOT_FOLLOWING = ("glued text does not follow the parameters cell: glue the value computed from the "
-                 "parameters (formatted with llmbook.book.fmt), never a typed number")
-NOT_REPRODUCED = ("a rerun with the defaults glues other text than the build: fix the seeds in the "
-                  "parameters cell, or rebuild (`make book`) if the build is older than the notebook")
+NOT_FOLLOWING = (
+    "glued text does not follow the parameters cell: glue the value computed from the "
+    "parameters (formatted with llmbook.book.fmt), never a typed number"
+)
+NOT_REPRODUCED = (
+    "a rerun with the defaults glues other text than the build: fix the seeds in the "
+    "parameters cell, or rebuild (`make book`) if the build is older than the notebook"
+)
 
 
 def run(tmp_path, name, notebook=NOTEBOOK, **parameters):
     out = tmp_path / name
-    pm.execute_notebook(str(notebook), str(out), parameters=parameters, cwd=str(notebook.parent),
-                        kernel_name="python3", progress_bar=False, log_output=False)
+    pm.execute_notebook(
+        str(notebook),
+        str(out),
+        parameters=parameters,
+        cwd=str(notebook.parent),
+        kernel_name="python3",
+        progress_bar=False,
+        log_output=False,
+    )
     return read_glued(out)
 
 
 @pytest.fixture(scope="module")
 def changed(tmp_path_factory):
-    return run(tmp_path_factory.mktemp("params"), "fermi-1e15.ipynb", n_params_gpt6=1e15, gpu_bandwidth=9.6e12)
+    return run(
+        tmp_path_factory.mktemp("params"),
+        "fermi-1e15.ipynb",
+        n_params_gpt6=1e15,
+        gpu_bandwidth=9.6e12,
+    )
 
 
 def test_changed_parameter_flows_through_every_formula(changed):
     n, bw = 1e15, 9.6e12
-    c = scaling.compute_for_params(n)                     # (1e15 / 0.1)^2 = 1e32 FLOP
+    c = scaling.compute_for_params(n)  # (1e15 / 0.1)^2 = 1e32 FLOP
     _, d = scaling.direct_fit_allocation(c)
     weights = accounting.model_bytes(n)
     want = {
-        "n_gpt6": fmt.sci(n), "c_gpt6": fmt.sci(c), "d_gpt6": fmt.sci(d),
-        "mem_gpt6": fmt.nbytes(weights), "gpus_gpt6": "20,000",
+        "n_gpt6": fmt.sci(n),
+        "c_gpt6": fmt.sci(c),
+        "d_gpt6": fmt.sci(d),
+        "mem_gpt6": fmt.nbytes(weights),
+        "gpus_gpt6": "20,000",
         "f_ssd": fmt.usd(fermi.storage_cost_per_year(weights, 0.00005)),
-        "g_lat_gpt6": fmt.sig(weights / bw, 3), "h_gpt6": fmt.usd(hardware.rental_cost(c, 1.98e15, 1.5)),
+        "g_lat_gpt6": fmt.sig(weights / bw, 3),
+        "h_gpt6": fmt.usd(hardware.rental_cost(c, 1.98e15, 1.5)),
         # quantities that do not depend on the changed assumptions stay put
-        "h_gpt3": "66,200 USD", "k_power": fmt.sci(fermi.landauer_joules(32, 300) * 1.98e15, 3),
+        "h_gpt3": "66,200 USD",
+        "k_power": fmt.sci(fermi.landauer_joules(32, 300) * 1.98e15, 3),
     }
     assert {k: changed[k] for k in want} == want, NOT_FOLLOWING
     # the library's formulas, worked by hand
-    assert (want["n_gpt6"], want["c_gpt6"], want["d_gpt6"]) == ("10¹⁵", "10³²", "1.7 × 10¹⁶")
+    assert (want["n_gpt6"], want["c_gpt6"], want["d_gpt6"]) == (
+        "10¹⁵",
+        "10³²",
+        "1.7 × 10¹⁶",
+    )
     assert (want["mem_gpt6"], want["g_lat_gpt6"]) == ("2.00 PB", "208")
 
 
-@pytest.mark.parametrize("name", ["fermi.ipynb", "cost-isoflop.ipynb", "cost-mup.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["fermi.ipynb", "cost-isoflop.ipynb", "cost-mup.ipynb"]
+)
 def test_defaults_reproduce_the_book_build(built_book, tmp_path, name):
     """A second run with the defaults glues the same text: the trained experiments (iso-FLOP
     fit, μP sweep) included, since their seeds are fixed."""
@@ -59,9 +86,13 @@ def test_defaults_reproduce_the_book_build(built_book, tmp_path, name):
         pytest.skip(f"{name} is not in the build under test (a partial build)")
     again = run(tmp_path, name, notebook=ROOT / "notebooks" / name)
     texts = {k: v for k, v in built.items() if not k.startswith("fig_")}
-    assert texts and texts == {k: v for k, v in again.items() if not k.startswith("fig_")}, NOT_REPRODUCED
+    assert texts and texts == {
+        k: v for k, v in again.items() if not k.startswith("fig_")
+    }, NOT_REPRODUCED
     if name == "fermi.ipynb":
-        assert built["c_gpt6"] == "10³⁰" and built["h_gpt6"] == "210 billion USD"
+        assert (
+            built["c_gpt6"] == "10³⁰" and built["h_gpt6"] == "210 billion USD"
+        )
 
 
 def test_mup_notebook_follows_its_parameters(tmp_path):
@@ -72,12 +103,32 @@ def test_mup_notebook_follows_its_parameters(tmp_path):
 
     from llmbook.topics import batchsize
 
-    p = dict(widths=[64, 128, 256], check_widths=[128], n_lrs=6, steps=60, n_train=1024)
-    out = run(tmp_path, "cost-mup-small.ipynb", notebook=ROOT / "notebooks" / "cost-mup.ipynb", **p)
+    p = dict(
+        widths=[64, 128, 256],
+        check_widths=[128],
+        n_lrs=6,
+        steps=60,
+        n_train=1024,
+    )
+    out = run(
+        tmp_path,
+        "cost-mup-small.ipynb",
+        notebook=ROOT / "notebooks" / "cost-mup.ipynb",
+        **p,
+    )
     assert out["width_list"] == "64, 128, 256" and out["pkg_widths"] == "128"
     torch.set_num_threads(2)
-    problem = batchsize.mlp_problem(n_train=1024, n_test=16, d=8, sigma=0.5, seed=0)
+    problem = batchsize.mlp_problem(
+        n_train=1024, n_test=16, d=8, sigma=0.5, seed=0
+    )
     lrs = batchsize.lr_grid(2.5e-4, n=6, factor=2.5)
-    curves = np.stack([mutransfer.width_lr_sweep(problem, w, lrs, "sp", 64, 60, 32, 0) for w in (64, 256)])
+    curves = np.stack(
+        [
+            mutransfer.width_lr_sweep(problem, w, lrs, "sp", 64, 60, 32, 0)
+            for w in (64, 256)
+        ]
+    )
     lr_star, _ = batchsize.optimal_lr(lrs, curves)
-    assert out["sp_drift"] == fmt.sig(lr_star[0] / lr_star[1], 2), NOT_FOLLOWING
+    assert out["sp_drift"] == fmt.sig(lr_star[0] / lr_star[1], 2), (
+        NOT_FOLLOWING
+    )

@@ -23,43 +23,76 @@ OUT = BUILD / "problems"
 def problems_html(built_book):
     """Build the problems edition after the full build (it reuses the executed notebooks)."""
     config = BUILD / "problems_config.yml"
-    config.write_text(sync.problems_config(ROOT, cache=BUILD / ".jupyter_cache"))
+    config.write_text(
+        sync.problems_config(ROOT, cache=BUILD / ".jupyter_cache")
+    )
     jb = Path(sys.executable).with_name("jupyter-book")
     toc = ["--toc", str(TOC)] if PARTIAL else []
     # A partial toc links to chapters left out: those warnings are the partial build's, so
     # there the chapter's own warnings are picked out of the log instead of using -W.
     strict = [] if PARTIAL else ["-W"]
-    proc = subprocess.run([str(jb), "build", str(ROOT), "--config", str(config), *toc,
-                           "--path-output", str(OUT), *strict, "-n", "--keep-going"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(jb),
+            "build",
+            str(ROOT),
+            "--config",
+            str(config),
+            *toc,
+            "--path-output",
+            str(OUT),
+            *strict,
+            "-n",
+            "--keep-going",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
-        pytest.fail(f"problems edition failed to build:\n{(proc.stdout + proc.stderr)[-4000:]}")
+        pytest.fail(
+            f"problems edition failed to build:\n{(proc.stdout + proc.stderr)[-4000:]}"
+        )
     if PARTIAL:
         import yaml
 
         from llmbook.book import partial
 
-        full, toc = (yaml.safe_load(p.read_text()) for p in (ROOT / "_toc.yml", TOC))
+        full, toc = (
+            yaml.safe_load(p.read_text()) for p in (ROOT / "_toc.yml", TOC)
+        )
         own = partial.own_warnings(proc.stdout + proc.stderr, ROOT, full, toc)
         assert own == [], "warnings in the problems edition of the chapter"
-    assert "Executing notebook" not in proc.stdout + proc.stderr, "the problems edition re-ran notebooks"
+    assert "Executing notebook" not in proc.stdout + proc.stderr, (
+        "the problems edition re-ran notebooks"
+    )
     return OUT / "_build" / "html"
 
 
 def main_of(html_dir, doc):
-    return BeautifulSoup((html_dir / f"{doc}.html").read_text(), "html.parser").find("main")
+    return BeautifulSoup(
+        (html_dir / f"{doc}.html").read_text(), "html.parser"
+    ).find("main")
 
 
 def test_problems_config_only_flips_the_switch():
     text = sync.problems_config(ROOT)
-    assert "hide_solutions: true" in text and "hide_solutions: false" not in text
-    assert text.count("\n") == (ROOT / "_config.yml").read_text().count("\n") + 1   # plus the cache line
+    assert (
+        "hide_solutions: true" in text and "hide_solutions: false" not in text
+    )
+    assert (
+        text.count("\n") == (ROOT / "_config.yml").read_text().count("\n") + 1
+    )  # plus the cache line
     assert f"cache: {ROOT / '_build' / '.jupyter_cache'}\n" in text
     elsewhere = ROOT / "_build" / "partial" / "_build" / ".jupyter_cache"
-    assert f"cache: {elsewhere}\n" in sync.problems_config(ROOT, cache=elsewhere)
+    assert f"cache: {elsewhere}\n" in sync.problems_config(
+        ROOT, cache=elsewhere
+    )
 
 
-@pytest.mark.parametrize("doc", [d for d in built_docnames() if d.startswith("chapters/")])
+@pytest.mark.parametrize(
+    "doc", [d for d in built_docnames() if d.startswith("chapters/")]
+)
 def test_questions_stay_and_solutions_go(built_book, problems_html, doc):
     full, problems = main_of(built_book, doc), main_of(problems_html, doc)
     assert len(problems.select(".exercise")) == len(full.select(".exercise"))
@@ -69,27 +102,47 @@ def test_questions_stay_and_solutions_go(built_book, problems_html, doc):
         for para in sol.select("p"):
             sentence = para.get_text(" ").strip()
             if len(sentence) > 80:
-                assert sentence[:80] not in text, f"solution text leaked into the problems edition: {sentence[:80]}"
+                assert sentence[:80] not in text, (
+                    f"solution text leaked into the problems edition: {sentence[:80]}"
+                )
 
 
-@pytest.mark.parametrize("doc", [d for d in built_docnames() if d.startswith("notebooks/")])
+@pytest.mark.parametrize(
+    "doc", [d for d in built_docnames() if d.startswith("notebooks/")]
+)
 def test_notebook_pages_are_reduced_to_their_titles(problems_html, doc):
     main = main_of(problems_html, doc)
     assert sphinx_ext.PROBLEMS_NOTE in main.get_text(" ")
     assert main.select("div.cell") == [] and main.select("img") == []
-    anchors = {a["href"][1:] for a in main.select('a[href^="#"]') if len(a["href"]) > 1}
-    assert not anchors - {tag["id"] for tag in main.select("[id]")}, "links to sections the stub no longer has"
-    assert not main.select('a[href*="colab"]') and not main.select('a[href$=".ipynb"]')
+    anchors = {
+        a["href"][1:]
+        for a in main.select('a[href^="#"]')
+        if len(a["href"]) > 1
+    }
+    assert not anchors - {tag["id"] for tag in main.select("[id]")}, (
+        "links to sections the stub no longer has"
+    )
+    assert not main.select('a[href*="colab"]') and not main.select(
+        'a[href$=".ipynb"]'
+    )
 
 
-@pytest.mark.parametrize("doc", [d for d in built_docnames() if d.startswith("chapters/")])
+@pytest.mark.parametrize(
+    "doc", [d for d in built_docnames() if d.startswith("chapters/")]
+)
 def test_key_takeaways_are_left_out(built_book, problems_html, doc):
     full, problems = main_of(built_book, doc), main_of(problems_html, doc)
-    bullets = [li.get_text(" ").strip() for box in full.select(".admonition.tip")
-               if sphinx_ext.TAKEAWAYS_TITLE in box.get_text() for li in box.select("li")]
+    bullets = [
+        li.get_text(" ").strip()
+        for box in full.select(".admonition.tip")
+        if sphinx_ext.TAKEAWAYS_TITLE in box.get_text()
+        for li in box.select("li")
+    ]
     if not bullets:
         return
     text = problems.get_text(" ")
     assert sphinx_ext.TAKEAWAYS_NOTE in text
     for bullet in bullets:
-        assert bullet[:60] not in text, f"a key takeaway leaked into the problems edition: {bullet[:60]}"
+        assert bullet[:60] not in text, (
+            f"a key takeaway leaked into the problems edition: {bullet[:60]}"
+        )

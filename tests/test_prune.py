@@ -19,7 +19,9 @@ SMALL_PLAN = (8, 12, "M", 16, 16, "M")
 def small_model(seed=0):
     torch.manual_seed(seed)
     m = cnn.VGG(SMALL_PLAN)
-    for mod in m.modules():  # non-trivial BatchNorm statistics, so zeroing a conv is not enough
+    for mod in (
+        m.modules()
+    ):  # non-trivial BatchNorm statistics, so zeroing a conv is not enough
         if isinstance(mod, nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.5, 0.5)
             mod.running_var.uniform_(0.5, 2.0)
@@ -46,7 +48,9 @@ def test_fine_grained_prune_masks_per_layer_equal_torch_prune():
     for name, s in plan.items():
         tprune.l1_unstructured(layers_b[name], "weight", amount=s)
         assert torch.equal(masks[name], layers_b[name].weight_mask)
-        assert torch.equal(prune.prunable_layers(a)[name].weight, layers_b[name].weight)
+        assert torch.equal(
+            prune.prunable_layers(a)[name].weight, layers_b[name].weight
+        )
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
@@ -57,9 +61,13 @@ def test_bad_sparsity_raises(bad):
 
 def test_unknown_layer_raises():
     with pytest.raises(ValueError, match="layer"):
-        prune.fine_grained_prune(small_model(), {"backbone.1": 0.5})  # a BatchNorm
+        prune.fine_grained_prune(
+            small_model(), {"backbone.1": 0.5}
+        )  # a BatchNorm
     with pytest.raises(ValueError, match="layer"):
-        prune.sensitivity_scan(small_model(), lambda m: 0.0, [0.5], layers=["nope"])
+        prune.sensitivity_scan(
+            small_model(), lambda m: 0.0, [0.5], layers=["nope"]
+        )
 
 
 def test_sensitivity_scan_restores_model_and_monotone_zeroing():
@@ -68,7 +76,9 @@ def test_sensitivity_scan_restores_model_and_monotone_zeroing():
     counts = prune.sensitivity_scan(m, prune.sparsity_of, [0.0, 0.5, 0.9])
     for k, v in m.state_dict().items():
         assert torch.equal(v, before[k])
-    for accs in counts.values():      # "evaluate" = overall sparsity: grows with the layer's
+    for accs in (
+        counts.values()
+    ):  # "evaluate" = overall sparsity: grows with the layer's
         assert accs[0] < accs[1] < accs[2]
 
 
@@ -80,9 +90,13 @@ def test_channel_pruned_equals_masked_model(keep):
     x = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
-    assert not any(mod.training for mod in small.modules())   # eval in, eval out
+    assert not any(
+        mod.training for mod in small.modules()
+    )  # eval in, eval out
     convs = [c for c, _ in prune.conv_blocks(small)]
-    assert [c.out_channels for c in convs[:-1]] == [round(keep * c) for c in (8, 12, 16)]
+    assert [c.out_channels for c in convs[:-1]] == [
+        round(keep * c) for c in (8, 12, 16)
+    ]
     assert convs[-1].out_channels == 16
 
 
@@ -118,27 +132,44 @@ def test_channel_pruning_mac_ratio_is_quadratic_in_kept_fraction():
     small = prune.count_macs(prune.channel_prune(m, 0.5), (1, 8, 8))
     # inner convs lose half their inputs and half their outputs: a quarter of the MACs remain
     assert small["backbone.3"] * 4 == dense["backbone.3"]
-    assert small["backbone.0"] * 2 == dense["backbone.0"]     # input channels (1) kept
+    assert (
+        small["backbone.0"] * 2 == dense["backbone.0"]
+    )  # input channels (1) kept
 
 
 def test_parameter_counts_and_latency():
     m = small_model()
     assert prune.count_parameters(m) == sum(p.numel() for p in m.parameters())
     prune.fine_grained_prune(m, {"backbone.0": 0.5})
-    assert prune.count_parameters(m, nonzero_only=True) == prune.count_parameters(m) - 36
+    assert (
+        prune.count_parameters(m, nonzero_only=True)
+        == prune.count_parameters(m) - 36
+    )
     t = prune.median_latency(m, torch.zeros(1, 1, 8, 8), repeats=3)
     assert 0 < t < 1
     kinds = prune.time_by_layer_type(m, torch.zeros(2, 1, 8, 8), repeats=2)
-    assert set(kinds) == {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "mean", "Linear"}
+    assert set(kinds) == {
+        "Conv2d",
+        "BatchNorm2d",
+        "ReLU",
+        "MaxPool2d",
+        "mean",
+        "Linear",
+    }
     with pytest.raises(ValueError, match="repeats"):
         prune.median_latency(m, torch.zeros(1, 1, 8, 8), repeats=0)
     calls = []
-    out = prune.interleaved_latency({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                                    repeats=3, warmup=1)
+    out = prune.interleaved_latency(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        repeats=3,
+        warmup=1,
+    )
     assert calls == ["a", "b"] * 4 and set(out) == {"a", "b"}
     x = torch.randn(2, 1, 8, 8)
     steps = prune.layer_steps(m, x)
-    with torch.no_grad():          # the last step, on its stored input, gives the model's output
+    with (
+        torch.no_grad()
+    ):  # the last step, on its stored input, gives the model's output
         torch.testing.assert_close(steps[-1][1](), m(x))
 
 
@@ -152,13 +183,19 @@ def _load_tool():
 
 def test_training_script_fast_version_learns_and_checkpoint_is_what_it_says():
     tool = _load_tool()
-    _, meta = tool.train_reference(epochs=1, n_train=256, threads=torch.get_num_threads())
+    _, meta = tool.train_reference(
+        epochs=1, n_train=256, threads=torch.get_num_threads()
+    )
     assert meta["final_loss"] < 0.8 * meta["first_loss"]
     model, saved = cnn.load_trained()
     assert cnn.CHECKPOINT.stat().st_size <= 2e6
-    assert saved["plan"] == list(cnn.CHANNEL_PLAN) and saved["image_size"] == 14
+    assert (
+        saved["plan"] == list(cnn.CHANNEL_PLAN) and saved["image_size"] == 14
+    )
     *_, x_te, y_te = cnn.mnist_subset(seed=saved["seed"])
-    assert cnn.accuracy(model, x_te, y_te) == pytest.approx(saved["test_accuracy"], abs=2e-3)
+    assert cnn.accuracy(model, x_te, y_te) == pytest.approx(
+        saved["test_accuracy"], abs=2e-3
+    )
     assert saved["test_accuracy"] > 0.95
 
 

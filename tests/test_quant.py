@@ -41,7 +41,7 @@ def test_scale_zero_point_maps_endpoints_exactly():
     r = torch.tensor([-1.0, 0.0, 3.0])
     q = quant.linear_quantize(r, s, z)
     assert q.dtype == torch.int8 and q.tolist() == [-128, -64, 127]
-    assert quant.linear_dequantize(q, s, z)[1] == 0.0          # zero is exact
+    assert quant.linear_dequantize(q, s, z)[1] == 0.0  # zero is exact
     s, z = quant.scale_zero_point(0.0, 2.0, bits=4, signed=False)
     assert (s, z) == (pytest.approx(2 / 15), 0)
 
@@ -50,16 +50,24 @@ def test_quantize_dequantize_error_is_half_a_step():
     torch.manual_seed(0)
     r = torch.randn(1000) * 3
     s, z = quant.scale_zero_point(float(r.min()), float(r.max()))
-    err = (quant.linear_dequantize(quant.linear_quantize(r, s, z), s, z) - r).abs().max()
+    err = (
+        (quant.linear_dequantize(quant.linear_quantize(r, s, z), s, z) - r)
+        .abs()
+        .max()
+    )
     assert err <= s / 2 + 1e-6
 
 
 def test_per_channel_weights_against_torch():
     torch.manual_seed(0)
-    w = torch.randn(6, 3, 3, 3) * torch.linspace(0.1, 2, 6).reshape(-1, 1, 1, 1)
+    w = torch.randn(6, 3, 3, 3) * torch.linspace(0.1, 2, 6).reshape(
+        -1, 1, 1, 1
+    )
     q, s = quant.quantize_weight(w, 8)
     assert torch.allclose(s, w.abs().amax(dim=(1, 2, 3)) / 127)
-    ref = torch.fake_quantize_per_channel_affine(w, s, torch.zeros(6, dtype=torch.int32), 0, -128, 127)
+    ref = torch.fake_quantize_per_channel_affine(
+        w, s, torch.zeros(6, dtype=torch.int32), 0, -128, 127
+    )
     torch.testing.assert_close(q.float() * s.reshape(-1, 1, 1, 1), ref)
     assert q.abs().max() == 127
 
@@ -72,8 +80,10 @@ def test_bias_scale_is_product_of_scales():
 
 @pytest.mark.parametrize("m", [0.3, 1e-4, 0.999999, 2.5, 0.0123])
 def test_fixed_point_multiplier(m):
-    m0, shift = quant.fixed_point_multiplier(torch.tensor(m, dtype=torch.float64))
-    assert 2 ** 30 <= int(m0) < 2 ** 31
+    m0, shift = quant.fixed_point_multiplier(
+        torch.tensor(m, dtype=torch.float64)
+    )
+    assert 2**30 <= int(m0) < 2**31
     assert int(m0) / 2 ** int(shift) == pytest.approx(m, rel=1e-9)
     acc = torch.arange(-5000, 5000, 7, dtype=torch.int32).reshape(1, -1)
     got = quant.rescale(acc, m0, shift, 3, bits=32)
@@ -88,8 +98,8 @@ def test_kmeans_at_most_2_to_the_n_values(bits):
     torch.manual_seed(bits)
     w = torch.randn(32, 16, 3, 3)
     codebook, labels = quant.kmeans_codebook(w, bits)
-    assert codebook.numel() == 2 ** bits
-    assert codebook[labels].unique().numel() <= 2 ** bits
+    assert codebook.numel() == 2**bits
+    assert codebook[labels].unique().numel() <= 2**bits
     assert labels.shape == w.shape
     # each weight is at its nearest centroid
     d = (w.reshape(-1, 1) - codebook.reshape(1, -1)).abs()
@@ -129,13 +139,15 @@ def test_qat_centroid_update_follows_mean_cluster_gradient():
     loss.backward()
     grad = layer.weight.grad.clone()
     with torch.no_grad():
-        layer.weight -= 0.01 * grad            # a plain SGD step
+        layer.weight -= 0.01 * grad  # a plain SGD step
     quant.kmeans_qat_callback(state)(model)
     after = state["classifier"][0]
     for k in range(4):
         sel = labels == k
         if sel.any():
-            assert after[k] == pytest.approx(float(before[k] - 0.01 * grad[sel].mean()), abs=1e-6)
+            assert after[k] == pytest.approx(
+                float(before[k] - 0.01 * grad[sel].mean()), abs=1e-6
+            )
     assert layer.weight.unique().numel() <= 4
 
 
@@ -153,7 +165,9 @@ def test_fold_batchnorm_matches_conv_then_bn():
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         want = m.backbone[1](m.backbone[0](x))
-    torch.testing.assert_close(nn.functional.conv2d(x, w, b, padding=1), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        nn.functional.conv2d(x, w, b, padding=1), want, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_int_conv_accumulate_is_exact_integer_conv():
@@ -162,7 +176,7 @@ def test_int_conv_accumulate_is_exact_integer_conv():
     qw = torch.randint(-127, 128, (4, 3, 3, 3), dtype=torch.int8)
     qb = torch.randint(-1000, 1000, (4,), dtype=torch.int32)
     acc = quant.int_conv_accumulate(qx, -7, qw, qb, 1)
-    x = nn.functional.pad(qx.double() + 7, (1, 1, 1, 1))       # pad in real zeros
+    x = nn.functional.pad(qx.double() + 7, (1, 1, 1, 1))  # pad in real zeros
     want = nn.functional.conv2d(x, qw.double(), qb.double())
     assert acc.dtype == torch.int32 and torch.equal(acc.double(), want)
 
@@ -187,14 +201,18 @@ def test_integer_pipeline_within_one_step_per_layer(bits):
         logits = m(x)
     last = qstages[-1]
     got = quant.linear_dequantize(outs[-1], last["s_y"], last["z_y"])
-    assert (got - logits).abs().max() < 0.1 * logits.abs().max() * (256 / 2 ** bits)
+    assert (got - logits).abs().max() < 0.1 * logits.abs().max() * (
+        256 / 2**bits
+    )
 
 
 def test_relu_is_the_clamp_at_the_output_zero_point():
     m = small_model()
     qstages, _ = quant.quantize_cnn(m, torch.rand(16, 1, 8, 8))
     convs = [q for q in qstages if q["kind"] == "conv"]
-    assert all(q["z_y"] == -128 for q in convs)     # calibrated on ReLU outputs: r_min = 0
+    assert all(
+        q["z_y"] == -128 for q in convs
+    )  # calibrated on ReLU outputs: r_min = 0
 
 
 def test_int_pipeline_agrees_with_torch_ao_ptq():
@@ -202,7 +220,9 @@ def test_int_pipeline_agrees_with_torch_ao_ptq():
     *_, x_te, y_te = cnn.mnist_subset(n_test=200)
     calib = x_te[:100]
     qstages, (s, z) = quant.quantize_cnn(m, calib)
-    ours = quant.int_forward(qstages, quant.linear_quantize(x_te, s, z)).argmax(1)
+    ours = quant.int_forward(
+        qstages, quant.linear_quantize(x_te, s, z)
+    ).argmax(1)
     ao = quant.torch_ao_ptq(m, calib, "x86")
     with torch.no_grad():
         theirs = ao(x_te).argmax(1)
@@ -215,7 +235,9 @@ def test_int_pipeline_agrees_with_torch_ao_ptq():
 
 def test_quantile_init_uses_every_code_where_linspace_wastes_some():
     torch.manual_seed(0)
-    w = torch.distributions.StudentT(2.0).sample((5000,))     # long thin tails, like trained weights
+    w = torch.distributions.StudentT(2.0).sample(
+        (5000,)
+    )  # long thin tails, like trained weights
     cb_q, lab_q = quant.kmeans_codebook(w, 6)
     cb_l, lab_l = quant.kmeans_codebook(w, 6, init="linspace")
     assert cb_q[lab_q].unique().numel() == 64
@@ -226,17 +248,25 @@ def test_quantile_init_uses_every_code_where_linspace_wastes_some():
 
 # --- lecture walkthrough: number formats and linear quantization ---------
 # The lecture's 2-bit 4 x 4 example (DSC 291) and its stated results.
-LECTURE_W = torch.tensor([[2.09, -0.98, 1.48, 0.09],
-                          [0.05, -0.14, -1.08, 2.12],
-                          [-0.91, 1.92, 0.0, -1.03],
-                          [1.87, 0.0, 1.53, 1.49]])
+LECTURE_W = torch.tensor(
+    [
+        [2.09, -0.98, 1.48, 0.09],
+        [0.05, -0.14, -1.08, 2.12],
+        [-0.91, 1.92, 0.0, -1.03],
+        [1.87, 0.0, 1.53, 1.49],
+    ]
+)
 
 
 def test_lecture_asymmetric_2bit_example():
     q, s, z = quant.asymmetric_quantize(LECTURE_W, 2)
     assert round(s, 2) == 1.07 and z == -1
-    assert q.tolist() == [[1, -2, 0, -1], [-1, -1, -2, 1],
-                          [-2, 1, -1, -2], [1, -1, 0, 0]]
+    assert q.tolist() == [
+        [1, -2, 0, -1],
+        [-1, -1, -2, 1],
+        [-2, 1, -1, -2],
+        [1, -1, 0, 0],
+    ]
     codes = {1: "01", 0: "00", -1: "11", -2: "10"}  # two's complement
     for v, c in codes.items():
         assert format(v & 0b11, "02b") == c
@@ -245,8 +275,12 @@ def test_lecture_asymmetric_2bit_example():
 def test_lecture_granularity_example():
     q, s = quant.symmetric_quantize(LECTURE_W, 2, "tensor")
     assert s.item() == pytest.approx(2.12)
-    assert q.tolist() == [[1, 0, 1, 0], [0, 0, -1, 1],
-                          [0, 1, 0, 0], [1, 0, 1, 1]]
+    assert q.tolist() == [
+        [1, 0, 1, 0],
+        [0, 0, -1, 1],
+        [0, 1, 0, 0],
+        [1, 0, 1, 1],
+    ]
     assert round(quant.quantization_error(LECTURE_W, q * s), 2) == 2.28
     q, s = quant.symmetric_quantize(LECTURE_W, 2, "channel")
     assert s.flatten().tolist() == pytest.approx([2.09, 2.12, 1.92, 1.87])
@@ -262,8 +296,12 @@ def test_lecture_granularity_example():
 def test_lecture_kmeans_example():
     codebook, labels = quant.kmeans_codebook(LECTURE_W, 2)
     assert codebook.tolist() == pytest.approx([-1.0, 0.0, 1.5, 2.0])
-    assert labels.tolist() == [[3, 0, 2, 1], [1, 1, 0, 3],
-                               [0, 3, 1, 0], [3, 1, 2, 2]]
+    assert labels.tolist() == [
+        [3, 0, 2, 1],
+        [1, 1, 0, 3],
+        [0, 3, 1, 0],
+        [3, 1, 2, 2],
+    ]
 
 
 def test_group_error_is_half_a_group_step():
@@ -295,7 +333,8 @@ def test_int_linear_expansion_and_float_product():
         direct = (q_w.long() - z_w) @ (q_x.long() - z_x)
         assert acc.dtype == torch.int32 and torch.equal(acc.long(), direct)
         y = quant.linear_dequantize(q_w, s_w, z_w) @ quant.linear_dequantize(
-            q_x, s_x, z_x)
+            q_x, s_x, z_x
+        )
         s_y, z_y = quant.scale_zero_point(float(y.min()), float(y.max()))
         q_y = quant.int_linear(q_w, s_w, z_w, q_x, s_x, z_x, s_y, z_y)
         # within one output step of the product of the dequantized inputs
@@ -308,20 +347,42 @@ def test_int_linear_equals_torch_ao():
     q_w = torch.randint(-127, 128, (12, 40))
     q_x = torch.randint(0, 256, (7, 40))
     args = dict(s_w=0.013, s_x=0.021, s_y=0.37, z_y=118)
-    ours = quant.int_linear(q_w, args["s_w"], 0, q_x.T, args["s_x"], 97,
-                            args["s_y"], args["z_y"], 8, False).T
-    ref = quant.torch_ao_linear(q_x, args["s_x"], 97, q_w, args["s_w"],
-                                args["s_y"], args["z_y"])
+    ours = quant.int_linear(
+        q_w,
+        args["s_w"],
+        0,
+        q_x.T,
+        args["s_x"],
+        97,
+        args["s_y"],
+        args["z_y"],
+        8,
+        False,
+    ).T
+    ref = quant.torch_ao_linear(
+        q_x, args["s_x"], 97, q_w, args["s_w"], args["s_y"], args["z_y"]
+    )
     assert torch.equal(ours.long(), ref)
 
 
 def test_llm_int8_lecture_vector():
-    x = torch.tensor([-0.10, -0.23, 0.08, -0.38, -0.28, -0.29, -2.11, 0.34,
-                      -0.53, -67.0])
+    x = torch.tensor(
+        [-0.10, -0.23, 0.08, -0.38, -0.28, -0.29, -2.11, 0.34, -0.53, -67.0]
+    )
     q, c = quant.absmax_quantize(x)
     back = (q.float() * c / 127).tolist()
-    lecture = [-0.00, -0.00, 0.00, -0.53, -0.53, -0.53, -2.11, 0.53, -0.53,
-               -67.00]
+    lecture = [
+        -0.00,
+        -0.00,
+        0.00,
+        -0.53,
+        -0.53,
+        -0.53,
+        -2.11,
+        0.53,
+        -0.53,
+        -67.00,
+    ]
     assert [round(v, 2) for v in back] == pytest.approx(lecture)
 
 

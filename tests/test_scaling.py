@@ -13,8 +13,12 @@ from llmbook.topics import scaling
 def test_loss_hand_value():
     # E1: 1.69 + 406.4 / 67e9**0.34 + 410.7 / 4.1e12**0.28
     want = 1.69 + 406.4 / 67e9**0.34 + 410.7 / 4.1e12**0.28
-    assert scaling.chinchilla_loss(67e9, 4.1e12) == pytest.approx(want, rel=1e-12)
-    assert scaling.chinchilla_loss(67e9, 4.1e12) == pytest.approx(1.8955, abs=1e-4)
+    assert scaling.chinchilla_loss(67e9, 4.1e12) == pytest.approx(
+        want, rel=1e-12
+    )
+    assert scaling.chinchilla_loss(67e9, 4.1e12) == pytest.approx(
+        1.8955, abs=1e-4
+    )
 
 
 def test_loss_broadcasts():
@@ -25,7 +29,9 @@ def test_loss_broadcasts():
 def test_sympy_derivation_matches_closed_form():
     sol = scaling.derive_optimum()
     C, C0, A, B, a, b = sol["symbols"]
-    fit = scaling.ChinchillaFit(K_N=300.0, K_D=500.0, alpha=0.3, beta=0.4, L0=1.5)
+    fit = scaling.ChinchillaFit(
+        K_N=300.0, K_D=500.0, alpha=0.3, beta=0.4, L0=1.5
+    )
     subs = {A: fit.K_N, B: fit.K_D, a: fit.alpha, b: fit.beta, C0: 6}
     for budget in [1e20, 3.7e23, 1e27]:
         n_sym = float(sol["N_opt"].subs(subs).subs(C, budget))
@@ -50,15 +56,26 @@ def test_multiplier_is_the_marginal_loss_per_flop():
     fit = scaling.CHINCHILLA
     subs = {A: fit.K_N, B: fit.K_D, a: fit.alpha, b: fit.beta, C0: 6}
     budget, h = 1e24, 1e-4
-    best = [scaling.chinchilla_loss(*scaling.optimal_allocation(budget * m)) for m in (1 - h, 1 + h)]
+    best = [
+        scaling.chinchilla_loss(*scaling.optimal_allocation(budget * m))
+        for m in (1 - h, 1 + h)
+    ]
     slope = (best[1] - best[0]) / (2 * h * budget)
-    assert float(sol["mu"].subs(subs).subs(C, budget)) == pytest.approx(-slope, rel=1e-6)
+    assert float(sol["mu"].subs(subs).subs(C, budget)) == pytest.approx(
+        -slope, rel=1e-6
+    )
 
 
 def test_closed_form_against_scipy_minimiser():
     for budget in [1e21, 1e24, 1e27]:
-        res = minimize_scalar(lambda t: scaling.chinchilla_loss(math.exp(t), budget / (6 * math.exp(t))),
-                              bounds=(math.log(1e6), math.log(1e16)), method="bounded", options={"xatol": 1e-12})
+        res = minimize_scalar(
+            lambda t: scaling.chinchilla_loss(
+                math.exp(t), budget / (6 * math.exp(t))
+            ),
+            bounds=(math.log(1e6), math.log(1e16)),
+            method="bounded",
+            options={"xatol": 1e-12},
+        )
         n, _ = scaling.optimal_allocation(budget)
         assert math.exp(res.x) == pytest.approx(n, rel=1e-5)
 
@@ -69,7 +86,7 @@ def test_coefficients_hand_values():
     assert k["aD"] == pytest.approx(0.34 / 0.62)
     G = (0.34 * 406.4 / (0.28 * 410.7)) ** (1 / 0.62)
     assert k["G"] == pytest.approx(G)
-    assert k["kN"] * k["kD"] == pytest.approx(1 / 6)     # N D = C / 6 for every C
+    assert k["kN"] * k["kD"] == pytest.approx(1 / 6)  # N D = C / 6 for every C
 
 
 def test_direct_fit_and_inverse():
@@ -99,11 +116,18 @@ def test_loss_with_repeats_against_the_series():
     C, D = 2.6e24, 4.1e12
     for n in [5e10, 8e10, 1.2e11]:
         processed = C / (6 * n)
-        eff = processed if processed <= D else scaling.effective_tokens(D, processed / D - 1)
-        assert scaling.loss_with_repeats(n, C, D) == pytest.approx(scaling.chinchilla_loss(n, eff), rel=1e-12)
+        eff = (
+            processed
+            if processed <= D
+            else scaling.effective_tokens(D, processed / D - 1)
+        )
+        assert scaling.loss_with_repeats(n, C, D) == pytest.approx(
+            scaling.chinchilla_loss(n, eff), rel=1e-12
+        )
     # with data to spare the repeat model is the plain law
     assert scaling.loss_with_repeats(1e11, 1e23, 4.1e12) == pytest.approx(
-        scaling.chinchilla_loss(1e11, 1e23 / 6e11), rel=1e-12)
+        scaling.chinchilla_loss(1e11, 1e23 / 6e11), rel=1e-12
+    )
     assert scaling.loss_with_repeats([5e10, 1e11], C, D).shape == (2,)
 
 
@@ -113,9 +137,12 @@ def test_single_epoch_size_is_the_minimum_when_the_ratio_is_between_ln2_and_1():
     assert 6 * n1 * D == pytest.approx(C)
     ratio = scaling.marginal_ratio(n1, D)
     assert math.log(2) < ratio < 1
-    res = minimize_scalar(lambda t: scaling.loss_with_repeats(math.exp(t), C, D),
-                          bounds=(math.log(n1 / 3), math.log(n1 * 3)), method="bounded",
-                          options={"xatol": 1e-9})
+    res = minimize_scalar(
+        lambda t: scaling.loss_with_repeats(math.exp(t), C, D),
+        bounds=(math.log(n1 / 3), math.log(n1 * 3)),
+        method="bounded",
+        options={"xatol": 1e-9},
+    )
     assert math.exp(res.x) == pytest.approx(n1, rel=1e-4)
     # ratio 1 is the balance condition: it holds at the closed-form optimum of hw11-q5b
     n, d = scaling.optimal_allocation(1e24)
@@ -124,9 +151,12 @@ def test_single_epoch_size_is_the_minimum_when_the_ratio_is_between_ln2_and_1():
     C2 = 1e23
     n_free, _ = scaling.optimal_allocation(C2)
     assert scaling.marginal_ratio(scaling.single_epoch_params(C2, D), D) > 1
-    res = minimize_scalar(lambda t: scaling.loss_with_repeats(math.exp(t), C2, D),
-                          bounds=(math.log(n_free / 10), math.log(n_free * 10)), method="bounded",
-                          options={"xatol": 1e-9})
+    res = minimize_scalar(
+        lambda t: scaling.loss_with_repeats(math.exp(t), C2, D),
+        bounds=(math.log(n_free / 10), math.log(n_free * 10)),
+        method="bounded",
+        options={"xatol": 1e-9},
+    )
     assert math.exp(res.x) == pytest.approx(n_free, rel=1e-4)
 
 
@@ -139,28 +169,35 @@ def test_effective_tokens_series():
 
 def test_extra_epochs_inverse_and_limits():
     for x in [0.1, 1.25, 3.0]:
-        assert scaling.extra_epochs_needed(scaling.effective_tokens(4.1e12, x), 4.1e12) == pytest.approx(x)
+        assert scaling.extra_epochs_needed(
+            scaling.effective_tokens(4.1e12, x), 4.1e12
+        ) == pytest.approx(x)
     assert scaling.extra_epochs_needed(3e12, 4.1e12) == 0.0
     # the student's E2: 6.48T effective from 4.1T unique is 1.25 extra epochs
-    assert scaling.extra_epochs_needed(6.48e12, 4.1e12) == pytest.approx(1.2532, abs=1e-3)
+    assert scaling.extra_epochs_needed(6.48e12, 4.1e12) == pytest.approx(
+        1.2532, abs=1e-3
+    )
     with pytest.raises(ValueError, match="needed_tokens"):
         scaling.extra_epochs_needed(8.2e12, 4.1e12)
 
 
-@pytest.mark.parametrize("call, arg", [
-    (lambda: scaling.chinchilla_loss(0, 1e12), "N"),
-    (lambda: scaling.chinchilla_loss(1e9, [1e12, -1]), "D"),
-    (lambda: scaling.chinchilla_loss(1e9, []), "D"),
-    (lambda: accounting.training_flops(1e9, "many"), "D"),
-    (lambda: scaling.optimal_allocation(-1e20), "C"),
-    (lambda: scaling.compute_for_params(1e9, n_coef=0), "n_coef"),
-    (lambda: scaling.effective_tokens(1e12, -1), "extra_epochs"),
-    (lambda: scaling.ChinchillaFit(alpha=-0.3), "alpha"),
-    (lambda: scaling.ChinchillaFit(K_D=0), "K_D"),
-    (lambda: scaling.loss_with_repeats(1e11, 1e24, 0), "unique_tokens"),
-    (lambda: scaling.single_epoch_params(-1, 1e12), "C"),
-    (lambda: scaling.marginal_ratio(1e11, 0), "D"),
-])
+@pytest.mark.parametrize(
+    "call, arg",
+    [
+        (lambda: scaling.chinchilla_loss(0, 1e12), "N"),
+        (lambda: scaling.chinchilla_loss(1e9, [1e12, -1]), "D"),
+        (lambda: scaling.chinchilla_loss(1e9, []), "D"),
+        (lambda: accounting.training_flops(1e9, "many"), "D"),
+        (lambda: scaling.optimal_allocation(-1e20), "C"),
+        (lambda: scaling.compute_for_params(1e9, n_coef=0), "n_coef"),
+        (lambda: scaling.effective_tokens(1e12, -1), "extra_epochs"),
+        (lambda: scaling.ChinchillaFit(alpha=-0.3), "alpha"),
+        (lambda: scaling.ChinchillaFit(K_D=0), "K_D"),
+        (lambda: scaling.loss_with_repeats(1e11, 1e24, 0), "unique_tokens"),
+        (lambda: scaling.single_epoch_params(-1, 1e12), "C"),
+        (lambda: scaling.marginal_ratio(1e11, 0), "D"),
+    ],
+)
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()

@@ -31,10 +31,18 @@ def test_masked_loss_scores_only_the_response():
     model = st.TinyLM(d_model=8, n_layers=1, n_heads=2, d_mlp=16, n_ctx=10)
     seq = st.make_batch("reverse", 5, 4, torch.Generator().manual_seed(1))
     logits = model(seq[:, :-1])
-    per_token = F.cross_entropy(logits[:, 5:].reshape(-1, st.VOCAB_SIZE), seq[:, 6:].reshape(-1))
-    assert st.lm_loss(model, seq).item() == pytest.approx(per_token.item(), rel=1e-6)
-    full = F.cross_entropy(logits.reshape(-1, st.VOCAB_SIZE), seq[:, 1:].reshape(-1))
-    assert st.lm_loss(model, seq, masked=False).item() == pytest.approx(full.item(), rel=1e-6)
+    per_token = F.cross_entropy(
+        logits[:, 5:].reshape(-1, st.VOCAB_SIZE), seq[:, 6:].reshape(-1)
+    )
+    assert st.lm_loss(model, seq).item() == pytest.approx(
+        per_token.item(), rel=1e-6
+    )
+    full = F.cross_entropy(
+        logits.reshape(-1, st.VOCAB_SIZE), seq[:, 1:].reshape(-1)
+    )
+    assert st.lm_loss(model, seq, masked=False).item() == pytest.approx(
+        full.item(), rel=1e-6
+    )
 
 
 def test_exact_match_equals_greedy_decoding():

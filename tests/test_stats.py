@@ -57,15 +57,23 @@ def test_bad_arguments_name_themselves(call, arg):
 def test_loglog_slope_recovers_a_power_law_and_its_interval():
     w = np.array([64, 128, 256, 512, 1024])
     exact = stats.loglog_slope(w, 3.0 * w**-0.5)
-    assert exact["slope"] == pytest.approx(-0.5) and exact["coef"] == pytest.approx(3.0)
+    assert exact["slope"] == pytest.approx(-0.5) and exact[
+        "coef"
+    ] == pytest.approx(3.0)
     assert exact["hi"] - exact["lo"] == pytest.approx(0.0, abs=1e-9)
-    noisy = stats.loglog_slope(w, 3.0 * w**-0.5 * np.array([1, 1.2, 0.9, 1.1, 1]))
+    noisy = stats.loglog_slope(
+        w, 3.0 * w**-0.5 * np.array([1, 1.2, 0.9, 1.1, 1])
+    )
     assert noisy["lo"] < -0.5 < noisy["hi"]
     # the interval is scipy's t interval on the slope
     from scipy import stats as sst
 
-    fit = sst.linregress(np.log(w), np.log(3.0 * w**-0.5 * np.array([1, 1.2, 0.9, 1.1, 1])))
-    assert noisy["hi"] - noisy["slope"] == pytest.approx(sst.t.ppf(0.975, 3) * fit.stderr)
+    fit = sst.linregress(
+        np.log(w), np.log(3.0 * w**-0.5 * np.array([1, 1.2, 0.9, 1.1, 1]))
+    )
+    assert noisy["hi"] - noisy["slope"] == pytest.approx(
+        sst.t.ppf(0.975, 3) * fit.stderr
+    )
     with pytest.raises(ValueError, match="level"):
         stats.loglog_slope(w, w**-0.5, level=1.5)
     with pytest.raises(ValueError, match="x and y"):

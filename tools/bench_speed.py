@@ -32,12 +32,19 @@ def clean_build(build: Path) -> float:
     shutil.rmtree(build, ignore_errors=True)
     jb = Path(sys.executable).with_name("jupyter-book")
     start = time.perf_counter()
-    proc = subprocess.run([str(jb), "build", str(ROOT), "-W", "-n", "--keep-going"], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "-W", "-n", "--keep-going"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     (ROOT / "_build.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        print(f"the clean build failed (exit {proc.returncode}); see _build.log", file=sys.stderr)
+        print(
+            f"the clean build failed (exit {proc.returncode}); see _build.log",
+            file=sys.stderr,
+        )
     else:
         report.write_build_seconds(build, seconds)
     return seconds
@@ -52,19 +59,35 @@ def run_make_test() -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--build", type=Path, default=ROOT / "_build", help="the build folder")
-    parser.add_argument("--clean", action="store_true", help="first run a clean build, timed")
+    parser.add_argument(
+        "--build", type=Path, default=ROOT / "_build", help="the build folder"
+    )
+    parser.add_argument(
+        "--clean", action="store_true", help="first run a clean build, timed"
+    )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--test-log", type=Path, help="the log of a `make test` run")
-    group.add_argument("--run-test", action="store_true", help="run `make test`, timed")
+    group.add_argument(
+        "--test-log", type=Path, help="the log of a `make test` run"
+    )
+    group.add_argument(
+        "--run-test", action="store_true", help="run `make test`, timed"
+    )
     args = parser.parse_args(argv)
-    build_s = clean_build(args.build) if args.clean else report.read_build_seconds(args.build)
+    build_s = (
+        clean_build(args.build)
+        if args.clean
+        else report.read_build_seconds(args.build)
+    )
     test_s = None
     if args.test_log:
         test_s = report.log_seconds(args.test_log.read_text(errors="replace"))
     elif args.run_test:
         test_s = run_make_test()
-    print(report.speed_report(report.execution_times(args.build), build_s, test_s))
+    print(
+        report.speed_report(
+            report.execution_times(args.build), build_s, test_s
+        )
+    )
     return 0
 
 

@@ -26,18 +26,28 @@ def glue_calls(src: str) -> int:
         tree = ast.parse(src)
     except SyntaxError:
         return 0
-    return sum(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "glue"
-               for n in ast.walk(tree))
+    return sum(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and n.func.id == "glue"
+        for n in ast.walk(tree)
+    )
 
 
 def code_cells(paths: list[Path]) -> list[tuple[str, int, str]]:
     """``(notebook name, index among its code cells, source)`` for every code cell."""
     found = []
     for path in paths:
-        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        cells = [
+            c
+            for c in json.loads(path.read_text())["cells"]
+            if c["cell_type"] == "code"
+        ]
         for i, cell in enumerate(cells):
             src = cell["source"]
-            found.append((path.name, i, "".join(src) if isinstance(src, list) else src))
+            found.append(
+                (path.name, i, "".join(src) if isinstance(src, list) else src)
+            )
     return found
 
 
@@ -57,10 +67,14 @@ def main(argv: list[str]) -> int:
     longest = 0
     if argv[:1] == ["--longest"]:
         longest, argv = int(argv[1]), argv[2:]
-    paths = [Path(p) for p in argv] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    paths = [Path(p) for p in argv] or sorted(
+        (ROOT / "notebooks").glob("*.ipynb")
+    )
     stats = cell_stats(paths)
-    print(f"{stats['cells']} code cells; median {stats['median_lines']} lines; "
-          f"{stats['over_30']} over {LONG} lines; {stats['glue_calls']} glue calls")
+    print(
+        f"{stats['cells']} code cells; median {stats['median_lines']} lines; "
+        f"{stats['over_30']} over {LONG} lines; {stats['glue_calls']} glue calls"
+    )
     ranked = sorted(code_cells(paths), key=lambda c: -len(c[2].splitlines()))
     for name, i, src in ranked[:longest]:
         print(f"{len(src.splitlines()):4d} lines  {name} code cell {i}")

@@ -19,14 +19,18 @@ def venv_problem(found: str | None, checkout: Path, python: str) -> str | None:
     """What is wrong when ``found`` (``llmbook.__file__``, ``None`` if not importable) is
     not inside ``checkout/lib/llmbook``, with what to run; ``None`` when it is."""
     expected = (Path(checkout) / "lib" / "llmbook").resolve()
-    fix = ("run `make clean-venv install` for a .venv of this checkout's own, or "
-           "`export PYTHONPATH=$PWD/lib` to use this environment with your library; "
-           f"if the environment is yours alone, `{python} -m pip install -e {checkout}`")
+    fix = (
+        "run `make clean-venv install` for a .venv of this checkout's own, or "
+        "`export PYTHONPATH=$PWD/lib` to use this environment with your library; "
+        f"if the environment is yours alone, `{python} -m pip install -e {checkout}`"
+    )
     if found is None:
         return f"llmbook is not importable by {python}: {fix}"
     if Path(found).resolve().parent != expected:
-        return (f"{python} imports llmbook from {Path(found).resolve().parent}, not from "
-                f"this checkout's {expected}: your edits would be ignored; {fix}")
+        return (
+            f"{python} imports llmbook from {Path(found).resolve().parent}, not from "
+            f"this checkout's {expected}: your edits would be ignored; {fix}"
+        )
     return None
 
 

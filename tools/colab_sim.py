@@ -32,15 +32,30 @@ ROOT = Path(__file__).resolve().parents[1]
 SIM = ROOT / ".colab-sim"
 VENV = SIM / "venv"
 WHEELS = SIM / "wheels"
-COLAB_PACKAGES = ["numpy", "pandas", "matplotlib", "scipy", "sympy", "torch", "scikit-learn", "ipykernel"]
+COLAB_PACKAGES = [
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "scipy",
+    "sympy",
+    "torch",
+    "scikit-learn",
+    "ipykernel",
+]
 EXTRAS = ["interp", "adapt", "compress"]
-NO_DEPS_EXTRAS = ["mup"]  # installed with --no-deps (llmbook.book.extras.NO_DEPS); built into wheels here
+NO_DEPS_EXTRAS = [
+    "mup"
+]  # installed with --no-deps (llmbook.book.extras.NO_DEPS); built into wheels here
 
 
 def pinned(names: list[str]) -> list[str]:
     """``name==version`` from requirements.txt for each name (Colab's versions differ; ours are tested)."""
     pins = {}
-    text = (ROOT / "requirements.txt").read_text() + "\n" + (ROOT / "requirements-nodeps.txt").read_text()
+    text = (
+        (ROOT / "requirements.txt").read_text()
+        + "\n"
+        + (ROOT / "requirements-nodeps.txt").read_text()
+    )
     for line in text.splitlines():
         m = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)$", line.strip())
         if m:
@@ -55,16 +70,30 @@ def run(cmd, **kw):
 
 def make_venv() -> Path:
     stamp = VENV / ".colab-packages"
-    want = "\n".join(pinned(COLAB_PACKAGES + ["setuptools", "wheel"]) + [f"pip=={importlib.metadata.version('pip')}"])
+    want = "\n".join(
+        pinned(COLAB_PACKAGES + ["setuptools", "wheel"])
+        + [f"pip=={importlib.metadata.version('pip')}"]
+    )
     if stamp.is_file() and stamp.read_text() == want:
         return VENV / "bin" / "python"
     shutil.rmtree(VENV, ignore_errors=True)
     run([sys.executable, "-m", "venv", VENV])
     py = VENV / "bin" / "python"
     # Colab's pip is recent (it accepts `llmbook @ git+file:///...`); use the build's version.
-    run([py, "-m", "pip", "install", "-q", f"pip=={importlib.metadata.version('pip')}"])
+    run(
+        [
+            py,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            f"pip=={importlib.metadata.version('pip')}",
+        ]
+    )
     run([py, "-m", "pip", "install", "-q", *want.split("\n")])
-    (VENV / ".colab-packages-installed").write_text("\n".join(sorted(installed(py))))
+    (VENV / ".colab-packages-installed").write_text(
+        "\n".join(sorted(installed(py)))
+    )
     stamp.write_text(want)
     return py
 
@@ -73,19 +102,39 @@ def extra_requirements(names: list[str] = EXTRAS) -> list[str]:
     """Every requirement of the optional extras ``names``, torch excluded, read from pyproject.toml."""
     import tomllib
 
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    reqs = [r for e in names for r in extras[e] if not re.match(r"torch\b(?!ao)", r)]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    reqs = [
+        r
+        for e in names
+        for r in extras[e]
+        if not re.match(r"torch\b(?!ao)", r)
+    ]
     return sorted(set(reqs))
 
 
 def make_wheelhouse(py: Path) -> Path:
     stamp = WHEELS / ".requirements"
     # The extras' own packages at the tested versions; what they need comes with them.
-    names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in extra_requirements()]
-    no_deps = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in extra_requirements(NO_DEPS_EXTRAS)]
-    want = "\n".join(pinned(["setuptools", "wheel", *names]) + ["--no-deps:"] + pinned(no_deps))
+    names = [
+        re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in extra_requirements()
+    ]
+    no_deps = [
+        re.match(r"[A-Za-z0-9_.-]+", r).group(0)
+        for r in extra_requirements(NO_DEPS_EXTRAS)
+    ]
+    want = "\n".join(
+        pinned(["setuptools", "wheel", *names])
+        + ["--no-deps:"]
+        + pinned(no_deps)
+    )
     # Everything they pull in is held at the versions the book is tested with.
-    pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line]
+    pins = [
+        line
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    ]
     if stamp.is_file() and stamp.read_text() == want + "\n" + "\n".join(pins):
         return WHEELS
     shutil.rmtree(WHEELS, ignore_errors=True)
@@ -93,17 +142,50 @@ def make_wheelhouse(py: Path) -> Path:
     constraints = SIM / "constraints.txt"
     constraints.write_text("\n".join(pins) + "\n")
     with_deps, _, alone = want.partition("\n--no-deps:\n")
-    run([py, "-m", "pip", "download", "-q", "-d", WHEELS, "-c", constraints, *with_deps.split("\n")])
+    run(
+        [
+            py,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "-d",
+            WHEELS,
+            "-c",
+            constraints,
+            *with_deps.split("\n"),
+        ]
+    )
     # an sdist (mup has no wheel) becomes a wheel now, so the offline install needs no build
-    run([py, "-m", "pip", "wheel", "-q", "--no-deps", "-w", WHEELS, *alone.split("\n")])
+    run(
+        [
+            py,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            WHEELS,
+            *alone.split("\n"),
+        ]
+    )
     stamp.write_text(want + "\n" + "\n".join(pins))
     return WHEELS
 
 
 def snapshot_repo(dest: Path) -> str:
     """The working tree (tracked and untracked, not ignored) committed into a fresh repository."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         src = ROOT / name
         if src.is_symlink() or src.is_file():
@@ -113,7 +195,11 @@ def snapshot_repo(dest: Path) -> str:
             else:
                 shutil.copy2(src, dest / name)
     git = ["git", "-c", "user.name=sim", "-c", "user.email=sim@localhost"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["commit", "-q", "-m", "snapshot"],
+    ):
         subprocess.run([*git, *args], cwd=dest, check=True)
     return f"git+file://{dest}"
 
@@ -121,9 +207,21 @@ def snapshot_repo(dest: Path) -> str:
 def kernelspec(py: Path, where: Path) -> Path:
     spec = where / "kernels" / "colab-sim"
     spec.mkdir(parents=True)
-    spec.joinpath("kernel.json").write_text(json.dumps({
-        "argv": [str(py), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Colab simulation", "language": "python"}))
+    spec.joinpath("kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    str(py),
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    "{connection_file}",
+                ],
+                "display_name": "Colab simulation",
+                "language": "python",
+            }
+        )
+    )
     return where
 
 
@@ -144,8 +242,17 @@ json.dump({"seconds": time.perf_counter() - start, "error": error}, open(report_
 
 
 def installed(py: Path) -> set[str]:
-    out = subprocess.run([py, "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True).stdout
-    return {re.split(r"[=@ ]", line, maxsplit=1)[0].lower() for line in out.splitlines() if line.strip()}
+    out = subprocess.run(
+        [py, "-m", "pip", "freeze", "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {
+        re.split(r"[=@ ]", line, maxsplit=1)[0].lower()
+        for line in out.splitlines()
+        if line.strip()
+    }
 
 
 def reset(py: Path) -> None:
@@ -153,30 +260,48 @@ def reset(py: Path) -> None:
     base = set((VENV / ".colab-packages-installed").read_text().split())
     extra = sorted(installed(py) - base)
     if extra:
-        subprocess.run([py, "-m", "pip", "uninstall", "-q", "-y", *extra], check=True)
+        subprocess.run(
+            [py, "-m", "pip", "uninstall", "-q", "-y", *extra], check=True
+        )
 
 
 def run_offline(notebook: Path, py: Path, url: str, work: Path) -> dict:
     """Execute a copy of ``notebook`` in ``work`` with the Colab kernel and no network; return a report."""
     reset(py)
     shutil.copy2(notebook, work / notebook.name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "LLMBOOK", "JUPYTER"))}
-    env.update({"JUPYTER_PATH": str(work / "jupyter"), "LLMBOOK_INSTALL_URL": url,
-                "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                "HOME": str(work / "home"), "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "VIRTUAL_ENV", "LLMBOOK", "JUPYTER"))
+    }
+    env.update(
+        {
+            "JUPYTER_PATH": str(work / "jupyter"),
+            "LLMBOOK_INSTALL_URL": url,
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(WHEELS),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "HOME": str(work / "home"),
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        }
+    )
     (work / "home").mkdir(exist_ok=True)
     runner = work / "runner.py"
     runner.write_text(RUNNER)
     report = work / f"{notebook.stem}.json"
     inner = f"ip link set lo up && exec {sys.executable} {runner} {work / notebook.name} {report}"
-    subprocess.run(["unshare", "-rn", "sh", "-c", inner], cwd=work, env=env, check=True)
+    subprocess.run(
+        ["unshare", "-rn", "sh", "-c", inner], cwd=work, env=env, check=True
+    )
     result = json.loads(report.read_text())
     result["notebook"] = json.loads((work / notebook.name).read_text())
     return result
 
 
 def main(names: list[str]) -> int:
-    notebooks = [ROOT / "notebooks" / n for n in names] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    notebooks = [ROOT / "notebooks" / n for n in names] or sorted(
+        (ROOT / "notebooks").glob("*.ipynb")
+    )
     py = make_venv()
     make_wheelhouse(py)
     failed = 0
@@ -188,7 +313,9 @@ def main(names: list[str]) -> int:
         for nb in notebooks:
             result = run_offline(nb, py, url, tmp)
             failed += result["error"] is not None
-            print(f"{nb.name}: {result['seconds']:.0f} s, {'ok' if result['error'] is None else result['error']}")
+            print(
+                f"{nb.name}: {result['seconds']:.0f} s, {'ok' if result['error'] is None else result['error']}"
+            )
     return 1 if failed else 0
 
 

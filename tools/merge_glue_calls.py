@@ -56,14 +56,21 @@ def _glue_items(stmt: ast.stmt) -> list[tuple[ast.expr, ast.expr]] | None:
     if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
         return None
     call = stmt.value
-    if not (isinstance(call.func, ast.Name) and call.func.id == "glue") or call.keywords:
+    if (
+        not (isinstance(call.func, ast.Name) and call.func.id == "glue")
+        or call.keywords
+    ):
         return None
     args = call.args
     if any(isinstance(a, ast.Starred) for a in args):
         return None
     if len(args) == 2:
         return [(args[0], args[1])]
-    if len(args) == 1 and isinstance(args[0], ast.Dict) and None not in args[0].keys:
+    if (
+        len(args) == 1
+        and isinstance(args[0], ast.Dict)
+        and None not in args[0].keys
+    ):
         return list(zip(args[0].keys, args[0].values))
     return None
 
@@ -88,7 +95,9 @@ class _Cell:
         return node.lineno, _char_col(self.lines, node.lineno, node.col_offset)
 
     def end(self, node) -> tuple[int, int]:
-        return node.end_lineno, _char_col(self.lines, node.end_lineno, node.end_col_offset)
+        return node.end_lineno, _char_col(
+            self.lines, node.end_lineno, node.end_col_offset
+        )
 
     def segment(self, node) -> str:
         return ast.get_source_segment(self.src, node)
@@ -99,16 +108,17 @@ class _Cell:
         if pairs is None:
             return None
         first, last = self.start(stmt), self.end(stmt)
-        if self.line(first[0])[:first[1]].strip():
+        if self.line(first[0])[: first[1]].strip():
             return None  # something before it on its line
-        rest = self.line(last[0])[last[1]:]
+        rest = self.line(last[0])[last[1] :]
         comment = self.comments.get(last[0])
         if rest.strip() and not (comment and rest.strip() == comment[1]):
             return None  # `;` or another statement after it
         spans = []
         for key, value in pairs:
             if key.lineno != key.end_lineno or self.in_string & set(
-                    range(value.lineno + 1, value.end_lineno + 1)):
+                range(value.lineno + 1, value.end_lineno + 1)
+            ):
                 return None
             spans.append((self.start(key), self.end(value)))
         # a comment inside the call but outside every item is not understood,
@@ -117,9 +127,12 @@ class _Cell:
             if first[0] <= row <= last[0] and (row, col) < last:
                 inside = any(a <= (row, col) < b for a, b in spans)
                 own_line = not self.line(row)[:col].strip()
-                after = any(b[0] == row and b[1] <= col
-                            and self.line(row)[b[1]:col].strip() in {"", ","}
-                            for _, b in spans)
+                after = any(
+                    b[0] == row
+                    and b[1] <= col
+                    and self.line(row)[b[1] : col].strip() in {"", ","}
+                    for _, b in spans
+                )
                 if not (inside or after or own_line and len(pairs) > 1):
                     return None
         items: list[Item] = []
@@ -127,26 +140,38 @@ class _Cell:
         row = first[0]
         for (key, value), (a, b) in zip(pairs, spans):
             for row in range(row, a[0]):
-                if row in self.comments and not self.line(row)[:self.comments[row][0]].strip():
+                if (
+                    row in self.comments
+                    and not self.line(row)[: self.comments[row][0]].strip()
+                ):
                     pending.append(self.comments[row][1])
             key_text = self.segment(key)
             value_text = self.segment(value)
             shift = column + len(key_text) + 2 - self.start(value)[1]
             first_line, *more = value_text.split("\n")
             # continuation lines stay deeper than the item's start
-            deepest = min((len(t) - len(t.lstrip()) for t in more if t.strip()), default=None)
+            deepest = min(
+                (len(t) - len(t.lstrip()) for t in more if t.strip()),
+                default=None,
+            )
             if deepest is not None and deepest + shift < column + 4:
                 shift = column + 4 - deepest
             moved = []
             for text in more:
                 if shift < 0 and text[:-shift].strip():
                     return None
-                moved.append(" " * shift + text if shift >= 0 else text[-shift:])
-            item = Item("\n".join([f"{key_text}: {first_line}", *moved]), pending)
+                moved.append(
+                    " " * shift + text if shift >= 0 else text[-shift:]
+                )
+            item = Item(
+                "\n".join([f"{key_text}: {first_line}", *moved]), pending
+            )
             row = b[0] + 1
             pending = []
             if b[0] in self.comments and self.comments[b[0]][0] >= b[1]:
-                between = self.line(b[0])[b[1]:self.comments[b[0]][0]].strip()
+                between = self.line(b[0])[
+                    b[1] : self.comments[b[0]][0]
+                ].strip()
                 if between in {"", ","} and b[0] != last[0]:
                     item.trailing = self.comments[b[0]][1]
             items.append(item)
@@ -177,7 +202,9 @@ def render(items: list[Item], indent: str) -> list[str] | None:
             out.extend(hang + c for c in item.leading)
         parts = item.text.split("\n")
         parts[-1] += end + (f"  {item.trailing}" if item.trailing else "")
-        if has_item and (len(parts) > 1 or len(line) + 1 + len(parts[0]) > WIDTH):
+        if has_item and (
+            len(parts) > 1 or len(line) + 1 + len(parts[0]) > WIDTH
+        ):
             flush()
         line += (" " if has_item else "") + parts[0]
         has_item = True
@@ -196,7 +223,11 @@ def _bodies(tree: ast.AST):
     for node in ast.walk(tree):
         for name in ("body", "orelse", "finalbody"):
             body = getattr(node, name, None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+            if (
+                isinstance(body, list)
+                and body
+                and isinstance(body[0], ast.stmt)
+            ):
                 yield body
 
 
@@ -211,17 +242,32 @@ def _runs(cell: _Cell):
         for stmt in body + [None]:
             items = None
             if stmt is not None:
-                column = _char_col(cell.lines, stmt.lineno, stmt.col_offset) + len(PREFIX)
+                column = _char_col(
+                    cell.lines, stmt.lineno, stmt.col_offset
+                ) + len(PREFIX)
                 items = cell.statement(stmt, column)
             if run and items is not None:
                 prev = run[-1][0]
                 gap = range(prev.end_lineno + 1, stmt.lineno)
-                keys = {k.value for s, _ in run for k, _ in _glue_items(s)
-                        if isinstance(k, ast.Constant)}
-                new = [k.value for k, _ in _glue_items(stmt) if isinstance(k, ast.Constant)]
+                keys = {
+                    k.value
+                    for s, _ in run
+                    for k, _ in _glue_items(s)
+                    if isinstance(k, ast.Constant)
+                }
+                new = [
+                    k.value
+                    for k, _ in _glue_items(stmt)
+                    if isinstance(k, ast.Constant)
+                ]
                 blank = any(not cell.line(r).strip() for r in gap)
                 hazard = any(_names(a) & HAZARDS for a in stmt.value.args)
-                if blank or hazard or keys & set(new) or len(new) != len(set(new)):
+                if (
+                    blank
+                    or hazard
+                    or keys & set(new)
+                    or len(new) != len(set(new))
+                ):
                     if len(run) > 1:
                         yield run
                     run = []
@@ -232,7 +278,9 @@ def _runs(cell: _Cell):
                 continue
             if run:  # comments between the calls go with the next item
                 gap = range(run[-1][0].end_lineno + 1, stmt.lineno)
-                items[0].leading[:0] = [cell.comments[r][1] for r in gap if r in cell.comments]
+                items[0].leading[:0] = [
+                    cell.comments[r][1] for r in gap if r in cell.comments
+                ]
             run.append((stmt, items))
 
 
@@ -257,17 +305,23 @@ def merge_source(src: str) -> str:
         for piece in pieces:
             if len(piece) < 2:
                 continue
-            indent = " " * _char_col(cell.lines, piece[0][0].lineno, piece[0][0].col_offset)
+            indent = " " * _char_col(
+                cell.lines, piece[0][0].lineno, piece[0][0].col_offset
+            )
             items = [item for _, its in piece for item in its]
             lines = render(items, indent)
             if lines is not None:
-                edits.append((piece[0][0].lineno, piece[-1][0].end_lineno, lines))
+                edits.append(
+                    (piece[0][0].lineno, piece[-1][0].end_lineno, lines)
+                )
     if not edits:
         return src
     lines = list(cell.lines)
     for first, last, new in sorted(edits, reverse=True):
         ending = "\n" if lines[last - 1].endswith("\n") else ""
-        lines[first - 1:last] = [x + "\n" for x in new[:-1]] + [new[-1] + ending]
+        lines[first - 1 : last] = [x + "\n" for x in new[:-1]] + [
+            new[-1] + ending
+        ]
     out = "".join(lines)
     return out if _same_glue(src, out) else src
 
@@ -278,9 +332,19 @@ def _glued(src: str) -> list[tuple[str, str]]:
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, ast.Expr):
             for key, value in _glue_items(node) or []:
-                found.append((key.lineno, key.col_offset, ast.unparse(key), ast.unparse(value)))
-    comments = [t.string for t in tokenize.generate_tokens(io.StringIO(src).readline)
-                if t.type == tokenize.COMMENT]
+                found.append(
+                    (
+                        key.lineno,
+                        key.col_offset,
+                        ast.unparse(key),
+                        ast.unparse(value),
+                    )
+                )
+    comments = [
+        t.string
+        for t in tokenize.generate_tokens(io.StringIO(src).readline)
+        if t.type == tokenize.COMMENT
+    ]
     return [f[2:] for f in sorted(found)] + comments
 
 
@@ -301,12 +365,18 @@ def merge_notebook(text: str) -> str:
         joined = "".join(src) if isinstance(src, list) else src
         merged = merge_source(joined)
         if merged != joined:
-            cell["source"] = merged.splitlines(keepends=True) if isinstance(src, list) else merged
+            cell["source"] = (
+                merged.splitlines(keepends=True)
+                if isinstance(src, list)
+                else merged
+            )
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
 def main(paths: list[str]) -> int:
-    files = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    files = [Path(p) for p in paths] or sorted(
+        (ROOT / "notebooks").glob("*.ipynb")
+    )
     for path in files:
         text = path.read_text()
         new = merge_notebook(text)

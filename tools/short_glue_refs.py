@@ -20,7 +20,9 @@ sys.path.insert(0, str(ROOT / "lib"))
 
 from llmbook.book.sphinx_ext import short_glue_target  # noqa: E402
 
-LONG = re.compile(r"\{glue:text\}`(/notebooks/([^`/]+)\.ipynb::([^`:]+):([^`]*))`")
+LONG = re.compile(
+    r"\{glue:text\}`(/notebooks/([^`/]+)\.ipynb::([^`:]+):([^`]*))`"
+)
 
 
 def _short(match: re.Match) -> str:
@@ -39,7 +41,9 @@ def shorten(text: str) -> str:
 
 
 def main(paths: list[str]) -> int:
-    files = [Path(p) for p in paths] or sorted((ROOT / "chapters").glob("*.md"))
+    files = [Path(p) for p in paths] or sorted(
+        (ROOT / "chapters").glob("*.md")
+    )
     for path in files:
         text = path.read_text()
         new = shorten(text)

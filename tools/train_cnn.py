@@ -15,7 +15,12 @@ import torch
 from llmbook.core import cnn
 
 
-def train_reference(epochs: int = 4, n_train: int | None = None, seed: int = 0, threads: int = 2):
+def train_reference(
+    epochs: int = 4,
+    n_train: int | None = None,
+    seed: int = 0,
+    threads: int = 2,
+):
     """Train :class:`llmbook.core.cnn.VGG` on the 14 x 14 MNIST subset; return (model, metadata)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -24,10 +29,17 @@ def train_reference(epochs: int = 4, n_train: int | None = None, seed: int = 0, 
         x_tr, y_tr = x_tr[:n_train], y_tr[:n_train]
     model = cnn.VGG()
     losses = cnn.train(model, x_tr, y_tr, epochs=epochs, seed=seed)
-    meta = {"plan": list(cnn.CHANNEL_PLAN), "epochs": epochs, "seed": seed, "threads": threads,
-            "n_train": len(y_tr), "image_size": int(x_tr.shape[-1]),
-            "first_loss": losses[0], "final_loss": sum(losses[-10:]) / 10,
-            "test_accuracy": cnn.accuracy(model, x_te, y_te)}
+    meta = {
+        "plan": list(cnn.CHANNEL_PLAN),
+        "epochs": epochs,
+        "seed": seed,
+        "threads": threads,
+        "n_train": len(y_tr),
+        "image_size": int(x_tr.shape[-1]),
+        "first_loss": losses[0],
+        "final_loss": sum(losses[-10:]) / 10,
+        "test_accuracy": cnn.accuracy(model, x_te, y_te),
+    }
     return model, meta
 
 

@@ -30,9 +30,15 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     settings = dict(SETTINGS, steps=args.steps)
     start = time.perf_counter()
-    log = lambda step, loss: print(f"step {step:5d}  loss {loss:.4f}", flush=True)  # noqa: E731
+    log = lambda step, loss: print(
+        f"step {step:5d}  loss {loss:.4f}", flush=True
+    )  # noqa: E731
     model, losses = sp.pretrain(**settings, log=log)
-    meta = {"settings": settings, "losses": losses, "seconds": time.perf_counter() - start}
+    meta = {
+        "settings": settings,
+        "losses": losses,
+        "seconds": time.perf_counter() - start,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out)
     args.out.with_suffix(".json").write_text(json.dumps(meta))

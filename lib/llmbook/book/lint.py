@@ -66,8 +66,7 @@ def _is_llmbook_module(dotted: str) -> bool:
         return False
     path = _PACKAGE.joinpath(*parts[1:])
     return (
-        path.with_suffix(".py").is_file()
-        or (path / "__init__.py").is_file()
+        path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
     )
 
 
@@ -77,6 +76,7 @@ def _bindings(stmts: list[ast.stmt]):
     imports), looking into ``if``/``for``/``while``/``with``/``try``
     bodies but not into functions or classes.
     """
+
     def targets(node):
         if isinstance(node, ast.Name):
             yield node.id
@@ -234,7 +234,8 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
                     continue
                 for value in found:
                     (patterns if isinstance(value, re.Pattern) else names).add(
-                        value.pattern if isinstance(value, re.Pattern)
+                        value.pattern
+                        if isinstance(value, re.Pattern)
                         else value
                     )
     return {

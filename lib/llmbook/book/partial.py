@@ -156,9 +156,7 @@ def _left_out(root, path, message, full_docs, partial_docs) -> bool:
     return False
 
 
-def own_warnings(
-    log: str, root: Path, full_toc: dict, toc: dict
-) -> list[str]:
+def own_warnings(log: str, root: Path, full_toc: dict, toc: dict) -> list[str]:
     """The warning and error lines of a partial build's ``log`` that are
     the chapter's own: from its chapter pages and notebooks (or from no
     file, or in a form not understood), leaving out links to documents of

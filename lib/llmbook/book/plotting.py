@@ -162,4 +162,6 @@ def heatmap(
     return im
 
 
-use_style()  # importing the plotting module sets the book style (and SVG output in a kernel)
+# Importing the plotting module sets the book style (and SVG output in a
+# kernel).
+use_style()

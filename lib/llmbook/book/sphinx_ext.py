@@ -54,15 +54,21 @@ def _short_glue_role():
             try:
                 self.text = short_glue_target(short)
             except ValueError as exc:
-                return [], [glue_warning(f"{{n}}: {exc}", self.document,
-                                         self.line)]
+                return [], [
+                    glue_warning(f"{{n}}: {exc}", self.document, self.line)
+                ]
             env = self.document.settings.env
             notebook = self.text.split("::")[0]
             _, path = env.relfn2path(notebook, env.docname)
             if env.path2doc(path) not in env.found_docs:
-                return [], [glue_warning(
-                    f"{{n}}`{short}`: no notebook {notebook.lstrip('/')} "
-                    f"in the book", self.document, self.line)]
+                return [], [
+                    glue_warning(
+                        f"{{n}}`{short}`: no notebook {notebook.lstrip('/')} "
+                        f"in the book",
+                        self.document,
+                        self.line,
+                    )
+                ]
             return super().run()
 
     return ShortGlueRole()
@@ -109,9 +115,9 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
         if key not in seen:
             seen.add(key)
             unique.append(script)
-    context["script_files"][
-        :
-    ] = unique  # in place: later handlers (sphinx.ext.mathjax) append to it
+    context["script_files"][:] = (
+        unique  # in place: later handlers (sphinx.ext.mathjax) append to it
+    )
 
 
 PROBLEMS_NOTE = (

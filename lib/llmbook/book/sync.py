@@ -162,9 +162,7 @@ def render_problem_index(root: Path) -> str:
         "the section that answers it.",
     ]
     if open_ids:
-        lines.append(
-            "Ids without a link belong to chapters in preparation."
-        )
+        lines.append("Ids without a link belong to chapters in preparation.")
     lines.append("")
     current = None
     for q in questions:

@@ -218,9 +218,9 @@ BYTES_PER_PARAM: dict[str, dict[str, int]] = {
 
 def training_state_bytes(n_params: float, recipe: str = "mixed") -> dict:
     """Bytes of weights, gradients, master copy and the two Adam moments for
-    ``n_params`` parameters under ``recipe`` (a key of :data:`BYTES_PER_PARAM`); the
-    dict also holds ``"total"`` (16 N for "mixed"). Section
-    dls-mixed-precision.
+    ``n_params`` parameters under ``recipe`` (a key of
+    :data:`BYTES_PER_PARAM`); the dict also holds ``"total"`` (16 N for
+    "mixed"). Section dls-mixed-precision.
     """
     n = positive("n_params", n_params)
     if recipe not in BYTES_PER_PARAM:

@@ -2,9 +2,10 @@
 
 ``TinyLlama`` is the book's configurable decoder-only transformer (RoPE,
 RMSNorm, SwiGLU, untied head; any width, depth and vocabulary; optional
-activation checkpointing). Three chapters keep a variant of their own because
-their numbers depend on it: the soft-prompting chapter's GPT (learned positions,
-LayerNorm; its pretrained weights ship as a checkpoint), the LoRA chapter's
+activation checkpointing). Three chapters keep a variant of their own
+because their numbers depend on it: the soft-prompting chapter's GPT (learned
+positions, LayerNorm; its pretrained weights ship as a checkpoint), the LoRA
+chapter's
 sequence-task model (``topics.seqtasks``) and the parallelism chapter's blocks
 (``topics.dist``), whose layers are split across processes.
 """

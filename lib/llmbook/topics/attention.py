@@ -143,9 +143,7 @@ def multi_head_attention(
     n_kv = n_heads if n_kv_heads is None else n_kv_heads
     n_kv = positive_int("n_kv_heads", n_kv)
     if n_heads % n_kv:
-        raise ValueError(
-            f"n_kv_heads={n_kv} must divide n_heads={n_heads}"
-        )
+        raise ValueError(f"n_kv_heads={n_kv} must divide n_heads={n_heads}")
     if W_K.shape[-1] * n_heads != W_Q.shape[-1] * n_kv:
         raise ValueError(
             "W_K must have n_kv_heads*d_head columns, where "
@@ -370,7 +368,8 @@ def flash_attention_forward(
             l_new = old * li + P.sum(-1)
             num = (old * li)[:, None] * Oi + P @ Vj
             O_new = torch.where(
-                (l_new > 0)[:, None], num / l_new.clamp_min(1e-300)[:, None],
+                (l_new > 0)[:, None],
+                num / l_new.clamp_min(1e-300)[:, None],
                 Oi,
             )
             O[i0:i1] = c.write(O_new)
@@ -381,7 +380,15 @@ def flash_attention_forward(
 
 
 def flash_attention_backward(
-    Q, K, V, O, dO, lse, block_q: int, block_k: int, causal=False,
+    Q,
+    K,
+    V,
+    O,
+    dO,
+    lse,
+    block_q: int,
+    block_k: int,
+    causal=False,
     counter=None,
 ):
     """FlashAttention's backward pass: ``S`` and ``P = exp(S - lse)`` are
@@ -455,8 +462,12 @@ def flash_hbm_elements(
     """
     n_q, n_k, d, block_k = (
         positive_int(k, v)
-        for k, v in (("n_q", n_q), ("n_k", n_k), ("d", d),
-                     ("block_k", block_k))
+        for k, v in (
+            ("n_q", n_q),
+            ("n_k", n_k),
+            ("d", d),
+            ("block_k", block_k),
+        )
     )
     t_c = math.ceil(n_k / block_k)
     fwd = n_q * d + 5 * n_q + 2 * n_k * d + t_c * (3 * n_q * d + 4 * n_q)
@@ -487,5 +498,3 @@ def naive_attention(Q, K, V) -> torch.Tensor:
     fused ``scaled_dot_product_attention``)."""
     S = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
     return torch.softmax(S, dim=-1) @ V
-
-

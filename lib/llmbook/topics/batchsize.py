@@ -51,8 +51,9 @@ def _problem(
     """Draw ``n_weights`` d x d teacher matrices, then X, then the label
     noise.
     """
-    n_train, n_test = positive_int("n_train", n_train), positive_int(
-        "n_test", n_test
+    n_train, n_test = (
+        positive_int("n_train", n_train),
+        positive_int("n_test", n_test),
     )
     d, sigma = positive_int("d", d), positive("sigma", sigma)
     g = torch.Generator().manual_seed(int(seed))
@@ -398,9 +399,10 @@ def optimal_lr(lrs, losses) -> tuple[np.ndarray, np.ndarray]:
     x, n = np.log(lrs), lrs.size
     k = np.argmin(y, axis=-1)
     km, kp = np.maximum(k - 1, 0), np.minimum(k + 1, n - 1)
-    pick = lambda j: np.take_along_axis(y, j[..., None], -1)[
-        ..., 0
-    ]  # noqa: E731
+
+    def pick(j):
+        return np.take_along_axis(y, j[..., None], -1)[..., 0]
+
     y0, y1, y2, x0, x1, x2 = pick(km), pick(k), pick(kp), x[km], x[k], x[kp]
     with np.errstate(invalid="ignore", divide="ignore"):
         num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
@@ -460,7 +462,9 @@ def optimum_table(optima: dict, level: float = 0.95):
     """
     import pandas as pd
 
-    lo, hi = np.array([percentile_interval(col, level) for col in optima["boot"].T]).T
+    lo, hi = np.array(
+        [percentile_interval(col, level) for col in optima["boot"].T]
+    ).T
     # which side a censored optimum may lie on: the data's edge, else the
     # resamples' usual one
     side = np.where(
@@ -588,7 +592,10 @@ def fits_with_intervals(optima: dict, level: float = 0.95, keep=None):
     }
     return pd.DataFrame(
         [
-            {"estimate": est, **dict(zip(("lo", "hi"), percentile_interval(s, level)))}
+            {
+                "estimate": est,
+                **dict(zip(("lo", "hi"), percentile_interval(s, level))),
+            }
             for est, s in rows.values()
         ],
         index=list(rows),
@@ -734,8 +741,9 @@ def log_law_lr(h: float, m2: float, s: float, batch_size, steps: int):
     h << 1 (see the chapter, (a)).
     """
     h, m2, s = positive("h", h), positive("m2", m2), positive("s", s)
-    B, T = positive_array("batch_size", batch_size), positive_int(
-        "steps", steps
+    B, T = (
+        positive_array("batch_size", batch_size),
+        positive_int("steps", steps),
     )
     return np.log(4 * h**2 * T * m2 * B / s) / (2 * h * T)
 

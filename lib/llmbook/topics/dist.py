@@ -24,7 +24,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from llmbook.core.validate import positive_int
-from llmbook.core.measure import tensor_bytes  # local shards of DTensors counted
+from llmbook.core.measure import (
+    tensor_bytes,
+)  # local shards of DTensors counted
 
 # ---------------------------------------------------------------- launcher
 
@@ -217,9 +219,7 @@ def collectives_worker(rank, world_size, sizes, repeats):
     ok["all_gather"] = torch.equal(out, torch.cat(full))
     part = torch.empty(mine.numel() // n)
     dist.reduce_scatter_single(part, mine)
-    ok["reduce_scatter"] = torch.allclose(
-        part, want.chunk(n)[rank], atol=1e-5
-    )
+    ok["reduce_scatter"] = torch.allclose(part, want.chunk(n)[rank], atol=1e-5)
     b = mine.clone()
     dist.broadcast(b, src=0)
     ok["broadcast"] = torch.equal(b, full[0])
@@ -298,9 +298,11 @@ def ddp_worker(rank, world_size, width, depth, batch):
 
     def hook(state, bucket):
         calls.append(bucket.buffer().numel() * 4)
-        return dist.all_reduce(
-            bucket.buffer() / world_size, async_op=True
-        ).get_future().then(lambda f: f.value()[0])
+        return (
+            dist.all_reduce(bucket.buffer() / world_size, async_op=True)
+            .get_future()
+            .then(lambda f: f.value()[0])
+        )
 
     ddp.register_comm_hook(None, hook)
     x, y = make_batch(batch, width)
@@ -423,14 +425,10 @@ def _zero_run(rank, world_size, stage, width, depth, batch, steps):
         last = step == steps - 1
         with CommCounter() as mode:
             if last:
-                res["param_bytes_before"] = tensor_bytes(
-                    model.parameters()
-                )
+                res["param_bytes_before"] = tensor_bytes(model.parameters())
             loss = nn.functional.mse_loss(net(xs), ys)
             if last:
-                res["param_bytes_after_forward"] = _held_param_bytes(
-                    model
-                )
+                res["param_bytes_after_forward"] = _held_param_bytes(model)
             loss.backward()
             if last:
                 res["grad_bytes"] = tensor_bytes(
@@ -580,8 +578,9 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-def tensor_parallel_block_worker(rank, world_size, d_model, n_heads, d_ff,
-                                 tokens):
+def tensor_parallel_block_worker(
+    rank, world_size, d_model, n_heads, d_ff, tokens
+):
     """A transformer block with its attention heads and MLP split across
     ranks (queries, keys, values and ``up`` by columns; the output
     projection and ``down`` by rows). Returns the output, the input
@@ -802,8 +801,7 @@ def make_moe(tokens: int, dim: int, n_experts: int, seed: int = 3):
     x = torch.randn(tokens, dim, generator=g)
     gate = torch.randn(dim, n_experts, generator=g)
     experts = [
-        torch.randn(dim, dim, generator=g) / dim**0.5
-        for _ in range(n_experts)
+        torch.randn(dim, dim, generator=g) / dim**0.5 for _ in range(n_experts)
     ]
     return x, gate, experts
 

@@ -147,9 +147,7 @@ def bit_string(x: float, name) -> str:
     """
     f = get_format(name)
     s, e, m = split_bits(torch.tensor([float(x)], dtype=f.dtype))
-    return (
-        f"{int(s)}|{int(e):0{f.exp_bits}b}|{int(m):0{f.man_bits}b}"
-    )
+    return f"{int(s)}|{int(e):0{f.exp_bits}b}|{int(m):0{f.man_bits}b}"
 
 
 def format_properties(name) -> dict:
@@ -281,9 +279,16 @@ def mlp_grads(params: list, x, y, dtype, loss_scale: float = 1.0):
 
 
 def train_mlp_precision(
-    x: torch.Tensor, y: torch.Tensor, recipe: str, steps: int = 300,
-    lr: float = 0.1, batch: int = 128, hidden: int = 64, seed: int = 0,
-    loss_scale: float = 1.0, dynamic: bool = False,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: str,
+    steps: int = 300,
+    lr: float = 0.1,
+    batch: int = 128,
+    hidden: int = 64,
+    seed: int = 0,
+    loss_scale: float = 1.0,
+    dynamic: bool = False,
     growth_interval: int = 100,
 ) -> dict:
     """SGD on an MLP classifier under one precision recipe.
@@ -305,11 +310,16 @@ def train_mlp_precision(
     unchanged), ``skipped`` (steps), ``scales`` (loss scale per step).
     """
     if recipe not in PRECISION_RECIPES:
-        raise ValueError(f"recipe must be one of {PRECISION_RECIPES}, got {recipe!r}")
+        raise ValueError(
+            f"recipe must be one of {PRECISION_RECIPES}, got {recipe!r}"
+        )
     if not float(loss_scale) > 0:
         raise ValueError(f"loss_scale must be > 0, got {loss_scale!r}")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16,
-             "bf16": torch.bfloat16}[recipe.split("-")[0]]
+    dtype = {
+        "fp32": torch.float32,
+        "fp16": torch.float16,
+        "bf16": torch.bfloat16,
+    }[recipe.split("-")[0]]
     params = mlp_init(x.shape[1], hidden, int(y.max()) + 1, seed)
     pure = recipe in ("fp16", "bf16")
     if pure:
@@ -334,13 +344,16 @@ def train_mlp_precision(
         if pure:
             upd = [(t / used) * lr for t in grads]  # in 16 bits
             new = [p - u for p, u in zip(params, upd)]
-            lost += sum(int(((n == p) & (u != 0)).sum())
-                        for n, p, u in zip(new, params, upd))
+            lost += sum(
+                int(((n == p) & (u != 0)).sum())
+                for n, p, u in zip(new, params, upd)
+            )
             moved += sum(int((u != 0).sum()) for u in upd)
             params = new
         else:
-            params = [p - lr * (t.float() / used)
-                      for p, t in zip(params, grads)]
+            params = [
+                p - lr * (t.float() / used) for p, t in zip(params, grads)
+            ]
     return {
         "loss": losses,
         "params": [t.float() for t in params],

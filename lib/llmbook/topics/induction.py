@@ -78,8 +78,9 @@ def repeated_segment_batch(
     """
     n, n_ctx = positive_int("n", n), positive_int("n_ctx", n_ctx)
     d_vocab = positive_int("d_vocab", d_vocab)
-    min_len, max_len = positive_int("min_len", min_len), positive_int(
-        "max_len", max_len
+    min_len, max_len = (
+        positive_int("min_len", min_len),
+        positive_int("max_len", max_len),
     )
     if min_len < 2 or max_len < min_len or 2 * max_len > n_ctx:
         raise ValueError(
@@ -260,8 +261,9 @@ def train_induction(
     repeated random sequences).
     """
     cfg = model.cfg
-    steps, batch_size = positive_int("steps", steps), positive_int(
-        "batch_size", batch_size
+    steps, batch_size = (
+        positive_int("steps", steps),
+        positive_int("batch_size", batch_size),
     )
     eval_every = positive_int("eval_every", eval_every)
     g = torch.Generator().manual_seed(int(seed))

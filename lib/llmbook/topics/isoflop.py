@@ -60,7 +60,10 @@ def teacher_language(
     "cdf" (for sampling), and "entropy", the loss of a perfect model in nats
     per token. Section scale-chinchilla.
     """
-    vocab, context = positive_int("vocab", vocab), positive_int("context", context)
+    vocab, context = (
+        positive_int("vocab", vocab),
+        positive_int("context", context),
+    )
     sharpness = positive("sharpness", sharpness)
     with torch.random.fork_rng():
         torch.manual_seed(int(seed))
@@ -72,7 +75,12 @@ def teacher_language(
     cdf = probs.cumsum(-1)
     cdf[:, -1] = 1.0
     entropy = -(probs * probs.log()).sum(-1).mean().item()
-    return {"contexts": contexts, "probs": probs, "cdf": cdf, "entropy": entropy}
+    return {
+        "contexts": contexts,
+        "probs": probs,
+        "cdf": cdf,
+        "entropy": entropy,
+    }
 
 
 def train_isoflop_student(
@@ -102,7 +110,9 @@ def train_isoflop_student(
     model = MLPLanguageModel(vocab, context, embed, width)
     n = mlp_lm_params(vocab, context, embed, width)
     d = budget / (6 * n)
-    b = int(np.clip(round(d / positive_int("target_steps", target_steps)), lo, hi))
+    b = int(
+        np.clip(round(d / positive_int("target_steps", target_steps)), lo, hi)
+    )
     steps = max(1, round(d / b))
     opt = torch.optim.Adam(model.parameters(), lr=positive("lr", lr))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -117,8 +127,15 @@ def train_isoflop_student(
         sched.step()
     with torch.no_grad():  # exact expected loss over the whole language
         ce = -(probs * model(contexts).log_softmax(-1)).sum(-1).mean()
-    return {"C": budget, "width": width, "N": n, "D": steps * b,
-            "batch": b, "steps": steps, "loss": ce.item()}
+    return {
+        "C": budget,
+        "width": width,
+        "N": n,
+        "D": steps * b,
+        "batch": b,
+        "steps": steps,
+        "loss": ce.item(),
+    }
 
 
 def fit_isoflop_parabola(log_n, loss) -> tuple[float, float]:

@@ -185,16 +185,26 @@ class MoELayer(torch.nn.Module):
     was chosen for and ``last_dropped`` the share dropped.
     """
 
-    def __init__(self, d_model: int, d_hidden: int, n_experts: int,
-                 router: str = "switch", k: int = 1,
-                 capacity_factor: float = 1.25, alpha: float = 0.01):
+    def __init__(
+        self,
+        d_model: int,
+        d_hidden: int,
+        n_experts: int,
+        router: str = "switch",
+        k: int = 1,
+        capacity_factor: float = 1.25,
+        alpha: float = 0.01,
+    ):
         super().__init__()
-        d, h = positive_int("d_model", d_model), positive_int("d_hidden",
-                                                             d_hidden)
+        d, h = (
+            positive_int("d_model", d_model),
+            positive_int("d_hidden", d_hidden),
+        )
         E = positive_int("n_experts", n_experts)
         if router not in ("switch", "topk"):
-            raise ValueError(f"router must be 'switch' or 'topk', got "
-                             f"{router!r}")
+            raise ValueError(
+                f"router must be 'switch' or 'topk', got {router!r}"
+            )
         self.router, self.k = router, positive_int("k", k)
         self.capacity_factor = positive("capacity_factor", capacity_factor)
         self.alpha = nonnegative("alpha", alpha)
@@ -212,32 +222,36 @@ class MoELayer(torch.nn.Module):
         E = self.W_g.shape[1]
         if self.router == "switch":
             expert, gate, kept, probs = switch_route(
-                x @ self.W_g, self.capacity_factor)
+                x @ self.W_g, self.capacity_factor
+            )
             aux = switch_balancing_loss(probs, expert, self.alpha)
             onehot = torch.nn.functional.one_hot(expert, E)
             combine = onehot * (gate * kept)[:, None]
             self.last_dropped = 1 - kept.float().mean().item()
         else:
             noise = torch.randn_like(x @ self.W_g) if self.training else None
-            G, clean, H, std = noisy_top_k_gating(x, self.W_g, self.W_noise,
-                                                  self.k, noise)
+            G, clean, H, std = noisy_top_k_gating(
+                x, self.W_g, self.W_noise, self.k, noise
+            )
             combine = G
             aux = importance_loss(G, self.alpha)
             if self.training and self.k < E:
                 aux = aux + load_loss(
-                    load_probability(clean, H, std, self.k), self.alpha)
+                    load_probability(clean, H, std, self.k), self.alpha
+                )
             onehot = (G > 0).long()
             self.last_dropped = 0.0
         self.last_fraction = onehot.float().mean(0).detach() / (
-            onehot.sum(-1).float().mean().item())
-        hidden = torch.relu(torch.einsum("td,edh->eth", x, self.W1)
-                            + self.b1)
+            onehot.sum(-1).float().mean().item()
+        )
+        hidden = torch.relu(torch.einsum("td,edh->eth", x, self.W1) + self.b1)
         out = torch.einsum("eth,ehd->etd", hidden, self.W2) + self.b2
         return torch.einsum("te,etd->td", combine.to(x.dtype), out), aux
 
 
-def clustered_regression(n: int, d_in: int, n_clusters: int, seed: int,
-                         spread: float = 0.3):
+def clustered_regression(
+    n: int, d_in: int, n_clusters: int, seed: int, spread: float = 0.3
+):
     """A generated task with cluster structure: inputs around
     ``n_clusters`` random centres, and a different random linear map with a
     tanh for each cluster, ``y = tanh(A_c x)``.
@@ -293,11 +307,21 @@ def dense_ffn(d_model: int, width: int) -> torch.nn.Sequential:
     d = positive_int("d_model", d_model)
     w = positive_int("width", width)
     return torch.nn.Sequential(
-        torch.nn.Linear(d, w), torch.nn.ReLU(), torch.nn.Linear(w, d))
+        torch.nn.Linear(d, w), torch.nn.ReLU(), torch.nn.Linear(w, d)
+    )
 
 
-def train_regressor(net: RegressionNet, x, y, x_test, y_test, steps: int,
-                    batch: int, lr: float, seed: int):
+def train_regressor(
+    net: RegressionNet,
+    x,
+    y,
+    x_test,
+    y_test,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+):
     """Adam on the mean squared error plus the net's auxiliary (balancing)
     loss, ``steps`` minibatches of ``batch`` rows drawn with a generator
     seeded by ``seed``. Returns ``(test_mse, shares)``: the test error and,
@@ -330,9 +354,10 @@ def live_experts(shares, live_share: float, last: int = 20):
     shares = np.asarray(shares, dtype=float)
     if shares.ndim != 2 or len(shares) == 0:
         raise ValueError("shares must be a non-empty (steps, E) array")
-    final = shares[-positive_int("last", last):].mean(0)
+    final = shares[-positive_int("last", last) :].mean(0)
     return int((final > positive("live_share", live_share)).sum()), float(
-        final.max())
+        final.max()
+    )
 
 
 def moe_param_counts(layer: MoELayer) -> dict[str, int]:
@@ -343,14 +368,25 @@ def moe_param_counts(layer: MoELayer) -> dict[str, int]:
     E = layer.W_g.shape[1]
     experts = sum(p.numel() for p in (layer.W1, layer.b1, layer.W2, layer.b2))
     router = layer.W_g.numel() + (
-        layer.W_noise.numel() if layer.router == "topk" else 0)
-    return {"total": experts + router,
-            "active": layer.k * experts // E + router}
+        layer.W_noise.numel() if layer.router == "topk" else 0
+    )
+    return {
+        "total": experts + router,
+        "active": layer.k * experts // E + router,
+    }
 
 
-def gpt_oss_params(n_layers: int, n_experts: int, active_experts: int,
-                   d_model: int, d_expert: int, n_heads: int,
-                   n_kv_heads: int, d_head: int, vocab: int) -> dict:
+def gpt_oss_params(
+    n_layers: int,
+    n_experts: int,
+    active_experts: int,
+    d_model: int,
+    d_expert: int,
+    n_heads: int,
+    n_kv_heads: int,
+    d_head: int,
+    vocab: int,
+) -> dict:
     """Parameter count of a gpt-oss-style model from its architecture:
     attention with biases (``n_heads`` query heads, ``n_kv_heads`` key/value
     heads of ``d_head``, one learned "sink" logit per head), a router with
@@ -364,22 +400,47 @@ def gpt_oss_params(n_layers: int, n_experts: int, active_experts: int,
     experts per layer, attention, router, norms and the unembedding; the
     embedding is a table look-up, no multiply). Section "scale-moe".
     """
-    L, E, k = (positive_int(n, v) for n, v in (
-        ("n_layers", n_layers), ("n_experts", n_experts),
-        ("active_experts", active_experts)))
+    L, E, k = (
+        positive_int(n, v)
+        for n, v in (
+            ("n_layers", n_layers),
+            ("n_experts", n_experts),
+            ("active_experts", active_experts),
+        )
+    )
     if k > E:
         raise ValueError("active_experts must be at most n_experts")
-    d, f, H, Hkv, dh, V = (positive_int(n, v) for n, v in (
-        ("d_model", d_model), ("d_expert", d_expert), ("n_heads", n_heads),
-        ("n_kv_heads", n_kv_heads), ("d_head", d_head), ("vocab", vocab)))
+    d, f, H, Hkv, dh, V = (
+        positive_int(n, v)
+        for n, v in (
+            ("d_model", d_model),
+            ("d_expert", d_expert),
+            ("n_heads", n_heads),
+            ("n_kv_heads", n_kv_heads),
+            ("d_head", d_head),
+            ("vocab", vocab),
+        )
+    )
     expert = d * 2 * f + 2 * f + f * d + d
-    attn = (d * H * dh + H * dh + 2 * (d * Hkv * dh + Hkv * dh)
-            + H * dh * d + d + H) * L
+    attn = (
+        d * H * dh
+        + H * dh
+        + 2 * (d * Hkv * dh + Hkv * dh)
+        + H * dh * d
+        + d
+        + H
+    ) * L
     router = (d * E + E) * L
     norms = 2 * d * L + d
-    out = {"expert": expert, "experts": expert * E * L, "router": router,
-           "attention": attn, "norms": norms, "embedding": V * d,
-           "unembedding": V * d}
-    out["total"] = (out["experts"] + router + attn + norms + 2 * V * d)
+    out = {
+        "expert": expert,
+        "experts": expert * E * L,
+        "router": router,
+        "attention": attn,
+        "norms": norms,
+        "embedding": V * d,
+        "unembedding": V * d,
+    }
+    out["total"] = out["experts"] + router + attn + norms + 2 * V * d
     out["active"] = expert * k * L + router + attn + norms + V * d
     return out

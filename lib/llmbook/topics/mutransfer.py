@@ -104,8 +104,8 @@ def width_lr_sweep(
     seed: int = 0,
 ) -> np.ndarray:
     """Train a three-layer ReLU MLP of ``width`` on ``problem`` (a
-    :class:`llmbook.topics.batchsize.Problem`) with Adam at every learning rate of
-    ``lrs`` at once, under :func:`mup_lr_scales`; return the final training
+    :class:`llmbook.topics.batchsize.Problem`) with Adam at every learning
+    rate of ``lrs`` at once, under :func:`mup_lr_scales`; return the final training
     MSE of each run, ``inf`` where a run diverged.
 
     The runs share the initial weights (:func:`mlp3_init`) and the batches and
@@ -122,11 +122,17 @@ def width_lr_sweep(
     batch_size = positive_int("batch_size", batch_size)
     scales = mup_lr_scales(width, base_width, parameterisation)
     init = mlp3_init(
-        problem.X.shape[1], problem.Y.shape[1], width, parameterisation,
-        base_width, seed,
+        problem.X.shape[1],
+        problem.Y.shape[1],
+        width,
+        parameterisation,
+        base_width,
+        seed,
     )
     runs = len(lrs)
-    params = [w.expand(runs, *w.shape).clone().requires_grad_(True) for w in init]
+    params = [
+        w.expand(runs, *w.shape).clone().requires_grad_(True) for w in init
+    ]
     mults = [scales[layer][1] for layer in ("input", "hidden", "output")]
     views = [[p.detach()[r] for p in params] for r in range(runs)]
     groups = [
@@ -226,12 +232,16 @@ def plot_width_sweep(lrs, losses: dict, best, titles: dict):
     finite = np.concatenate([c[np.isfinite(c)] for c in losses.values()])
     for ax, (p, curves) in zip(axes, losses.items()):
         part = best[best["parameterisation"] == p]
-        for w, c, b, l in zip(part["width"], curves, part["best lr"], part["loss"]):
+        for w, c, b, l in zip(
+            part["width"], curves, part["best lr"], part["loss"]
+        ):
             (line,) = ax.plot(lrs, c, marker=".", label=f"width {w}")
             ax.plot(b, l, "*", ms=11, color=line.get_color(), mec="k", mew=0.5)
         ax.set(xscale="log", yscale="log", title=titles[p])
         # diverging runs leave the frame rather than squash the optima
-        ax.set_ylim(0.8 * finite.min(), 1.2 * min(finite.max(), 100 * finite.min()))
+        ax.set_ylim(
+            0.8 * finite.min(), 1.2 * min(finite.max(), 100 * finite.min())
+        )
         ax.set_xlabel("Adam learning rate")
     axes[0].set_ylabel("final training MSE")
     axes[-1].legend(fontsize=8)
@@ -272,7 +282,9 @@ def mup_package_check(
     pkg = np.array(
         [
             [
-                mup_package_run(problem, w, lr, base_width, steps, batch_size, seed)
+                mup_package_run(
+                    problem, w, lr, base_width, steps, batch_size, seed
+                )
                 for lr in lrs
             ]
             for w in widths

@@ -76,7 +76,9 @@ def storage_dtype(bits: int, signed: bool = True) -> torch.dtype:
     return (
         torch.int16
         if bits <= 16 and signed
-        else torch.int32 if bits <= 32 else torch.int64
+        else torch.int32
+        if bits <= 32
+        else torch.int64
     )
 
 
@@ -580,7 +582,9 @@ def asymmetric_quantize(r: torch.Tensor, bits: int = 8, signed: bool = True):
 
 
 def symmetric_quantize(
-    r: torch.Tensor, bits: int = 8, granularity: str = "tensor",
+    r: torch.Tensor,
+    bits: int = 8,
+    granularity: str = "tensor",
     group_size: int | None = None,
 ):
     """Symmetric (``Z = 0``) quantization at a chosen granularity.
@@ -603,8 +607,10 @@ def symmetric_quantize(
     elif granularity == "channel":
         s = r.abs().amax(dim=1, keepdim=True)
     elif granularity == "group":
-        if group_size is None or int(group_size) != group_size or (
-            group_size < 1 or r.shape[1] % group_size
+        if (
+            group_size is None
+            or int(group_size) != group_size
+            or (group_size < 1 or r.shape[1] % group_size)
         ):
             raise ValueError(
                 "group_size must be a positive divisor of the row length "
@@ -664,8 +670,18 @@ def int_linear_accumulate(q_w, z_w: int, q_x, z_x: int) -> torch.Tensor:
     return acc
 
 
-def int_linear(q_w, s_w: float, z_w: int, q_x, s_x: float, z_x: int,
-               s_y: float, z_y: int, bits: int = 8, signed: bool = True):
+def int_linear(
+    q_w,
+    s_w: float,
+    z_w: int,
+    q_x,
+    s_x: float,
+    z_x: int,
+    s_y: float,
+    z_y: int,
+    bits: int = 8,
+    signed: bool = True,
+):
     """Integer-only ``q_Y`` of ``Y = W X``: int32 accumulation
     (:func:`int_linear_accumulate`), then the rescale by ``M = S_W S_X /
     S_Y`` as a fixed-point multiply and shift (:func:`fixed_point_multiplier`,
@@ -708,8 +724,9 @@ def int8_matmul(x: torch.Tensor, w: torch.Tensor, vectorwise: bool = True):
     return acc.to(torch.float32) * (c_x * c_w) / 127**2
 
 
-def int8_matmul_decomposed(x: torch.Tensor, w: torch.Tensor,
-                           threshold: float = 6.0):
+def int8_matmul_decomposed(
+    x: torch.Tensor, w: torch.Tensor, threshold: float = 6.0
+):
     """LLM.int8() mixed-precision decomposition of ``x @ w``: the feature
     dimensions (columns of ``x``) where any ``|x| >= threshold`` are
     multiplied in 16 bits (float16 inputs, float32 accumulation); the rest
@@ -730,8 +747,9 @@ def int8_matmul_decomposed(x: torch.Tensor, w: torch.Tensor,
     return out, torch.nonzero(cols).flatten()
 
 
-def smoothquant_scales(x_absmax: torch.Tensor, w_absmax: torch.Tensor,
-                       alpha: float = 0.5) -> torch.Tensor:
+def smoothquant_scales(
+    x_absmax: torch.Tensor, w_absmax: torch.Tensor, alpha: float = 0.5
+) -> torch.Tensor:
     """SmoothQuant's per-input-channel factors ``s_j = max|X_j|^alpha /
     max|W_j|^(1 - alpha)``: ``X diag(s)^-1`` and ``diag(s) W`` give the same
     product while the activations' outlier channels shrink and the weights'
@@ -747,8 +765,9 @@ def smoothquant_scales(x_absmax: torch.Tensor, w_absmax: torch.Tensor,
     return s
 
 
-def torch_ao_linear(q_x, s_x: float, z_x: int, q_w, s_w: float,
-                    s_y: float, z_y: int) -> torch.Tensor:
+def torch_ao_linear(
+    q_x, s_x: float, z_x: int, q_w, s_w: float, s_y: float, z_y: int
+) -> torch.Tensor:
     """The same integer product by ``torch.ao``'s quantized linear (fbgemm
     or qnnpack): ``q_x`` ``(n, k)`` as quint8 with ``(S_X, Z_X)``, ``q_w``
     ``(m, k)`` as qint8 with ``(S_W, 0)``, output quint8 with ``(S_Y,
@@ -756,9 +775,7 @@ def torch_ao_linear(q_x, s_x: float, z_x: int, q_w, s_w: float,
     cross-check for :func:`int_linear`."""
     from torch.ao.nn.quantized import functional as qF
 
-    xq = torch._make_per_tensor_quantized_tensor(
-        q_x.to(torch.uint8), s_x, z_x
-    )
+    xq = torch._make_per_tensor_quantized_tensor(q_x.to(torch.uint8), s_x, z_x)
     wq = torch._make_per_tensor_quantized_tensor(q_w.to(torch.int8), s_w, 0)
     out = qF.linear(xq, wq, None, scale=s_y, zero_point=z_y)
     return out.int_repr().to(torch.int64)
@@ -968,5 +985,3 @@ class NF4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.dequantized_weight(), self.bias)
-
-

@@ -127,14 +127,16 @@ class TinyLM(nn.Module):
             raise ValueError(
                 f"d_model={d_model} must be divisible by n_heads={n_heads}"
             )
-        self.embed, self.pos = nn.Embedding(vocab, d_model), nn.Embedding(
-            n_ctx, d_model
+        self.embed, self.pos = (
+            nn.Embedding(vocab, d_model),
+            nn.Embedding(n_ctx, d_model),
         )
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, d_mlp) for _ in range(n_layers)
         )
-        self.ln_f, self.unembed = nn.LayerNorm(d_model), nn.Linear(
-            d_model, vocab
+        self.ln_f, self.unembed = (
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, vocab),
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -267,8 +267,9 @@ class Block(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.qkv, self.out = nn.Linear(d_model, 3 * d_model), nn.Linear(
-            d_model, d_model
+        self.qkv, self.out = (
+            nn.Linear(d_model, 3 * d_model),
+            nn.Linear(d_model, d_model),
         )
         self.mlp = nn.Sequential(
             nn.Linear(d_model, d_mlp), nn.GELU(), nn.Linear(d_mlp, d_model)
@@ -318,14 +319,16 @@ class TinyGPT(nn.Module):
     ):
         super().__init__()
         torch.manual_seed(seed)
-        self.embed, self.pos = nn.Embedding(n_vocab, d_model), nn.Embedding(
-            n_ctx, d_model
+        self.embed, self.pos = (
+            nn.Embedding(n_vocab, d_model),
+            nn.Embedding(n_ctx, d_model),
         )
         self.blocks = nn.ModuleList(
             Block(d_model, n_heads, d_mlp) for _ in range(n_layers)
         )
-        self.ln_f, self.unembed = nn.LayerNorm(d_model), nn.Linear(
-            d_model, n_vocab, bias=False
+        self.ln_f, self.unembed = (
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, n_vocab, bias=False),
         )
 
     def forward(
@@ -363,8 +366,9 @@ def pretrain(
     ``stop_after`` ends the run early (same schedule), for the test that the
     first steps reproduce. Made by ``tools/train_softprompt_model.py``.
     """
-    steps, batch_size = positive_int("steps", steps), positive_int(
-        "batch_size", batch_size
+    steps, batch_size = (
+        positive_int("steps", steps),
+        positive_int("batch_size", batch_size),
     )
     model = TinyGPT(seed=seed, **model_kwargs)
     gen = torch.Generator().manual_seed(seed)

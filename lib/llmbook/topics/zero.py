@@ -113,9 +113,7 @@ def plan(
     tp = positive_int("tp", tp)
     pp = positive_int("pp", pp)
     if n_gpus % (tp * pp):
-        raise ValueError(
-            f"tp * pp = {tp * pp} must divide n_gpus = {n_gpus}"
-        )
+        raise ValueError(f"tp * pp = {tp * pp} must divide n_gpus = {n_gpus}")
     n_dp = n_gpus // (tp * pp)
     shard = positive("n_params", n_params) / (tp * pp)
     out = zero_bytes_per_gpu(shard, n_dp, stage, **bytes_per_param)
