@@ -1,6 +1,10 @@
-"""Foundations shared by many chapters: argument checks (``validate``).
+"""Foundations shared by many chapters.
 
-Hardware arithmetic, FLOP and byte accounting, statistics, the small models
-the book trains and the multi-seed trainer live here too; the arithmetic
-modules import without torch.
+``validate`` (argument checks), ``hardware`` (accelerator table, roofline,
+device-seconds, rental cost), ``accounting`` (FLOP and byte counts),
+``stats`` (intervals, log-log fits), ``models`` and ``cnn`` (the small
+models the book trains), ``measure`` (measured FLOPs and bytes) and
+``trainer`` (the vectorised multi-seed trainer: n runs that differ by seed,
+data draw or learning rate, trained at once on stacked parameters). The
+arithmetic modules import without torch.
 """
