@@ -1,6 +1,7 @@
 """Book infrastructure: what turns the library's numbers into pages.
 
-``glue`` (values and figures for the pages, also in Colab), ``fmt`` (numbers
+``glue`` (values and figures for the pages, also in Colab), ``verdict``
+(verdicts chosen from intervals, glued with their evidence), ``fmt`` (numbers
 as prose), ``plotting`` (the one figure style), ``checks`` (``check_close``),
 ``data`` (the shipped tables), ``extras`` (optional packages, installed where
 missing), ``quiet`` (known third-party noise, silenced by logger and

@@ -110,3 +110,44 @@ def binomial_interval(
     lo = stats.beta.ppf(a / 2, k, n - k + 1) if k > 0 else 0.0
     hi = stats.beta.ppf(1 - a / 2, k + 1, n - k) if k < n else 1.0
     return {"p": k / n, "lo": float(lo), "hi": float(hi), "n": n}
+
+
+VERDICTS = ("better", "worse", "within noise")
+
+
+def _bounds(interval, what: str) -> tuple[float, float]:
+    """``(lo, hi)`` of an interval given as a pair or as a dict with ``lo``
+    and ``hi`` (what the interval functions here return)."""
+    if isinstance(interval, dict):
+        interval = (interval.get("lo"), interval.get("hi"))
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{what} must be (lo, hi) or a dict with 'lo' and 'hi': {exc}"
+        ) from exc
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        raise ValueError(f"{what} must be finite with lo <= hi, got {lo, hi}")
+    return lo, hi
+
+
+def compare(a, b, higher_is_better: bool = True) -> str:
+    """The verdict on method ``a`` against baseline ``b`` from their
+    intervals (pairs ``(lo, hi)`` or the dicts of :func:`t_interval`,
+    :func:`median_range`, :func:`binomial_interval`).
+
+    "better" when a's whole interval lies on the good side of b's (above it
+    when ``higher_is_better``, below it for a loss), "worse" when it lies
+    wholly on the bad side, "within noise" when the two overlap (touching
+    counts as overlap). One of :data:`VERDICTS`; the book glues the word,
+    never types it.
+    """
+    a_lo, a_hi = _bounds(a, "a")
+    b_lo, b_hi = _bounds(b, "b")
+    if not higher_is_better:
+        a_lo, a_hi, b_lo, b_hi = -a_hi, -a_lo, -b_hi, -b_lo
+    if a_lo > b_hi:
+        return "better"
+    if a_hi < b_lo:
+        return "worse"
+    return "within noise"
