@@ -4,7 +4,7 @@ parameterisation, and the mup package cross-check)."""
 import numpy as np
 import pytest
 import torch
-from llmbook.topics import mutransfer
+from llmbook.topics import batchsize, mutransfer
 
 
 def test_mup_scales_coincide_with_sp_at_base_width():
@@ -115,3 +115,35 @@ def test_mup_package_check_shapes_and_yardstick():
     assert check["rel"].max() < 1e-5 and check["best_shift"].max() < 1e-5
     with pytest.raises(ValueError, match="ours"):
         mutransfer.mup_package_check(prob, [32], lrs, ours, 32, steps=10)
+
+
+def test_width_sweep_matches_the_full_grid_near_each_optimum():
+    problem = batchsize.mlp_problem(
+        n_train=256, n_test=16, d=4, sigma=0.5, seed=0
+    )
+    lrs = batchsize.lr_grid(1e-3, n=7, factor=2.5)
+    widths = [16, 32, 64]
+    for p in ("sp", "mup"):
+        full = np.stack(
+            [
+                mutransfer.width_lr_sweep(problem, w, lrs, p, 16, 30, 16, 0)
+                for w in widths
+            ]
+        )
+        part = mutransfer.width_sweep(
+            problem, widths, lrs, p, 16, 30, 16, 0, full_grid_max_width=16
+        )
+        ran = ~np.isnan(part)
+        assert ran[0].all() and not ran[1:].all()  # the wide ones skip some
+        np.testing.assert_allclose(part[ran], full[ran], rtol=1e-5)
+        got, want = batchsize.optimal_lr(lrs, part), batchsize.optimal_lr(
+            lrs, full
+        )
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_width_sweep_rejects_unsorted_widths():
+    problem = batchsize.mlp_problem(n_train=64, n_test=8, d=2, seed=0)
+    with pytest.raises(ValueError, match="ascending"):
+        mutransfer.width_sweep(problem, [32, 16], [1e-3, 1e-2])

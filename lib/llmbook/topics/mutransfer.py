@@ -157,6 +157,77 @@ def width_lr_sweep(
     return torch.where(torch.isfinite(mse), mse, math.inf).numpy()
 
 
+def width_sweep(
+    problem,
+    widths,
+    lrs,
+    parameterisation: str = "mup",
+    base_width: int = 32,
+    steps: int = 200,
+    batch_size: int = 32,
+    seed: int = 0,
+    full_grid_max_width: int = 512,
+    window: int = 1,
+) -> np.ndarray:
+    """:func:`width_lr_sweep` at every width of ``widths`` (ascending):
+    final losses ``(widths, lrs)``, ``nan`` where a learning rate was not
+    run.
+
+    Widths up to ``full_grid_max_width`` run every learning rate. A wider
+    model runs only the ``window`` grid points either side of the previous
+    width's best one (under both parameterisations the optimum moves by at
+    most a grid step or two from one width to the next), and the window
+    grows one point at a time while its best point is on its own edge but
+    not the grid's. So every best point has both grid neighbours run, which
+    is all :func:`llmbook.topics.batchsize.optimal_lr` uses, and the result
+    equals the full grid's wherever the loss is unimodal in the learning
+    rate (a test checks it). The wide models dominate the cost: this saves
+    most of the sweep's time where the curves are flat or diverge.
+    """
+    lrs = positive_array("lrs", lrs)
+    widths = [positive_int("width", w) for w in widths]
+    if widths != sorted(widths):
+        raise ValueError(f"widths must be ascending, got {widths}")
+    window = positive_int("window", window)
+    n = lrs.size
+    out = np.full((len(widths), n), np.nan)
+
+    def run(i, idx):
+        idx = [j for j in idx if np.isnan(out[i, j])]
+        if idx:
+            out[i, idx] = width_lr_sweep(
+                problem,
+                widths[i],
+                lrs[idx],
+                parameterisation,
+                base_width,
+                steps,
+                batch_size,
+                seed,
+            )
+
+    for i, w in enumerate(widths):
+        if i == 0 or w <= full_grid_max_width:
+            run(i, range(n))
+            continue
+        prev = np.where(np.isfinite(out[i - 1]), out[i - 1], np.inf)
+        c = int(np.argmin(prev))
+        lo, hi = max(c - window, 0), min(c + window, n - 1)
+        run(i, range(lo, hi + 1))
+        while True:
+            y = np.where(np.isfinite(out[i]), out[i], np.inf)
+            k = int(np.argmin(y))
+            if k == lo and lo > 0:
+                lo -= 1
+                run(i, [lo])
+            elif k == hi and hi < n - 1:
+                hi += 1
+                run(i, [hi])
+            else:
+                break
+    return out
+
+
 def mup_package_run(
     problem,
     width: int,
