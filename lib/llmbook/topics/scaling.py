@@ -290,7 +290,10 @@ def data_constrained_optimum(
         n1 = float(budget) / (c0 * D)
         res = minimize_scalar(
             lambda t: loss_with_repeats(math.exp(t), budget, D, fit, c0),
-            bounds=(math.log(n1) - math.log(100), math.log(n1) + math.log(100)),
+            bounds=(
+                math.log(n1) - math.log(100),
+                math.log(n1) + math.log(100),
+            ),
             method="bounded",
             options={"xatol": 1e-9},
         )
