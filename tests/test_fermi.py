@@ -214,3 +214,102 @@ def test_words_and_geometric_mean():
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()
+
+
+def test_size_words_drops_trailing_zeros():
+    assert fermi.size_words(1e14) == "100 trillion"
+    assert fermi.size_words(1e12) == "1 trillion"
+    assert fermi.size_words(1.5e12) == "1.5 trillion"
+    assert fermi.size_words(30e6) == "30 million"
+
+
+def test_rate_name_matches_only_the_rate_it_is():
+    named = {"FP8": 1.98e15, "BF16": 0.989e15}
+    assert fermi.rate_name(1.979e15, named) == "FP8"  # datasheet vs homework
+    assert fermi.rate_name(0.989e15, named) == "BF16"
+    assert fermi.rate_name(1.5e15, named) is None
+
+
+def test_fold_words():
+    assert fermi.fold(1.0) == "stays the same"
+    assert fermi.fold(1.0004) == "stays the same"  # 1.00 at 3 figures
+    assert fermi.fold(2.0) == "grows 2.00-fold"
+    assert fermi.fold(0.4) == "falls 2.50-fold"  # 1 / 0.4
+
+
+def _projects():
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "cost_usd": [5e8, 1.5e8, 1.78e11],
+            "phrase": ["a 5 nm chip", "the first iPhone", "Apollo"],
+        }
+    )
+
+
+def test_compare_cost_picks_the_dearest_project_below():
+    phrase, nearest, ratio = fermi.compare_cost(2.1e11, _projects())
+    assert (nearest, phrase) == ("Apollo", "1.2 times Apollo")
+    assert ratio == pytest.approx(2.1e11 / 1.78e11)
+    # a lower-case article stays lower case mid-sentence
+    assert fermi.compare_cost(1e9, _projects())[0] == "2.0 times a 5 nm chip"
+    below = fermi.compare_cost(1e8, _projects())
+    assert below[0] == "less than the first iPhone"
+    assert below[2] == pytest.approx(1e8 / 1.5e8)
+
+
+def test_actor_threshold():
+    assert "company" in fermi.actor(1e10, 1e11)
+    assert "state" in fermi.actor(1e12, 1e11)
+
+
+def test_latency_table_by_hand():
+    t = fermi.latency_table({"GPT-3": 175e9}, 2, 4.8e12)
+    # 350 GB / 4.8 TB/s = 72.9 ms; 60 s / that = 823 tokens per minute
+    assert t.loc["GPT-3", "seconds per token"] == pytest.approx(350 / 4800)
+    assert t.loc["GPT-3", "tokens per minute"] == pytest.approx(
+        60 * 4800 / 350
+    )
+
+
+def test_memory_table_counts_devices():
+    t = fermi.memory_table(
+        {"1T": 1e12, "100T": 1e14}, 2, {"100 GB": 100e9, "141 GB": 141e9}
+    )
+    assert list(t["bytes"]) == [2e12, 2e14]
+    assert list(t["100 GB"]) == [20, 2000]
+    assert list(t["141 GB"]) == [15, 1419]  # ceil(2e14 / 141e9)
+
+
+def test_text_table_by_hand():
+    import pandas as pd
+
+    libraries = pd.Series({"LoC": 25e6})
+    t = fermi.text_table({"x": 1.4e15}, 1.4, 400, 300, libraries)
+    # 1e15 words / 120,000 words a book
+    assert t.loc["x", "words"] == pytest.approx(1e15)
+    assert t.loc["x", "books"] == pytest.approx(1e15 / 120_000)
+    assert t.loc["x", "/ LoC"] == pytest.approx(1e15 / 120_000 / 25e6)
+
+
+def test_plots_have_labels_and_marks():
+    import numpy as np
+    import pandas as pd
+    from matplotlib import pyplot as plt
+
+    fig = fermi.plot_latency({"GPT-3": 175e9}, 2, 4.8e12)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.texts[0].get_text()
+    b = np.array([1.0, 10.0, 1000.0])
+    fig2 = fermi.plot_decode_cost(
+        b, {"a": 100 / b, "b": 200 / b}, 0.4, 120, 412, "t"
+    )
+    assert len(fig2.axes[0].get_lines()) == 5  # 2 curves, floor, price, b*
+    fig3 = fermi.plot_costs(pd.Series({"x": 1e9, "y": 1e11}), {"y"}, "t")
+    bars = fig3.axes[0].patches
+    assert bars[0].get_facecolor() != bars[1].get_facecolor()
+    fig4 = fermi.plot_landauer(1.8e-4, 700, 1980)
+    assert "10" in fig4.axes[0].get_title()
+    for f in (fig, fig2, fig3, fig4):
+        plt.close(f)

@@ -132,3 +132,86 @@ def test_mup_notebook_follows_its_parameters(tmp_path):
     assert out["sp_drift"] == fmt.sig(lr_star[0] / lr_star[1], 2), (
         NOT_FOLLOWING
     )
+
+
+# Exercise ex-fermi-bf16 asks the reader to set these in the parameters cell.
+EXERCISE_BF16 = {"gpu_flop_per_s": 0.989e15, "gpu_utilization": 0.4}
+
+
+def _glue_refs(notebook_stem):
+    """Names the Fermi chapter pastes from ``notebook_stem``."""
+    import re
+
+    text = (ROOT / "chapters" / "fermi.md").read_text()
+    return set(re.findall(rf"{{n}}`{notebook_stem}:([\w]+)", text))
+
+
+def _prose_faults(glued):
+    """Glued texts that would read false or broken mid-sentence."""
+    import re
+
+    bad = {}
+    for name, text in glued.items():
+        if name.startswith("fig_") or not isinstance(text, str):
+            continue
+        if (
+            re.search(r"\b1\.0+-fold", text)
+            or "nan" in text.split()
+            or re.search(r"\b(the|a|an) (A|An|The)\b", text)
+        ):
+            bad[name] = text
+    return bad
+
+
+@pytest.fixture(scope="module")
+def exercise_bf16(tmp_path_factory):
+    return run(
+        tmp_path_factory.mktemp("ex-bf16"),
+        "fermi-ex-bf16.ipynb",
+        **EXERCISE_BF16,
+    )
+
+
+def test_exercise_bf16_prose_stays_true(exercise_bf16):
+    """Following ex-fermi-bf16 (the BF16 rate at 40 % in the parameters
+    cell): every name the chapter pastes is glued, no sentence says
+    "1.00-fold" or pastes a capitalised article mid-sentence, and the
+    sentences that name the rate, the utilisation and the change follow
+    the new parameters."""
+    g = exercise_bf16
+    missing = _glue_refs("fermi") - set(g)
+    assert not missing, f"the chapter pastes names not glued: {missing}"
+    assert not _prose_faults(g), NOT_FOLLOWING
+    f, u, bw = 0.989e15, 0.4, 4.8e12
+    assert g["rate_words"] == "the BF16 rate" and g["rate_pf"] == "0.989"
+    assert g["at_util"] == "at 40 % use"  # no longer "at full speed"
+    assert g["ex_change"] == "stays the same"  # was "1.00-fold"
+    assert g["h_which"] == "the costs above are already BF16 costs"
+    assert "40 %" in g["j_at_peak"] and "BF16" in g["j_at_peak"]
+    assert g["k_tflops"] == "989" and g["k_tflops_fp8"] == "1,980"
+    b_star = hardware.compute_bound_batch(175e9, f, bw, 2)
+    b_fp8 = hardware.compute_bound_batch(175e9, 1.98e15, bw, 2)
+    assert g["g_bstar"] == fmt.sig(b_star, 3) == "206"
+    assert (
+        g["g_bstar_other"] == f"{fmt.sig(b_fp8, 3)} at the homework's FP8 rate"
+    )
+    hours = hardware.device_seconds(hardware.petaflop_day(), f, u) / 3600
+    assert g["h_hours"] == fmt.sig(hours, 3)
+    cost = hardware.rental_cost(1e30, f, 1.5, u)
+    assert g["h_gpt6"] == fmt.usd(cost) == "1.05 trillion USD"
+    assert g["h_compare"].endswith("times the Apollo Program")
+
+
+def test_default_prose_names_the_homework_rate(tmp_path):
+    """With the defaults the same sentences say FP8, full speed and a
+    five-fold change for the exercise (the chapter's text)."""
+    g = run(tmp_path, "fermi-defaults.ipynb")
+    assert not _prose_faults(g), NOT_FOLLOWING
+    assert g["rate_words"] == "the homework's FP8 rate"
+    assert g["at_util"] == "at full speed"
+    cost = hardware.rental_cost(1e30, 1.98e15, 1.5, 1.0)
+    ex = hardware.rental_cost(1e30, 0.989e15, 1.5, 0.4)
+    assert g["ex_change"] == fermi.fold(ex / cost)
+    assert g["ex_change"].startswith("grows 5.0")
+    assert g["h_which"].endswith(fermi.fold(1.98 / 0.989))
+    assert g["h_compare_alt"] == "less than the first iPhone"

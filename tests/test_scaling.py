@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import sympy as sp
 from scipy.optimize import minimize_scalar
@@ -201,3 +202,85 @@ def test_extra_epochs_inverse_and_limits():
 def test_bad_input_names_the_argument(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()
+
+
+def test_single_epoch_window_edges_are_where_the_ratio_is_one_and_ln2():
+    D = 4.1e12
+    c_lo, c_hi = scaling.single_epoch_window(D)
+    assert c_lo < c_hi
+    n_lo = scaling.single_epoch_params(c_lo, D)
+    n_hi = scaling.single_epoch_params(c_hi, D)
+    assert scaling.marginal_ratio(n_lo, D) == pytest.approx(1, rel=1e-12)
+    assert scaling.marginal_ratio(n_hi, D) == pytest.approx(
+        math.log(2), rel=1e-12
+    )
+    # rho ~ C^-alpha, so the window spans a factor (1 / ln 2)^(1 / alpha)
+    assert c_hi / c_lo == pytest.approx(
+        (1 / math.log(2)) ** (1 / 0.34), rel=1e-12
+    )
+
+
+def test_data_constrained_optimum_in_the_three_regimes():
+    D = 4.1e12
+    c_lo, c_hi = scaling.single_epoch_window(D)
+    # below the window: the unconstrained Chinchilla optimum, < 1 epoch
+    n, passes = scaling.data_constrained_optimum(c_lo / 10, D)
+    assert n == pytest.approx(scaling.optimal_allocation(c_lo / 10)[0], 1e-6)
+    assert passes < 1
+    # inside: exactly one epoch (the proposition of genai-e3)
+    c_mid = math.sqrt(c_lo * c_hi)
+    n, passes = scaling.data_constrained_optimum(c_mid, D)
+    assert n == pytest.approx(c_mid / (6 * D), rel=1e-6)
+    assert passes == pytest.approx(1, rel=1e-6)
+    # above: more than one pass, and a brute grid over N agrees
+    for c in (10 * c_hi, 1000 * c_hi):
+        n, passes = scaling.data_constrained_optimum(c, D)
+        grid = np.geomspace(n / 3, n * 3, 200001)
+        brute = grid[np.argmin(scaling.loss_with_repeats(grid, c, D))]
+        assert passes > 1 and n == pytest.approx(brute, rel=1e-4)
+        # first-order condition with D_eff = 2 D (1 - 2^(-p / D))
+        fit, p = scaling.CHINCHILLA, c / (6 * n)
+        d_eff = 2 * D * (1 - 2 ** (-p / D))
+        slope = 2 * math.log(2) * 2 ** (-p / D)  # d D_eff / d p
+        lhs = fit.alpha * fit.K_N * n**-fit.alpha
+        rhs = fit.beta * fit.K_D * d_eff**-fit.beta * p * slope / d_eff
+        assert lhs == pytest.approx(rhs, rel=1e-5)
+
+
+def test_data_constrained_optimum_vectorises():
+    C = np.array([1e23, 1e25])
+    n, passes = scaling.data_constrained_optimum(C, 4.1e12)
+    assert n.shape == passes.shape == (2,)
+    assert n[0] == pytest.approx(
+        scaling.data_constrained_optimum(1e23, 4.1e12)[0]
+    )
+
+
+def test_plot_budget_sweep_two_labelled_panels_with_the_window():
+    from matplotlib import pyplot as plt
+
+    C = np.geomspace(1e23, 1e27, 9)
+    n, passes = scaling.data_constrained_optimum(C, 4.1e12)
+    window = scaling.single_epoch_window(4.1e12)
+    fig = scaling.plot_budget_sweep(
+        C, n, passes, scaling.optimal_allocation(C)[0], 4.1e12, window
+    )
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+        assert len(ax.patches) == 1  # the shaded window
+    plt.close(fig)
+
+
+def test_single_epoch_regime_matches_the_optimum_it_names():
+    D = 4.1e12
+    for c in (1e23, 2e24, 1e26):
+        _, passes = scaling.data_constrained_optimum(c, D)
+        want = (
+            "below"
+            if passes < 1 - 1e-6
+            else "once"
+            if abs(passes - 1) < 1e-6
+            else "above"
+        )
+        assert scaling.single_epoch_regime(c, D) == want

@@ -236,3 +236,116 @@ def marginal_ratio(
     """
     size = fit.alpha * fit.K_N * positive("N", N) ** -fit.alpha
     return size / (fit.beta * fit.K_D * positive("D", D) ** -fit.beta)
+
+
+def single_epoch_window(
+    unique_tokens: float, fit: ChinchillaFit = CHINCHILLA, c0: float = 6.0
+) -> tuple[float, float]:
+    """The budgets ``(C_lo, C_hi)`` (FLOP) between which, with repeats that
+    halve in value, the compute-optimal model reads ``unique_tokens`` exactly
+    once.
+
+    At C the single-epoch size is N1 = C / (c0 D) and the ratio of
+    :func:`marginal_ratio` there is rho = alpha K_N N1^-alpha / (beta K_D
+    D^-beta), which falls as C grows. The window is ln 2 < rho < 1: C_lo
+    solves rho = 1 (below it fresh data is to spare and the optimum reads
+    less than one epoch), C_hi solves rho = ln 2 (above it a repeat is worth
+    its compute and the optimum reads the data more than once). Section
+    genai-e3.
+    """
+    D = positive("unique_tokens", unique_tokens)
+    c0 = positive("c0", c0)
+    data_margin = fit.beta * fit.K_D * D**-fit.beta
+
+    def budget(rho: float) -> float:
+        n1 = (fit.alpha * fit.K_N / (rho * data_margin)) ** (1 / fit.alpha)
+        return c0 * D * n1
+
+    return budget(1.0), budget(math.log(2))
+
+
+def data_constrained_optimum(
+    C,
+    unique_tokens: float,
+    fit: ChinchillaFit = CHINCHILLA,
+    c0: float = 6.0,
+):
+    """The model size that minimises :func:`loss_with_repeats` at budget(s)
+    ``C`` FLOP with ``unique_tokens`` unique tokens whose repeats halve in
+    value, and the passes over the unique data it makes.
+
+    Returns ``(N_opt, passes)``, floats for a scalar ``C``, arrays for an
+    array. The loss is minimised over log N (bounded scalar search, relative
+    tolerance about 1e-9) between a hundredth and a hundred times the
+    single-epoch size, which holds the optimum for any fit with
+    alpha, beta < 1. Section genai-e3.
+    """
+    from scipy.optimize import minimize_scalar
+
+    C_ = positive_array("C", C)
+    D = positive("unique_tokens", unique_tokens)
+    c0 = positive("c0", c0)
+    n_opt = np.empty(C_.shape)
+    for i, budget in np.ndenumerate(C_):
+        n1 = float(budget) / (c0 * D)
+        res = minimize_scalar(
+            lambda t: loss_with_repeats(math.exp(t), budget, D, fit, c0),
+            bounds=(
+                math.log(n1) - math.log(100),
+                math.log(n1) + math.log(100),
+            ),
+            method="bounded",
+            options={"xatol": 1e-9},
+        )
+        n_opt[i] = math.exp(res.x)
+    passes = C_ / (c0 * n_opt * D)
+    if C_.ndim == 0:
+        return float(n_opt), float(passes)
+    return n_opt, passes
+
+
+def plot_budget_sweep(C, n_best, passes, n_free, unique_tokens, window):
+    """Two panels against the budget ``C`` (FLOP): the best model size with
+    ``unique_tokens`` unique tokens whose repeats halve (``n_best``), beside
+    the single-epoch size C / (6 D) and the unconstrained optimum
+    ``n_free``; and the ``passes`` over the unique data the best run makes.
+    ``window`` = (C_lo, C_hi) from :func:`single_epoch_window` is shaded.
+    Returns the figure. Section genai-e3.
+    """
+    from matplotlib import pyplot as plt
+
+    from llmbook.book.plotting import use_style
+
+    use_style()
+    fig, (ax_n, ax_p) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    d = positive("unique_tokens", unique_tokens)
+    ax_n.loglog(C, n_best, label="best, repeats halve in value")
+    ax_n.loglog(C, np.asarray(C) / (6 * d), "--", label="reads the data once")
+    ax_n.loglog(C, n_free, ":", label="unlimited fresh data")
+    ax_p.semilogx(C, passes)
+    ax_p.axhline(1, color="grey", lw=1)
+    for ax in (ax_n, ax_p):
+        ax.axvspan(*window, color="C0", alpha=0.15, label="one-epoch window")
+        ax.set_xlabel("training compute C (FLOP)")
+    ax_n.set_ylabel("parameters N")
+    ax_p.set_ylabel("passes over the unique data")
+    ax_n.set_title("Best model size")
+    ax_p.set_title("Passes the best run makes")
+    ax_n.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def single_epoch_regime(
+    C: float,
+    unique_tokens: float,
+    fit: ChinchillaFit = CHINCHILLA,
+    c0: float = 6.0,
+) -> str:
+    """Where budget ``C`` lies against :func:`single_epoch_window`:
+    ``"below"`` (the best run reads under one epoch), ``"once"`` (exactly
+    one) or ``"above"`` (it repeats the data). Section genai-e3.
+    """
+    c_lo, c_hi = single_epoch_window(unique_tokens, fit, c0)
+    c = positive("C", C)
+    return "below" if c < c_lo else "once" if c <= c_hi else "above"
