@@ -136,8 +136,9 @@ def test_width_sweep_matches_the_full_grid_near_each_optimum():
         ran = ~np.isnan(part)
         assert ran[0].all() and not ran[1:].all()  # the wide ones skip some
         np.testing.assert_allclose(part[ran], full[ran], rtol=1e-5)
-        got, want = batchsize.optimal_lr(lrs, part), batchsize.optimal_lr(
-            lrs, full
+        got, want = (
+            batchsize.optimal_lr(lrs, part),
+            batchsize.optimal_lr(lrs, full),
         )
         np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
         np.testing.assert_array_equal(got[1], want[1])
