@@ -161,6 +161,54 @@ def test_bad_arguments():
         formats.stall_value(0.0, "float16")
 
 
+@pytest.mark.parametrize("name", ["bfloat16", "float16"])
+def test_update_lost_matches_rounding(name):
+    f = formats.get_format(name)
+    g = torch.Generator().manual_seed(0)
+    # random 16-bit weights (normal and subnormal) plus exact powers of two
+    raw = torch.randint(0, 2**15, (4000,), generator=g, dtype=torch.int16)
+    w = raw.view(f.dtype).double()
+    w = w[torch.isfinite(w) & (w.abs() < 1e4)]
+    pows = torch.ldexp(
+        torch.ones(29, dtype=torch.float64), torch.arange(-14, 15)
+    )
+    w = torch.cat([w, pows, -pows, torch.zeros(1, dtype=torch.float64)])
+    # steps on a grid of 1/16 of the local gap: every w - step is exact in
+    # float64, and ties (step = half a gap) occur
+    k = torch.floor(torch.log2(w.abs())).clamp(min=1 - f.bias)
+    j = torch.arange(-24, 25, dtype=torch.float64)
+    step = torch.ldexp(j[None, :], (k - f.man_bits - 4)[:, None])
+    ww = w[:, None].expand_as(step)
+    real = (ww - step).to(f.dtype).double() == ww
+    want = real & (step != 0)
+    got = formats.update_lost(ww, step, name)
+    assert torch.equal(got, want)
+    # the grid hits both outcomes, ties and steps towards zero at 2^k
+    assert 0 < int(got.sum()) < got.numel()
+
+
+def test_update_lost_at_a_power_of_two():
+    # bfloat16 w = 1.0 moved down by 0.003: below half ulp(1) = 2^-8, so
+    # the half-ulp rule would call it lost, but the gap below 1 is 2^-8
+    w, step = torch.tensor([1.0]), torch.tensor([0.003])
+    assert 0.003 < 0.5 * 2.0**-7
+    after = (w.double() - step.double()).to(torch.bfloat16).item()
+    assert after == 0.99609375 and after != 1.0
+    assert not formats.update_lost(w, step, "bfloat16").item()
+    # the same step upwards is lost, and so is a smaller one downwards
+    assert formats.update_lost(w, -step, "bfloat16").item()
+    assert formats.update_lost(w, torch.tensor([0.0019]), "bfloat16").item()
+
+
+def test_update_lost_bad_arguments():
+    with pytest.raises(ValueError, match="representable"):
+        formats.update_lost(
+            torch.tensor([0.1]), torch.tensor([0.0]), "bfloat16"
+        )
+    with pytest.raises(ValueError, match="step"):
+        formats.update_lost(torch.ones(2), torch.ones(3), "float16")
+
+
 def _toy_data(n=512, d=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)

@@ -242,6 +242,49 @@ def stall_value(increment: float, name) -> float:
     return math.ldexp(1.0, k)
 
 
+def update_lost(w, step, name) -> torch.Tensor:
+    """Whether the update ``w - step`` rounds back to ``w`` in format
+    ``name`` (round to nearest, ties to even), predicted from the gap on the
+    side the step moves to.
+
+    Args:
+        w: values representable in ``name`` (any shape); ``step``: the
+            update ``eta g`` (same shape), applied as ``w - step``.
+        name: a :data:`FORMATS` name or torch dtype.
+
+    With ``2^k <= |w| < 2^(k+1)`` (``k`` at least the smallest normal
+    exponent ``1 - bias``) the gap to the neighbour away from zero is
+    ``ulp(w) = 2^(k - M)``; towards zero it is the same, except at an exact
+    power of two above the smallest normal, where it is ``ulp(w) / 2``. The
+    update is lost if ``|step|`` is below half that gap, or equal to it with
+    ``w``'s last mantissa bit 0 (the tie goes to the even neighbour, ``w``).
+    A zero step counts as not lost. Derivation: chapter "Number formats,
+    linear quantization and mixed precision", proposition "A lost update".
+    """
+    f = get_format(name)
+    w64 = torch.as_tensor(w, dtype=torch.float64)
+    s64 = torch.as_tensor(step, dtype=torch.float64)
+    if w64.shape != s64.shape:
+        raise ValueError(
+            f"step must have w's shape {tuple(w64.shape)}, "
+            f"got {tuple(s64.shape)}"
+        )
+    wf = w64.to(f.dtype)
+    if not bool((wf.to(torch.float64) == w64).all()):
+        raise ValueError(f"w must be representable in {f.name}")
+    a = w64.abs()
+    k_min = 1 - f.bias
+    k = torch.floor(torch.log2(a)).clamp(min=k_min)  # log2(0) = -inf
+    ulp = torch.ldexp(torch.ones_like(a), k - f.man_bits)
+    toward_zero = (torch.sign(s64) == torch.sign(w64)) & (w64 != 0)
+    at_power = (a == torch.ldexp(torch.ones_like(a), k)) & (k > k_min)
+    gap = torch.where(at_power & toward_zero, ulp / 2, ulp)
+    _, _, mantissa = split_bits(wf)
+    size = s64.abs()
+    lost = (size < gap / 2) | ((size == gap / 2) & (mantissa % 2 == 0))
+    return lost & (s64 != 0)
+
+
 # --- mixed-precision training of a small MLP
 # ------------------------------------------------------
 
