@@ -319,3 +319,113 @@ def test_dynamic_scaling_without_overflow_matches_static_unscaled():
     assert dyn["skipped"] == 0 and dyn["scales"][-1] == 4.0 * 2**5
     for a, b in zip(plain["params"], dyn["params"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_precision_runs_fp32_matches_core_trainer():
+    # the fp32 recipe is plain SGD: core.trainer on the same starts and
+    # batches (nn.Linear stores W transposed) must give the same losses
+    from torch import nn
+    from torch.nn import functional as F
+
+    from llmbook.core import trainer
+
+    x, y = _toy_data()
+    seeds, lrs = [0, 1, 1], [0.05, 0.05, 0.2]
+    r = formats.train_precision_runs(
+        x, y, "fp32", seeds, steps=25, lr=lrs, batch=32, hidden=16
+    )
+    inits = [formats.mlp_init(20, 16, 3, s) for s in seeds]
+    params = {
+        "0.weight": torch.stack([p[0].T for p in inits]),
+        "0.bias": torch.stack([p[1] for p in inits]),
+        "2.weight": torch.stack([p[2].T for p in inits]),
+        "2.bias": torch.stack([p[3] for p in inits]),
+    }
+    base = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))
+    batches = trainer.sample_batches(x, y, 32, [s + 1 for s in seeds], 25)
+    ref = trainer.train_runs(
+        base,
+        params,
+        F.cross_entropy,
+        batches,
+        25,
+        torch.tensor(lrs),
+        optimizer="sgd",
+    )
+    torch.testing.assert_close(r["loss"], ref.losses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        r["params"][0], ref.params["0.weight"].transpose(1, 2)
+    )
+    assert r["lost_updates"].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "recipe, kw",
+    [
+        ("bf16", {}),
+        ("fp16", {}),
+        ("fp16-master", dict(loss_scale=2.0**30, dynamic=True)),
+    ],
+)
+def test_precision_runs_are_independent(recipe, kw):
+    # run i of a stack is bit for bit the run trained alone
+    x, y = _toy_data()
+    opts = dict(steps=30, batch=32, hidden=16, growth_interval=4, **kw)
+    both = formats.train_precision_runs(
+        x, y, recipe, [3, 5], lr=[0.01, 0.3], **opts
+    )
+    one = formats.train_precision_runs(x, y, recipe, [5], lr=0.3, **opts)
+    assert torch.equal(both["loss"][:, 1], one["loss"][:, 0])
+    for a, b in zip(both["params"], one["params"]):
+        assert torch.equal(a[1], b[0])
+    assert torch.equal(both["skipped"][1:], one["skipped"])
+
+
+def test_precision_runs_pure_bf16_loses_updates_master_does_not():
+    x, y = _toy_data()
+    kw = dict(steps=60, lr=0.01, batch=64, hidden=16)
+    ref = formats.train_precision_runs(x, y, "fp32", [0, 1], **kw)
+    mix = formats.train_precision_runs(x, y, "bf16-master", [0, 1], **kw)
+    pure = formats.train_precision_runs(x, y, "bf16", [0, 1], **kw)
+    # bf16 rounding of the forward pass only: losses agree closely
+    assert (mix["loss"][-1] - ref["loss"][-1]).abs().max() < 0.02
+    # lr |g| < 2^-9 |w| for most weights: most updates are lost
+    assert bool((pure["lost_updates"] > 0.5).all())
+    assert mix["lost_updates"].tolist() == [0.0, 0.0]
+    # a lost update leaves the weight where it started
+    w0 = formats.mlp_init(20, 16, 3, 0)[0].to(torch.bfloat16).float()
+    assert float((pure["params"][0][0] == w0).float().mean()) > 0.2
+
+
+def test_precision_runs_dynamic_scale_per_run():
+    x, y = _toy_data()
+    r = formats.train_precision_runs(
+        x,
+        y,
+        "fp16-master",
+        [0, 1],
+        steps=40,
+        batch=64,
+        hidden=16,
+        loss_scale=2.0**40,
+        dynamic=True,
+        growth_interval=1000,
+    )
+    # each overflow skips that run's step and halves that run's scale
+    # (scales[t] is the scale step t used; no growth in 40 steps)
+    halvings = (r["scales"][1:] == r["scales"][:-1] / 2).sum(0)
+    assert bool((r["scales"][1:] <= r["scales"][:-1]).all())
+    assert bool((r["skipped"] >= 1).all())
+    assert bool(((r["skipped"] - halvings) <= 1).all())
+    assert bool((r["skipped"] >= halvings).all())
+    assert bool((r["scales"][-1] * 1e-4 < 65504).all())
+
+
+def test_precision_runs_bad_arguments():
+    x, y = _toy_data()
+    with pytest.raises(ValueError, match="recipe"):
+        formats.train_precision_runs(x, y, "fp8", [0])
+    with pytest.raises(ValueError, match="lr"):
+        formats.train_precision_runs(x, y, "fp32", [0, 1], lr=[0.1] * 3)
+    with pytest.raises(ValueError, match="seeds"):
+        formats.train_precision_runs(x, y, "fp32", [])
