@@ -429,3 +429,45 @@ def test_precision_runs_bad_arguments():
         formats.train_precision_runs(x, y, "fp32", [0, 1], lr=[0.1] * 3)
     with pytest.raises(ValueError, match="seeds"):
         formats.train_precision_runs(x, y, "fp32", [])
+
+
+def test_run_table_and_spread():
+    x, y = _toy_data()
+    r = formats.train_precision_runs(
+        x, y, "bf16", [0, 1], steps=10, lr=[0.1, 0.2], batch=32, hidden=16
+    )
+    t = formats.run_table(r, x[:100], y[:100], last=4)
+    assert t["seed"].tolist() == [0, 1]
+    assert t["lr"].tolist() == pytest.approx([0.1, 0.2])
+    torch.testing.assert_close(
+        torch.tensor(t["loss"].tolist()), r["loss"][-4:].mean(0)
+    )
+    w = [p[1] for p in r["params"]]  # run 1 by hand
+    want = (formats.mlp_forward(w, x[:100]).argmax(1) == y[:100]).float()
+    assert t["accuracy"][1] == pytest.approx(float(want.mean()))
+    assert t["correct"][1] == int(want.sum())
+    with pytest.raises(ValueError, match="last"):
+        formats.run_table(r, x, y, last=11)
+    assert formats.spread([3, 1, 2], str) == "2.0 (1.0 to 3.0)"
+    assert formats.spread([4, 4], str) == "4.0 (every seed)"
+
+
+def test_plot_lr_sweep_draws_median_and_range():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "recipe": ["a"] * 4 + ["b"] * 4,
+            "lr": [0.1, 0.1, 1.0, 1.0] * 2,
+            "loss": [1.0, 3.0, 0.5, 0.7, 2.0, 2.0, 0.4, 0.6],
+            "accuracy": [0.5, 0.7, 0.8, 0.9, 0.6, 0.6, 0.9, 0.9],
+        }
+    )
+    fig = formats.plot_lr_sweep(table, ["a", "b"], ["A", "B"])
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines() if ln.get_marker() not in ("_",)]
+    ys = sorted(tuple(ln.get_ydata()) for ln in lines if len(ln.get_ydata()))
+    assert (2.0, 0.6) in ys and (2.0, 0.5) in ys  # medians of a and b
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B"]
+    plt.close(fig)

@@ -458,8 +458,9 @@ def train_precision_runs(
         raise ValueError(f"loss_scale must be > 0, got {loss_scale!r}")
     seeds = trainer._seed_list(seeds)
     n = len(seeds)
-    rate = torch.as_tensor(lr, dtype=torch.float32).reshape(-1)
-    rate = rate.expand(n) if rate.numel() == 1 else rate
+    rates = torch.as_tensor(lr, dtype=torch.float64).reshape(-1)
+    rates = rates.expand(n) if rates.numel() == 1 else rates
+    rate = rates.float()
     if rate.shape != (n,) or not bool((rate > 0).all()):
         raise ValueError(f"lr must be one or {n} positive numbers, got {lr}")
     dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(
@@ -521,7 +522,91 @@ def train_precision_runs(
         "lost_updates": torch.where(moved > 0, lost / moved.clamp(min=1), 0),
         "skipped": skipped.long(),
         "scales": scales,
+        "seeds": seeds,
+        "lr": rates.tolist(),
     }
+
+
+def run_table(r: dict, x_test, y_test, last: int = 20):
+    """One row per run of :func:`train_precision_runs`' result ``r``:
+    ``seed``, ``lr``, ``loss`` (mean training loss of the last ``last``
+    steps), ``accuracy`` on ``(x_test, y_test)`` (float32 forward pass of
+    the final weights), ``correct`` (its count), ``lost`` (lost-update
+    share), ``skipped`` steps and ``last_scale``. A pandas DataFrame."""
+    import pandas as pd
+
+    last = int(last)
+    if not 1 <= last <= len(r["loss"]):
+        raise ValueError(f"last must lie in [1, {len(r['loss'])}], got {last}")
+    w1, b1, w2, b2 = r["params"]
+    h = torch.relu(x_test @ w1 + b1[:, None])
+    hits = ((h @ w2 + b2[:, None]).argmax(-1) == y_test).sum(1)
+    return pd.DataFrame(
+        {
+            "seed": r["seeds"],
+            "lr": r["lr"],
+            "loss": r["loss"][-last:].mean(0).tolist(),
+            "accuracy": (hits / len(y_test)).tolist(),
+            "correct": hits.tolist(),
+            "lost": r["lost_updates"].tolist(),
+            "skipped": r["skipped"].tolist(),
+            "last_scale": r["scales"][-1].tolist(),
+        }
+    )
+
+
+def spread(values, show) -> str:
+    """``"median (smallest to largest)"`` of ``values`` (one per seed),
+    each number written by ``show`` (e.g. ``llmbook.book.fmt.pct``);
+    ``"value (every seed)"`` where all are equal."""
+    from llmbook.core.stats import median_range
+
+    m = median_range(values)
+    if m["lo"] == m["hi"]:
+        return f"{show(m['median'])} (every seed)"
+    return f"{show(m['median'])} ({show(m['lo'])} to {show(m['hi'])})"
+
+
+def plot_lr_sweep(table, recipes, labels):
+    """Final training loss and test accuracy against the learning rate:
+    median over seeds (markers) and range (bars) of each recipe.
+
+    Args:
+        table: rows of :func:`run_table` with a ``recipe`` column.
+        recipes: the recipes to draw, in order; labels: their legend names.
+    Returns the matplotlib figure (two panels, log learning-rate axis).
+    """
+    import matplotlib.pyplot as plt
+
+    from llmbook.book.plotting import use_style
+
+    use_style()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    for col, ax, ylab in zip(
+        ("loss", "accuracy"),
+        axes,
+        ("final training loss (nats)", "test accuracy (fraction)"),
+    ):
+        for k, (rec, lab) in enumerate(zip(recipes, labels)):
+            g = table[table.recipe == rec].groupby("lr")[col]
+            med, lo, hi = g.median(), g.min(), g.max()
+            x = med.index.to_numpy() * (1 + 0.06 * (k - 1))  # side by side
+            ax.errorbar(
+                x,
+                med,
+                yerr=[med - lo, hi - med],
+                marker="osd^v"[k % 5],
+                capsize=3,
+                label=lab,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("SGD learning rate")
+        ax.set_ylabel(ylab)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Median and range over seeds")
+    fig.tight_layout()
+    return fig
 
 
 def update_loss_scale(
