@@ -24,7 +24,7 @@ VARIANTS = [
     ("ex-fermi-1t", "fermi", {"n_params_gpt6": 1e12}),
     ("ex-attn-gqa4", "attention-mha", {"n_kv_gqa": 4}),
     ("ex-moe-alpha", "moe-routing", {"alpha": 0.1}),
-    ("ex-nf-bf16-lr", "formats-mixed-precision", {"lr": 0.1}),
+    ("ex-nf-bf16-lr", "formats-mixed-precision", {"lr": 0.05}),
     ("ex-nf-group-bits", "formats-linear", {"sweep_bits": 2}),
     ("ex-parallel-ranks", "parallel-data-zero", {"world_size": 4}),
     ("ex-costs-context", "cost-flops", {"seq_len": 32768}),

@@ -161,6 +161,54 @@ def test_bad_arguments():
         formats.stall_value(0.0, "float16")
 
 
+@pytest.mark.parametrize("name", ["bfloat16", "float16"])
+def test_update_lost_matches_rounding(name):
+    f = formats.get_format(name)
+    g = torch.Generator().manual_seed(0)
+    # random 16-bit weights (normal and subnormal) plus exact powers of two
+    raw = torch.randint(0, 2**15, (4000,), generator=g, dtype=torch.int16)
+    w = raw.view(f.dtype).double()
+    w = w[torch.isfinite(w) & (w.abs() < 1e4)]
+    pows = torch.ldexp(
+        torch.ones(29, dtype=torch.float64), torch.arange(-14, 15)
+    )
+    w = torch.cat([w, pows, -pows, torch.zeros(1, dtype=torch.float64)])
+    # steps on a grid of 1/16 of the local gap: every w - step is exact in
+    # float64, and ties (step = half a gap) occur
+    k = torch.floor(torch.log2(w.abs())).clamp(min=1 - f.bias)
+    j = torch.arange(-24, 25, dtype=torch.float64)
+    step = torch.ldexp(j[None, :], (k - f.man_bits - 4)[:, None])
+    ww = w[:, None].expand_as(step)
+    real = (ww - step).to(f.dtype).double() == ww
+    want = real & (step != 0)
+    got = formats.update_lost(ww, step, name)
+    assert torch.equal(got, want)
+    # the grid hits both outcomes, ties and steps towards zero at 2^k
+    assert 0 < int(got.sum()) < got.numel()
+
+
+def test_update_lost_at_a_power_of_two():
+    # bfloat16 w = 1.0 moved down by 0.003: below half ulp(1) = 2^-8, so
+    # the half-ulp rule would call it lost, but the gap below 1 is 2^-8
+    w, step = torch.tensor([1.0]), torch.tensor([0.003])
+    assert 0.003 < 0.5 * 2.0**-7
+    after = (w.double() - step.double()).to(torch.bfloat16).item()
+    assert after == 0.99609375 and after != 1.0
+    assert not formats.update_lost(w, step, "bfloat16").item()
+    # the same step upwards is lost, and so is a smaller one downwards
+    assert formats.update_lost(w, -step, "bfloat16").item()
+    assert formats.update_lost(w, torch.tensor([0.0019]), "bfloat16").item()
+
+
+def test_update_lost_bad_arguments():
+    with pytest.raises(ValueError, match="representable"):
+        formats.update_lost(
+            torch.tensor([0.1]), torch.tensor([0.0]), "bfloat16"
+        )
+    with pytest.raises(ValueError, match="step"):
+        formats.update_lost(torch.ones(2), torch.ones(3), "float16")
+
+
 def _toy_data(n=512, d=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)
@@ -271,3 +319,155 @@ def test_dynamic_scaling_without_overflow_matches_static_unscaled():
     assert dyn["skipped"] == 0 and dyn["scales"][-1] == 4.0 * 2**5
     for a, b in zip(plain["params"], dyn["params"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_precision_runs_fp32_matches_core_trainer():
+    # the fp32 recipe is plain SGD: core.trainer on the same starts and
+    # batches (nn.Linear stores W transposed) must give the same losses
+    from torch import nn
+    from torch.nn import functional as F
+
+    from llmbook.core import trainer
+
+    x, y = _toy_data()
+    seeds, lrs = [0, 1, 1], [0.05, 0.05, 0.2]
+    r = formats.train_precision_runs(
+        x, y, "fp32", seeds, steps=25, lr=lrs, batch=32, hidden=16
+    )
+    inits = [formats.mlp_init(20, 16, 3, s) for s in seeds]
+    params = {
+        "0.weight": torch.stack([p[0].T for p in inits]),
+        "0.bias": torch.stack([p[1] for p in inits]),
+        "2.weight": torch.stack([p[2].T for p in inits]),
+        "2.bias": torch.stack([p[3] for p in inits]),
+    }
+    base = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))
+    batches = trainer.sample_batches(x, y, 32, [s + 1 for s in seeds], 25)
+    ref = trainer.train_runs(
+        base,
+        params,
+        F.cross_entropy,
+        batches,
+        25,
+        torch.tensor(lrs),
+        optimizer="sgd",
+    )
+    torch.testing.assert_close(r["loss"], ref.losses, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        r["params"][0], ref.params["0.weight"].transpose(1, 2)
+    )
+    assert r["lost_updates"].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "recipe, kw",
+    [
+        ("bf16", {}),
+        ("fp16", {}),
+        ("fp16-master", dict(loss_scale=2.0**30, dynamic=True)),
+    ],
+)
+def test_precision_runs_are_independent(recipe, kw):
+    # run i of a stack is bit for bit the run trained alone
+    x, y = _toy_data()
+    opts = dict(steps=30, batch=32, hidden=16, growth_interval=4, **kw)
+    both = formats.train_precision_runs(
+        x, y, recipe, [3, 5], lr=[0.01, 0.3], **opts
+    )
+    one = formats.train_precision_runs(x, y, recipe, [5], lr=0.3, **opts)
+    assert torch.equal(both["loss"][:, 1], one["loss"][:, 0])
+    for a, b in zip(both["params"], one["params"]):
+        assert torch.equal(a[1], b[0])
+    assert torch.equal(both["skipped"][1:], one["skipped"])
+
+
+def test_precision_runs_pure_bf16_loses_updates_master_does_not():
+    x, y = _toy_data()
+    kw = dict(steps=60, lr=0.01, batch=64, hidden=16)
+    ref = formats.train_precision_runs(x, y, "fp32", [0, 1], **kw)
+    mix = formats.train_precision_runs(x, y, "bf16-master", [0, 1], **kw)
+    pure = formats.train_precision_runs(x, y, "bf16", [0, 1], **kw)
+    # bf16 rounding of the forward pass only: losses agree closely
+    assert (mix["loss"][-1] - ref["loss"][-1]).abs().max() < 0.02
+    # lr |g| < 2^-9 |w| for most weights: most updates are lost
+    assert bool((pure["lost_updates"] > 0.5).all())
+    assert mix["lost_updates"].tolist() == [0.0, 0.0]
+    # a lost update leaves the weight where it started
+    w0 = formats.mlp_init(20, 16, 3, 0)[0].to(torch.bfloat16).float()
+    assert float((pure["params"][0][0] == w0).float().mean()) > 0.2
+
+
+def test_precision_runs_dynamic_scale_per_run():
+    x, y = _toy_data()
+    r = formats.train_precision_runs(
+        x,
+        y,
+        "fp16-master",
+        [0, 1],
+        steps=40,
+        batch=64,
+        hidden=16,
+        loss_scale=2.0**40,
+        dynamic=True,
+        growth_interval=1000,
+    )
+    # each overflow skips that run's step and halves that run's scale
+    # (scales[t] is the scale step t used; no growth in 40 steps)
+    halvings = (r["scales"][1:] == r["scales"][:-1] / 2).sum(0)
+    assert bool((r["scales"][1:] <= r["scales"][:-1]).all())
+    assert bool((r["skipped"] >= 1).all())
+    assert bool(((r["skipped"] - halvings) <= 1).all())
+    assert bool((r["skipped"] >= halvings).all())
+    assert bool((r["scales"][-1] * 1e-4 < 65504).all())
+
+
+def test_precision_runs_bad_arguments():
+    x, y = _toy_data()
+    with pytest.raises(ValueError, match="recipe"):
+        formats.train_precision_runs(x, y, "fp8", [0])
+    with pytest.raises(ValueError, match="lr"):
+        formats.train_precision_runs(x, y, "fp32", [0, 1], lr=[0.1] * 3)
+    with pytest.raises(ValueError, match="seeds"):
+        formats.train_precision_runs(x, y, "fp32", [])
+
+
+def test_run_table_and_spread():
+    x, y = _toy_data()
+    r = formats.train_precision_runs(
+        x, y, "bf16", [0, 1], steps=10, lr=[0.1, 0.2], batch=32, hidden=16
+    )
+    t = formats.run_table(r, x[:100], y[:100], last=4)
+    assert t["seed"].tolist() == [0, 1]
+    assert t["lr"].tolist() == pytest.approx([0.1, 0.2])
+    torch.testing.assert_close(
+        torch.tensor(t["loss"].tolist()), r["loss"][-4:].mean(0)
+    )
+    w = [p[1] for p in r["params"]]  # run 1 by hand
+    want = (formats.mlp_forward(w, x[:100]).argmax(1) == y[:100]).float()
+    assert t["accuracy"][1] == pytest.approx(float(want.mean()))
+    assert t["correct"][1] == int(want.sum())
+    with pytest.raises(ValueError, match="last"):
+        formats.run_table(r, x, y, last=11)
+    assert formats.spread([3, 1, 2], str) == "2.0 (1.0 to 3.0)"
+    assert formats.spread([4, 4], str) == "4.0 (every seed)"
+
+
+def test_plot_lr_sweep_draws_median_and_range():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "recipe": ["a"] * 4 + ["b"] * 4,
+            "lr": [0.1, 0.1, 1.0, 1.0] * 2,
+            "loss": [1.0, 3.0, 0.5, 0.7, 2.0, 2.0, 0.4, 0.6],
+            "accuracy": [0.5, 0.7, 0.8, 0.9, 0.6, 0.6, 0.9, 0.9],
+        }
+    )
+    fig = formats.plot_lr_sweep(table, ["a", "b"], ["A", "B"])
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines() if ln.get_marker() not in ("_",)]
+    ys = sorted(tuple(ln.get_ydata()) for ln in lines if len(ln.get_ydata()))
+    assert (2.0, 0.6) in ys and (2.0, 0.5) in ys  # medians of a and b
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B"]
+    plt.close(fig)

@@ -44,6 +44,35 @@ def test_sci(x, digits, want):
     assert fmt.sci(x, digits) == want
 
 
+@pytest.mark.parametrize(
+    "x, digits, want",
+    [
+        (65504.0, 3, "65,504"),  # largest float16 (2 - 2**-10) * 2**15
+        (70144.0, 3, "70,144"),  # 70,000 rounded to bfloat16
+        (448.0, 3, "448"),
+        (2.0**-7, 3, "0.0078125"),
+        (2.0**-9, 3, "0.001953125"),
+        (-57344.0, 3, "-57,344"),
+        (2.0**-14, 2, "2⁻¹⁴ ≈ 6.1 × 10⁻⁵"),
+        (-(2.0**-24), 2, "-2⁻²⁴ ≈ -6.0 × 10⁻⁸"),
+        (2.0**-149, 2, "2⁻¹⁴⁹ ≈ 1.4 × 10⁻⁴⁵"),
+        (3.3895313892515355e38, 3, "≈ 3.39 × 10³⁸"),
+        (0.1, 2, "≈ 0.10"),
+        (0, 3, "0"),
+    ],
+)
+def test_exact(x, digits, want):
+    assert fmt.exact(x, digits) == want
+
+
+def test_exact_prints_every_digit_when_allowed():
+    # float32(0.1) is 13421773 / 2**27, a 27-digit decimal
+    x = float(np.float32(0.1))
+    s = fmt.exact(x, max_sig=30)
+    assert s == "0.100000001490116119384765625"
+    assert float(s) == x and 13421773 * 10**27 == int(s[2:]) * 2**27
+
+
 def test_words_money_bytes_duration_pct():
     assert fmt.usd(2.1e11) == "210 billion USD"
     assert fmt.usd(18.18) == "18.2 USD"
@@ -64,6 +93,8 @@ def test_words_money_bytes_duration_pct():
         lambda: fmt.sci("big"),
         lambda: fmt.sig(1.0, 0),
         lambda: fmt.nbytes(float("inf")),
+        lambda: fmt.exact(float("nan")),
+        lambda: fmt.exact(1.0, max_sig=0),
     ],
 )
 def test_fmt_bad_input(call):

@@ -7,6 +7,7 @@ computed value, so the rounding rules live in one place.
 
 from __future__ import annotations
 
+import decimal
 import math
 
 from llmbook.core.validate import as_float, positive_int
@@ -58,6 +59,34 @@ def sci(x: float, digits: int = 2) -> str:
     if float(mantissa) in (1.0, -1.0) and digits <= 2:
         return f"{'-' if x < 0 else ''}10{exp}"
     return f"{mantissa} × 10{exp}"
+
+
+def exact(x: float, digits: int = 3, max_sig: int = 8) -> str:
+    """A binary floating-point value shown exactly where that is short.
+
+    Every finite float is a finite decimal. If that decimal has at most
+    ``max_sig`` significant digits it is printed in full (``exact(65504.0)
+    == '65,504'``, ``exact(2.0**-7) == '0.0078125'``); otherwise an exact
+    power of two is printed as one with its rounded value (``exact(2.0**-14)
+    == '2⁻¹⁴ ≈ 6.1 × 10⁻⁵'`` with ``digits=2``), and anything else as
+    ``'≈ '`` followed by ``sci(x, digits)``. For format limits such as the
+    largest FP16 number, which ``sci`` would round to 6.55 × 10⁴.
+    """
+    x = as_float("x", x)
+    digits = positive_int("digits", digits)
+    max_sig = positive_int("max_sig", max_sig)
+    if x == 0:
+        return "0"
+    # Decimal(float) is exact; a wide context keeps normalize() exact too
+    d = decimal.Context(prec=1100).normalize(decimal.Decimal(x))
+    if len(d.as_tuple().digits) <= max_sig:
+        return format(d, ",f")
+    mantissa, exponent = math.frexp(abs(x))
+    if mantissa == 0.5:
+        power = str(exponent - 1).translate(_SUPERSCRIPT)
+        sign = "-" if x < 0 else ""
+        return f"{sign}2{power} ≈ {sci(x, digits)}"
+    return f"≈ {sci(x, digits)}"
 
 
 _SCALES = [(1e12, "trillion"), (1e9, "billion"), (1e6, "million")]

@@ -219,7 +219,7 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
             if not (
                 isinstance(call, ast.Call)
                 and isinstance(call.func, ast.Name)
-                and call.func.id == "glue"
+                and call.func.id in ("glue", "glue_verdict")
                 and call.args
             ):
                 continue

@@ -242,6 +242,49 @@ def stall_value(increment: float, name) -> float:
     return math.ldexp(1.0, k)
 
 
+def update_lost(w, step, name) -> torch.Tensor:
+    """Whether the update ``w - step`` rounds back to ``w`` in format
+    ``name`` (round to nearest, ties to even), predicted from the gap on the
+    side the step moves to.
+
+    Args:
+        w: values representable in ``name`` (any shape); ``step``: the
+            update ``eta g`` (same shape), applied as ``w - step``.
+        name: a :data:`FORMATS` name or torch dtype.
+
+    With ``2^k <= |w| < 2^(k+1)`` (``k`` at least the smallest normal
+    exponent ``1 - bias``) the gap to the neighbour away from zero is
+    ``ulp(w) = 2^(k - M)``; towards zero it is the same, except at an exact
+    power of two above the smallest normal, where it is ``ulp(w) / 2``. The
+    update is lost if ``|step|`` is below half that gap, or equal to it with
+    ``w``'s last mantissa bit 0 (the tie goes to the even neighbour, ``w``).
+    A zero step counts as not lost. Derivation: chapter "Number formats,
+    linear quantization and mixed precision", proposition "A lost update".
+    """
+    f = get_format(name)
+    w64 = torch.as_tensor(w, dtype=torch.float64)
+    s64 = torch.as_tensor(step, dtype=torch.float64)
+    if w64.shape != s64.shape:
+        raise ValueError(
+            f"step must have w's shape {tuple(w64.shape)}, "
+            f"got {tuple(s64.shape)}"
+        )
+    wf = w64.to(f.dtype)
+    if not bool((wf.to(torch.float64) == w64).all()):
+        raise ValueError(f"w must be representable in {f.name}")
+    a = w64.abs()
+    k_min = 1 - f.bias
+    k = torch.floor(torch.log2(a)).clamp(min=k_min)  # log2(0) = -inf
+    ulp = torch.ldexp(torch.ones_like(a), k - f.man_bits)
+    toward_zero = (torch.sign(s64) == torch.sign(w64)) & (w64 != 0)
+    at_power = (a == torch.ldexp(torch.ones_like(a), k)) & (k > k_min)
+    gap = torch.where(at_power & toward_zero, ulp / 2, ulp)
+    _, _, mantissa = split_bits(wf)
+    size = s64.abs()
+    lost = (size < gap / 2) | ((size == gap / 2) & (mantissa % 2 == 0))
+    return lost & (s64 != 0)
+
+
 # --- mixed-precision training of a small MLP
 # ------------------------------------------------------
 
@@ -361,6 +404,209 @@ def train_mlp_precision(
         "skipped": skipped,
         "scales": scales,
     }
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` of two tensors of one dtype, summed in float32 and rounded
+    once to that dtype (forward and backward), as tensor cores accumulate
+    16-bit products; on a CPU also far faster than float16 matmuls."""
+    return (a.float() @ b.float()).to(a.dtype)
+
+
+def train_precision_runs(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: str,
+    seeds,
+    steps: int = 300,
+    lr=0.1,
+    batch: int = 128,
+    hidden: int = 64,
+    loss_scale: float = 1.0,
+    dynamic: bool = False,
+    growth_interval: int = 100,
+) -> dict:
+    """:func:`train_mlp_precision`'s recipes for n runs at once.
+
+    The n runs (one per entry of ``seeds``, each with its own learning
+    rate if ``lr`` is a sequence) are stacked on a leading axis and trained
+    together, as :mod:`llmbook.core.trainer` does: one batched matmul per
+    layer, one backward pass through the sum of the n losses (run i's
+    gradient is its own). Run i starts from ``mlp_init(..., seeds[i])``
+    and draws its batches with :func:`llmbook.core.trainer.sample_batches`
+    from seed ``seeds[i] + 1``; repeat a seed to compare learning rates on
+    the same start and batches. In the pure recipes the update ``lr g``
+    is rounded once to 16 bits and ``w - lr g`` again; the cross-entropy
+    is computed in float32 in every recipe. Dynamic loss scaling keeps one
+    scale per run.
+
+    Args:
+        x: ``(N, d)`` float32 inputs; y: ``(N,)`` int64 labels.
+        seeds: n ints >= 0; lr: a number or n numbers.
+    Returns a dict: ``loss`` ``(steps, n)``, ``params`` (list of float32
+    ``(n, ...)`` tensors), ``lost_updates`` ``(n,)`` (fraction of nonzero
+    updates that left a 16-bit weight unchanged), ``skipped`` ``(n,)``
+    steps, ``scales`` ``(steps, n)``.
+    """
+    from llmbook.core import trainer
+
+    if recipe not in PRECISION_RECIPES:
+        raise ValueError(
+            f"recipe must be one of {PRECISION_RECIPES}, got {recipe!r}"
+        )
+    if not float(loss_scale) > 0:
+        raise ValueError(f"loss_scale must be > 0, got {loss_scale!r}")
+    seeds = trainer._seed_list(seeds)
+    n = len(seeds)
+    rates = torch.as_tensor(lr, dtype=torch.float64).reshape(-1)
+    rates = rates.expand(n) if rates.numel() == 1 else rates
+    rate = rates.float()
+    if rate.shape != (n,) or not bool((rate > 0).all()):
+        raise ValueError(f"lr must be one or {n} positive numbers, got {lr}")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}.get(
+        recipe.split("-")[0], torch.bfloat16
+    )
+    pure = recipe in ("fp16", "bf16")
+    runs = [mlp_init(x.shape[1], hidden, int(y.max()) + 1, s) for s in seeds]
+    params = [torch.stack(p) for p in zip(*runs)]  # [W1, b1, W2, b2]
+    params = [p.to(dtype) for p in params] if pure else params
+    batches = trainer.sample_batches(
+        x, y, batch, [s + 1 for s in seeds], steps
+    )
+    scale = torch.full((n,), float(loss_scale))
+    good = torch.zeros(n, dtype=torch.int64)
+    skipped, lost, moved = (torch.zeros(n) for _ in range(3))
+    losses, scales = torch.empty(steps, n), torch.empty(steps, n)
+
+    def per_run(v, p):  # an (n,) vector shaped to broadcast against p
+        return v.reshape(-1, *([1] * (p.dim() - 1)))
+
+    for t in range(steps):
+        xb, yb = batches(t)
+        p = [q.detach().to(dtype).requires_grad_() for q in params]
+        h = torch.relu(_mm(xb.to(dtype), p[0]) + p[1][:, None])
+        logits = (_mm(h, p[2]) + p[3][:, None]).float()
+        picked = logits.gather(-1, yb[..., None])[..., 0]
+        loss = (logits.logsumexp(-1) - picked).mean(1)  # (n,), float32
+        grads = torch.autograd.grad((loss * scale).sum(), p)
+        losses[t], scales[t] = loss.detach(), scale
+        finite = torch.ones(n, dtype=torch.bool)
+        for g in grads:
+            finite &= torch.isfinite(g).reshape(n, -1).all(1)
+        ok = finite if dynamic else torch.ones(n, dtype=torch.bool)
+        step_rate = rate / scale
+        if dynamic:
+            skipped += ~finite
+            good = torch.where(finite, good + 1, 0)
+            grow = good == growth_interval
+            scale = torch.where(finite, scale, scale * 0.5)
+            scale = torch.where(grow, scale * 2.0, scale)
+            good = torch.where(grow, 0, good)
+        with torch.no_grad():
+            for i, (q, g) in enumerate(zip(params, grads)):
+                u = torch.where(
+                    per_run(ok, g), g.float() * per_run(step_rate, g), 0.0
+                )
+                if pure:
+                    u = u.to(dtype)  # lr g rounded once to 16 bits
+                    new = q - u
+                    nz = (u != 0).reshape(n, -1)
+                    lost += ((new == q).reshape(n, -1) & nz).sum(1)
+                    moved += nz.sum(1)
+                    params[i] = new
+                else:
+                    params[i] = q - u
+    return {
+        "loss": losses,
+        "params": [q.float() for q in params],
+        "lost_updates": torch.where(moved > 0, lost / moved.clamp(min=1), 0),
+        "skipped": skipped.long(),
+        "scales": scales,
+        "seeds": seeds,
+        "lr": rates.tolist(),
+    }
+
+
+def run_table(r: dict, x_test, y_test, last: int = 20):
+    """One row per run of :func:`train_precision_runs`' result ``r``:
+    ``seed``, ``lr``, ``loss`` (mean training loss of the last ``last``
+    steps), ``accuracy`` on ``(x_test, y_test)`` (float32 forward pass of
+    the final weights), ``correct`` (its count), ``lost`` (lost-update
+    share), ``skipped`` steps and ``last_scale``. A pandas DataFrame."""
+    import pandas as pd
+
+    last = int(last)
+    if not 1 <= last <= len(r["loss"]):
+        raise ValueError(f"last must lie in [1, {len(r['loss'])}], got {last}")
+    w1, b1, w2, b2 = r["params"]
+    h = torch.relu(x_test @ w1 + b1[:, None])
+    hits = ((h @ w2 + b2[:, None]).argmax(-1) == y_test).sum(1)
+    return pd.DataFrame(
+        {
+            "seed": r["seeds"],
+            "lr": r["lr"],
+            "loss": r["loss"][-last:].mean(0).tolist(),
+            "accuracy": (hits / len(y_test)).tolist(),
+            "correct": hits.tolist(),
+            "lost": r["lost_updates"].tolist(),
+            "skipped": r["skipped"].tolist(),
+            "last_scale": r["scales"][-1].tolist(),
+        }
+    )
+
+
+def spread(values, show) -> str:
+    """``"median (smallest to largest)"`` of ``values`` (one per seed),
+    each number written by ``show`` (e.g. ``llmbook.book.fmt.pct``);
+    ``"value (every seed)"`` where all are equal."""
+    from llmbook.core.stats import median_range
+
+    m = median_range(values)
+    if m["lo"] == m["hi"]:
+        return f"{show(m['median'])} (every seed)"
+    return f"{show(m['median'])} ({show(m['lo'])} to {show(m['hi'])})"
+
+
+def plot_lr_sweep(table, recipes, labels):
+    """Final training loss and test accuracy against the learning rate:
+    median over seeds (markers) and range (bars) of each recipe.
+
+    Args:
+        table: rows of :func:`run_table` with a ``recipe`` column.
+        recipes: the recipes to draw, in order; labels: their legend names.
+    Returns the matplotlib figure (two panels, log learning-rate axis).
+    """
+    import matplotlib.pyplot as plt
+
+    from llmbook.book.plotting import use_style
+
+    use_style()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    for col, ax, ylab in zip(
+        ("loss", "accuracy"),
+        axes,
+        ("final training loss (nats)", "test accuracy (fraction)"),
+    ):
+        for k, (rec, lab) in enumerate(zip(recipes, labels)):
+            g = table[table.recipe == rec].groupby("lr")[col]
+            med, lo, hi = g.median(), g.min(), g.max()
+            x = med.index.to_numpy() * (1 + 0.06 * (k - 1))  # side by side
+            ax.errorbar(
+                x,
+                med,
+                yerr=[med - lo, hi - med],
+                marker="osd^v"[k % 5],
+                capsize=3,
+                label=lab,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("SGD learning rate")
+        ax.set_ylabel(ylab)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Median and range over seeds")
+    fig.tight_layout()
+    return fig
 
 
 def update_loss_scale(
