@@ -606,3 +606,12 @@ def test_sharpness_scan_and_draw_plots():
     x = ax.containers[0].lines[0].get_xdata()
     np.testing.assert_allclose(x, [-0.05, 0.95])
     plt.close("all")
+
+
+def test_median_range_text():
+    assert (
+        bs.median_range_text([0.2, -0.01, 0.05])
+        == "0.050 (range \u22120.010 to 0.200)"
+    )
+    with pytest.raises(ValueError, match="values"):
+        bs.median_range_text([])

@@ -202,6 +202,8 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
     literal names, the regular expressions, and the source of every name
     argument that could not be resolved.
 
+    ``glue_verdict(name, ...)`` counts as ``glue(name, ...)``.
+
     Example: ``for k in ("a", "b"): glue(f"x_{k}", ...)`` gives the pattern
     ``x_(?:a|b)``; ``glue(f"x_{row.key}", ...)`` gives ``x_[A-Za-z0-9_]+``.
     """
@@ -219,7 +221,7 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
             if not (
                 isinstance(call, ast.Call)
                 and isinstance(call.func, ast.Name)
-                and call.func.id == "glue"
+                and call.func.id in ("glue", "glue_verdict")
                 and call.args
             ):
                 continue
