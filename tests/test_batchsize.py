@@ -397,7 +397,19 @@ def test_loss_plot_and_optimum_plot_mark_censored_points():
     }
     fig = bs.plot_loss_curves(lrs, losses, "t", floor=1.0)
     ax = fig.axes[0]
-    assert ax.get_xscale() == "log" and len(ax.get_legend().get_texts()) == 2
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    # two curves, the clipped means (bowl > 3 at the grid's ends), the x
+    assert ax.get_xscale() == "log" and len(texts) == 4
+    assert "drawn at the top" in texts[2] and "diverged" in texts[3]
+    hollow = [
+        line
+        for line in ax.get_lines()
+        if line.get_marker() == "o" and len(line.get_xdata())
+    ]
+    n_clipped = sum(len(line.get_xdata()) for line in hollow)
+    assert n_clipped == 2 * int((bowl > 3).sum()) - 1  # last lr diverged
+    fig = bs.plot_loss_curves(lrs, losses, "t", floor=1.0, ceiling=10.0)
+    assert len(fig.axes[0].get_legend().get_texts()) == 3  # nothing clipped
     rising = np.vstack([np.linspace(2, 1, 12)] * 2)  # best at the grid's top
     table = bs.optimum_table(
         bs.bootstrap_optima(lrs, {**losses, 1024: rising}, n_boot=20)
@@ -459,3 +471,147 @@ def test_sharpness_of_linear_regression_is_the_stability_limit(lin):
         "linear", [torch.zeros(1, 6, 6)], lin.X, lin.Y, iters=60
     )
     assert 2 / lam[0] == pytest.approx(bs.stability_limit(lin.X, 6), rel=1e-3)
+
+
+def test_state_noise_theory_matches_a_simulation_of_sgd():
+    # Monte Carlo: SGD on fresh Gaussian examples, y = x W* + sigma noise,
+    # many independent runs; the mean excess loss against the recursion.
+    rng = np.random.default_rng(0)
+    d, sigma, lr, B, T, runs = 3, 1.5, 0.4, 2, 12, 40_000
+    W_star = rng.standard_normal((d, d))
+    th = {
+        "c": np.ones(d),
+        "m2": (W_star**2).reshape(-1),
+        "sigma2": sigma**2,
+        "d_out": d,
+    }
+    W = np.zeros((runs, d, d))
+    for _ in range(T):
+        X = rng.standard_normal((runs, B, d))
+        Y = X @ W_star + sigma * rng.standard_normal((runs, B, d))
+        W -= lr * 2 / (B * d) * X.transpose(0, 2, 1) @ (X @ W - Y)
+    # excess test loss of each run, E_x |x (W - W*)|^2 / d
+    sim = ((W - W_star) ** 2).sum((1, 2)) / d
+    got = bs.state_noise_excess_loss([lr], B, T, th)[0]
+    assert got == pytest.approx(sim.mean(), rel=0.03)
+    # the additive-noise theory misses the error's own noise: too low here
+    h = np.full(d * d, 2 / d)
+    s = 2 * sigma**2 * h / d
+    additive = bs.quadratic_excess_loss([lr], B, T, h, th["m2"], s)[0]
+    assert additive < 0.9 * sim.mean()
+
+
+def test_state_noise_theory_reduces_to_the_additive_one_at_the_solution():
+    # Started at W* (m2 = 0) with a tiny step, the error stays small, so its
+    # own noise is negligible and both theories agree.
+    c = np.array([0.5, 1.0, 2.0])
+    th = {"c": c, "m2": np.zeros(6), "sigma2": 4.0, "d_out": 2}
+    h = np.repeat(c, 2)  # 2 c / d_out with d_out = 2
+    s = 2 * 4.0 * h / 2
+    want = bs.quadratic_excess_loss([1e-3], 8, 30, h, th["m2"], s)
+    got = bs.state_noise_excess_loss([1e-3], 8, 30, th)
+    assert got[0] == pytest.approx(want[0], rel=1e-3)
+    # and with the error's noise the optimum of a small batch is lower
+    p = bs.linear_problem(n_train=4000, n_test=10, d=4, sigma=2.0, seed=2)
+    lin = bs.linear_theory(p)
+    assert bs.theory_optimal_lr(
+        lin, 2, 20, state_noise=True
+    ) < bs.theory_optimal_lr(lin, 2, 20)
+
+
+def test_theory_rows_and_exponent_table():
+    B = np.array([2, 4, 16, 64, 256, 1024, 2048], dtype=float)
+    truth = 0.01 * B**0.3
+    optima = _optima_from(B, truth, 0.05, 100)
+    fits = bs.fits_with_intervals(optima)
+    keep = np.ones(B.size, bool)
+    bs.add_theory_rows(fits, optima, truth, keep)
+    rms = fits.loc["theory log-RMS"]
+    want = np.sqrt(np.mean(np.log(optima["lr_star"] / truth) ** 2))
+    assert rms["estimate"] == pytest.approx(want)
+    assert rms["lo"] <= rms["hi"] < 0.1
+    # a theory off by a factor 2 everywhere has log-RMS ln 2 at least
+    worse = bs.add_theory_rows(
+        bs.fits_with_intervals(optima), optima, 2 * truth, keep
+    )
+    assert worse.loc["theory log-RMS", "estimate"] > 0.9 * np.log(2)
+    table = bs.exponent_table({"a": optima, "b": optima})
+    assert list(table.index) == ["a", "b"]
+    assert table.loc["a", "estimate"] == pytest.approx(
+        fits.loc["power-law exponent", "estimate"]
+    )
+    assert table.loc["a", "censored batch sizes"] == []
+
+
+def test_log_law_table_crosses_one_over_h_at_B_cross():
+    th = {"h": np.array([0.1, 0.3]), "m2": np.ones(2), "s": np.ones(2)}
+    table, B_cross, h = bs.log_law_table(th, [2, 64], 20)
+    assert h == pytest.approx(0.2)
+    assert table["log law"].to_numpy() == pytest.approx(
+        bs.log_law_lr(0.2, 1.0, 1.0, np.array([2.0, 64.0]), 20)
+    )
+    assert bs.log_law_lr(0.2, 1.0, 1.0, B_cross, 20) == pytest.approx(5.0)
+    assert (table["eta* h (exact)"] < 1).all()
+
+
+def test_sweep_takes_a_step_budget_per_batch_size(lin):
+    lrs = bs.lr_grid(0.05, 5, 2.0)
+    losses, optima, table = bs.sweep(
+        lin, "linear", lrs, [2, 8], lambda B: 16 // B, 2, n_boot=10, seed=3
+    )
+    assert list(table.index) == [2, 8] and optima["boot"].shape == (10, 2)
+    want = bs.train_sweep(lin, "linear", lrs, 8, 2, 2, seed=3)
+    np.testing.assert_array_equal(losses[8], want)
+
+
+def test_plot_fits_draws_the_fitted_laws():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    B = np.array([2, 8, 32, 128, 512])
+    table = pd.DataFrame(
+        {"lr*": 0.02 * B**0.4, "censored": [False] * 4 + [True]},
+        index=pd.Index(B, name="batch size"),
+    )
+    fig, ax = plt.subplots()
+    bs.plot_fits(ax, table)
+    power, sat = ax.get_lines()
+    assert "exponent 0.40" in power.get_label()
+    x, y = power.get_data()
+    np.testing.assert_allclose(y, 0.02 * x**0.4, rtol=1e-9)
+    assert x.max() == pytest.approx(512)
+    fig, ax = plt.subplots()
+    bs.plot_fits(ax, table, power=False)
+    assert len(ax.get_lines()) == 1
+    plt.close("all")
+
+
+def test_sharpness_scan_and_draw_plots():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    lrs = np.array([0.1, 0.2, 0.4])
+    sharp = np.array([[4.0, 5.0, 4.0], [6.0, np.nan, 5.0]])
+    fig, ax = bs.plot_sharpness_scan(lrs, sharp, 0.2, [5, 4, 6], "t")
+    edge = [ln for ln in ax.get_lines() if ln.get_label().startswith("edge")]
+    np.testing.assert_allclose(edge[0].get_ydata(), 2 / lrs)
+    med = ax.containers[0].lines[0].get_ydata()
+    np.testing.assert_allclose(med, [5.0, 5.0, 4.5])
+    t = pd.DataFrame(
+        {"estimate": [0.1, 0.2], "lo": [0.0, 0.1], "hi": [0.2, 0.3]},
+        index=[0, 1],
+    )
+    fig, ax = bs.plot_exponents_by_draw({"SGD": t, "Adam": t}, "t")
+    assert len(ax.containers) == 2
+    x = ax.containers[0].lines[0].get_xdata()
+    np.testing.assert_allclose(x, [-0.05, 0.95])
+    plt.close("all")
+
+
+def test_median_range_text():
+    assert (
+        bs.median_range_text([0.2, -0.01, 0.05])
+        == "0.050 (range \u22120.010 to 0.200)"
+    )
+    with pytest.raises(ValueError, match="values"):
+        bs.median_range_text([])

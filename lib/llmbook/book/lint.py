@@ -202,6 +202,8 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
     literal names, the regular expressions, and the source of every name
     argument that could not be resolved.
 
+    ``glue_verdict(name, ...)`` counts as ``glue(name, ...)``.
+
     Example: ``for k in ("a", "b"): glue(f"x_{k}", ...)`` gives the pattern
     ``x_(?:a|b)``; ``glue(f"x_{row.key}", ...)`` gives ``x_[A-Za-z0-9_]+``.
     """

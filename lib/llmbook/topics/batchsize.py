@@ -602,6 +602,118 @@ def fits_with_intervals(optima: dict, level: float = 0.95, keep=None):
     )
 
 
+def add_theory_rows(fits, optima: dict, theory_lr, keep, level=0.95):
+    """Add to :func:`fits_with_intervals`' table the log-RMS error of a
+    theory's lr* (no fitted constant) against the kept optima, and the
+    saturating form's log-RMS minus it (> 0: the theory fits better), each
+    with its bootstrap interval over the same resamples. Returns ``fits``.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    theory = positive_array("theory_lr", theory_lr)[keep]
+    point, boot = optima["lr_star"][keep], optima["boot"][:, keep]
+    rms = np.sqrt(np.mean(np.log(point / theory) ** 2))
+    rms_boot = np.sqrt(np.mean(np.log(boot / theory) ** 2, axis=1))
+    sat = fit_saturating(optima["B"][keep], boot)["log_rms"]
+    fits.loc["theory log-RMS"] = [
+        rms,
+        *percentile_interval(rms_boot, level),
+    ]
+    fits.loc["log-RMS saturating - theory"] = [
+        fits.loc["saturating log-RMS", "estimate"] - rms,
+        *percentile_interval(sat - rms_boot, level),
+    ]
+    return fits
+
+
+def exponent_table(optima_by_name: dict, level: float = 0.95, keep=None):
+    """One row per sweep (name -> :func:`bootstrap_optima`): the power-law
+    exponent with its interval, and the censored batch sizes."""
+    import pandas as pd
+
+    rows = {}
+    for name, optima in optima_by_name.items():
+        row = fits_with_intervals(optima, level, keep)
+        rows[name] = {
+            **row.loc["power-law exponent"].to_dict(),
+            "censored batch sizes": [
+                int(b) for b in optima["B"][censored(optima)]
+            ],
+        }
+    return pd.DataFrame(rows).T
+
+
+def log_law_table(theory: dict, batch_sizes, steps: int):
+    """The log law of :func:`log_law_lr` against the exact optimum of the
+    problem averaged over directions (mean h, m2, s), per batch size; and
+    the batch size at which the log law would reach 1/h.
+
+    Returns ``(table, B_cross, h_bar)``.
+    """
+    import pandas as pd
+
+    h, m2, s = (float(np.mean(theory[k])) for k in ("h", "m2", "s"))
+    iso = {"h": np.array([h]), "m2": np.array([m2]), "s": np.array([s])}
+    B = positive_array("batch_sizes", batch_sizes)
+    table = pd.DataFrame(
+        {
+            "log law": log_law_lr(h, m2, s, B, steps),
+            "exact (averaged problem)": [
+                theory_optimal_lr(iso, b, steps) for b in B
+            ],
+        },
+        index=pd.Index(B.astype(int), name="batch size"),
+    )
+    table["eta* h (exact)"] = table["exact (averaged problem)"] * h
+    # ln(4 h^2 T m2 B / s) = 2 T, where eta* reaches 1/h
+    B_cross = s * np.exp(2 * steps) / (4 * h**2 * steps * m2)
+    return table, float(B_cross), h
+
+
+def sweep(
+    problem: Problem,
+    model: str,
+    lrs,
+    batch_sizes,
+    steps,
+    n_seeds: int,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    **options,
+):
+    """:func:`train_sweep` at every batch size, then
+    :func:`bootstrap_optima` and :func:`optimum_table`: returns
+    ``(losses, optima, table)``. ``steps``: a number, or a function of
+    the batch size (a fixed number of examples); ``options`` go to
+    :func:`train_runs`.
+    """
+
+    def budget(B):
+        return steps(B) if callable(steps) else steps
+
+    losses = {
+        int(B): train_sweep(
+            problem, model, lrs, B, budget(B), n_seeds, seed=seed, **options
+        )
+        for B in batch_sizes
+    }
+    optima = bootstrap_optima(lrs, losses, n_boot, seed=seed)
+    return losses, optima, optimum_table(optima, level)
+
+
+def median_range_text(values, decimals: int = 3) -> str:
+    """Prose form of :func:`llmbook.core.stats.median_range` over draws or
+    seeds: ``'0.063 (range 0.018 to 0.187)'``, with a typographic minus."""
+    from llmbook.core.stats import median_range
+
+    r = median_range(np.asarray(values, dtype=float))
+    n = positive_int("decimals", decimals)
+    med, lo, hi = (
+        f"{r[k]:.{n}f}".replace("-", "\u2212") for k in ("median", "lo", "hi")
+    )
+    return f"{med} (range {lo} to {hi})"
+
+
 def with_interval(
     estimate: float,
     lo: float,
@@ -719,19 +831,69 @@ def linear_theory(problem: Problem) -> dict[str, np.ndarray]:
         "h": h_all,
         "m2": m2.reshape(-1),
         "s": 2 * problem.noise_sigma**2 * h_all / d_out,
+        "c": h * d_out / 2,  # eigenvalues of the inputs' second moment
+        "sigma2": float(problem.noise_sigma**2),
+        "d_out": int(d_out),
     }
 
 
+def state_noise_excess_loss(
+    lrs, batch_size: float, steps: int, theory: dict
+) -> np.ndarray:
+    """Expected excess loss after ``steps`` of SGD on linear regression with
+    Gaussian inputs, counting the gradient noise of the current error.
+
+    In the eigenbasis of the inputs' second moment (eigenvalues c_k, so
+    h_k = 2 c_k / d_out) the per-example gradient of output column o at
+    error e = W - W* has variance, along direction k,
+    a^2 [c_k (sigma^2 + sum_j c_j e_jo^2) + c_k^2 e_ko^2], a = 2 / d_out
+    (the fourth moment of a Gaussian). Its first term at e = 0 is the
+    additive noise s_k of :func:`quadratic_excess_loss`; the rest grows with
+    the error. The second moments u_ko = E e_ko^2 then obey the closed
+    recursion u <- (1 - lr h_k)^2 u + lr^2 / B * variance(u), iterated from
+    u = m2. Returns 1/2 sum h_k u_k per lr (``inf`` where it overflows).
+
+    ``theory``: :func:`linear_theory`'s dict (needs "c", "m2", "sigma2",
+    "d_out").
+    """
+    lr = positive_array("lrs", lrs)[:, None, None]
+    B, T = positive("batch_size", batch_size), positive_int("steps", steps)
+    c = positive_array("c", theory["c"])[:, None]  # (d_in, 1)
+    d_out = positive_int("d_out", theory["d_out"])
+    a2, sigma2 = (2 / d_out) ** 2, float(theory["sigma2"])
+    h = 2 * c / d_out
+    u = np.broadcast_to(
+        np.asarray(theory["m2"], float).reshape(c.size, d_out),
+        (lr.shape[0], c.size, d_out),
+    ).copy()
+    q = (1 - lr * h) ** 2
+    with np.errstate(all="ignore"):  # overflow far past the stable steps
+        for _ in range(T):
+            col = (c * u).sum(-2, keepdims=True)  # sum_j c_j u_jo
+            var = a2 * (c * (sigma2 + col) + c**2 * u)
+            u = q * u + lr**2 / B * var
+        out = 0.5 * (h * u).sum((-2, -1))
+    return np.where(np.isfinite(out), out, np.inf)
+
+
 def theory_optimal_lr(
-    theory: dict, batch_size: float, steps: int, lrs=None
+    theory: dict,
+    batch_size: float,
+    steps: int,
+    lrs=None,
+    state_noise: bool = False,
 ) -> float:
-    """The lr minimising :func:`quadratic_excess_loss` on a fine log grid."""
+    """The lr minimising :func:`quadratic_excess_loss` (or, with
+    ``state_noise``, :func:`state_noise_excess_loss`) on a fine log grid."""
     grid = (
         np.logspace(-4, 2, 1201) if lrs is None else positive_array("lrs", lrs)
     )
-    loss = quadratic_excess_loss(
-        grid, batch_size, steps, theory["h"], theory["m2"], theory["s"]
-    )
+    if state_noise:
+        loss = state_noise_excess_loss(grid, batch_size, steps, theory)
+    else:
+        loss = quadratic_excess_loss(
+            grid, batch_size, steps, theory["h"], theory["m2"], theory["s"]
+        )
     return float(grid[int(np.argmin(loss))])
 
 
@@ -801,9 +963,12 @@ def sharpness(
 def plot_loss_curves(
     lrs, losses: dict, title: str, floor: float, ceiling: float | None = None
 ):
-    """Mean test loss over seeds against lr, one curve per batch size; diverged
-    lrs marked x at
-    the top of the axis."""
+    """Mean test loss over seeds against lr, one curve per batch size.
+
+    The y axis ends at ``ceiling`` (default 3 * floor): a mean above it is
+    drawn at the top as an open circle (clipped, not a plateau), and a
+    learning rate at which a run diverged as an x there; the legend says
+    so whenever it happens."""
     from llmbook.book.plotting import new_axes
 
     lrs = positive_array("lrs", lrs)
@@ -814,22 +979,54 @@ def plot_loss_curves(
         title,
         logx=True,
     )
+    any_clipped = any_diverged = False
     for i, (B, L) in enumerate(losses.items()):
         mean = np.atleast_2d(L).mean(0)  # inf where any seed diverged
         ok = np.isfinite(mean)
+        above = ok & (mean > ceiling)
+        colour = f"C{i % 8}"
         ax.plot(
             lrs[ok],
             np.minimum(mean[ok], ceiling),
-            color=f"C{i % 8}",
+            color=colour,
             label=f"B = {B}",
         )
-        ax.plot(
-            lrs[~ok], np.full((~ok).sum(), ceiling), "x", color=f"C{i % 8}"
-        )
+        top = np.full(lrs.size, ceiling)
+        ax.plot(lrs[above], top[above], "o", mfc="none", ms=4, color=colour)
+        ax.plot(lrs[~ok], top[~ok], "x", color=colour)
+        any_clipped |= bool(above.any())
+        any_diverged |= bool((~ok).any())
+    for shown, marker, text in (
+        (any_clipped, "o", f"mean above {ceiling:.3g}, drawn at the top"),
+        (any_diverged, "x", "a run diverged"),
+    ):
+        if shown:
+            ax.plot([], [], marker, mfc="none", color="grey", label=text)
     ax.set_ylim(0.95 * floor, 1.02 * ceiling)
     ax.axhline(floor, color="grey", ls=":", lw=1)
     ax.legend(fontsize=8, ncol=2)
     return fig
+
+
+def plot_fits(ax, table, power: bool = True, color=None) -> None:
+    """Draw on ``ax`` the saturating form (dotted) and, if ``power``, the
+    power law (dashed) fitted to the uncensored optima of an
+    :func:`optimum_table`, across its batch sizes."""
+    ok = ~table["censored"].to_numpy(bool)
+    B = table.index.to_numpy(float)
+    grid = np.logspace(np.log10(B.min()), np.log10(B.max()), 100)
+    sat = fit_saturating(B[ok], table["lr*"].to_numpy()[ok])
+    if power:
+        pw = fit_power_law(B[ok], table["lr*"].to_numpy()[ok])
+        label = f"power law, exponent {pw['exponent']:.2f}"
+        ax.plot(grid, pw["coef"] * grid ** pw["exponent"], "--", label=label)
+    ax.plot(
+        grid,
+        saturating(grid, sat["lr_max"], sat["b_noise"]),
+        ":",
+        color=color,
+        label="lr_max / (1 + B_noise / B)",
+    )
 
 
 def plot_optimum(tables: dict, title: str, level: float = 0.95):
@@ -873,5 +1070,73 @@ def plot_optimum(tables: dict, title: str, level: float = 0.95):
                     else None
                 ),
             )
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def plot_sharpness_scan(lrs, sharp, lr_star: float, test_mse, title: str):
+    """Sharpness at the end of training against the learning rate it was
+    trained with: the median over seeds with their range (``sharp``:
+    (seeds, lrs), nan for a diverged run), the edge 2 / lr, the optimum
+    lr* (vertical line) and, on a second axis, the mean test MSE.
+    Returns ``(fig, ax)``."""
+    from llmbook.book.plotting import new_axes
+
+    lrs = positive_array("lrs", lrs)
+    sharp = np.asarray(sharp, dtype=float)
+    med = np.nanmedian(sharp, axis=0)
+    fig, ax = new_axes(
+        "learning rate (log scale)",
+        "sharpness at the end of training",
+        title,
+        logx=True,
+        logy=True,
+    )
+    ax.errorbar(
+        lrs,
+        med,
+        yerr=[med - np.nanmin(sharp, 0), np.nanmax(sharp, 0) - med],
+        fmt="o-",
+        capsize=3,
+        color="C3",
+        label="sharpness (median, seed range)",
+    )
+    ax.plot(lrs, 2 / lrs, "k--", lw=1, label="edge of stability 2 / lr")
+    ax.axvline(lr_star, color="grey", ls=":", lw=1, label="optimum lr*")
+    right = ax.twinx()
+    right.plot(lrs, np.asarray(test_mse, float), "s:", color="C0", ms=4)
+    right.set_ylabel("mean test MSE (squares)", color="C0")
+    ax.legend(fontsize=8, loc="lower left")
+    return fig, ax
+
+
+def plot_exponents_by_draw(rows: dict, title: str, reference: float = 0.5):
+    """Power-law exponent with its bootstrap interval per teacher draw,
+    one series per optimiser: ``rows[name]`` is a DataFrame indexed by draw
+    with "estimate", "lo", "hi". A grey line marks ``reference`` (the
+    square-root rule). Returns ``(fig, ax)``."""
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes("teacher draw (data seed)", "exponent of lr*(B)", title)
+    for i, (name, t) in enumerate(rows.items()):
+        x = np.arange(len(t)) + 0.1 * (i - (len(rows) - 1) / 2)
+        est = t["estimate"].to_numpy(float)
+        ax.errorbar(
+            x,
+            est,
+            yerr=[
+                est - t["lo"].to_numpy(float),
+                t["hi"].to_numpy(float) - est,
+            ],
+            fmt="o",
+            capsize=3,
+            color=f"C{i}",
+            label=name,
+        )
+        ax.set_xticks(np.arange(len(t)), [str(s) for s in t.index])
+    ax.axhline(
+        reference, color="grey", ls="--", lw=1, label="square-root rule"
+    )
+    ax.axhline(0, color="grey", ls=":", lw=1)
     ax.legend(fontsize=8)
     return fig, ax
