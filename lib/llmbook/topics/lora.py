@@ -695,3 +695,107 @@ def blockwise_error(w: torch.Tensor, code: torch.Tensor, block: int) -> float:
     idx, absmax = quantize_blockwise(w, code, block)
     back = dequantize_blockwise(idx, absmax, code, block)
     return ((back - w.flatten()).norm() / w.norm()).item()
+
+
+# ------------------------------------- teacher-student sweeps (lora-basics)
+
+
+def peft_init(n: int, m: int, ell: int, k, k_pad: int | None = None, seed=1):
+    """Stacked factors at PEFT's default for ``n`` students: ``A = 0 (n, m,
+    k_pad)``, ``B ~ U(±1/√ℓ) (n, k_pad, ℓ)``; ``k`` is one rank or ``n``
+    ranks, and the rows of ``B`` beyond a student's rank are zero (padding,
+    so students of different ranks train in one stack). Section hw11-q1a."""
+    n, m, ell = (
+        positive_int("n", n),
+        positive_int("m", m),
+        positive_int("ell", ell),
+    )
+    ks = torch.as_tensor(k).reshape(-1)
+    k_pad = int(ks.max()) if k_pad is None else positive_int("k_pad", k_pad)
+    if ks.numel() not in (1, n) or int(ks.min()) < 1 or int(ks.max()) > k_pad:
+        raise ValueError(f"k must be 1 or {n} ranks in [1, k_pad], got {k}")
+    g = torch.Generator().manual_seed(int(seed))
+    b = (torch.rand(n, k_pad, ell, generator=g) * 2 - 1) / math.sqrt(ell)
+    keep = torch.arange(k_pad)[None, :] < ks.reshape(-1, 1)
+    return [torch.zeros(n, m, k_pad), b * keep[:, :, None]]
+
+
+def init_factors(kind: str, m: int, ell: int, k: int, generator):
+    """One student's ``[A (1, m, k), B (1, k, ℓ)]`` for ``kind`` in
+    ``"peft"`` (``A = 0``), ``"b_zero"`` (``B = 0``, ``A ~ U(±1/√k)``) and
+    ``"xavier"`` (both Xavier-uniform), as :class:`LoRALinear` draws
+    them. Section hw11-q1c."""
+    a, b = torch.zeros(1, m, k), torch.zeros(1, k, ell)
+    if kind == "peft":
+        b.uniform_(
+            -1 / math.sqrt(ell), 1 / math.sqrt(ell), generator=generator
+        )
+    elif kind == "b_zero":
+        a.uniform_(-1 / math.sqrt(k), 1 / math.sqrt(k), generator=generator)
+    elif kind == "xavier":
+        nn.init.xavier_uniform_(a[0], generator=generator)
+        nn.init.xavier_uniform_(b[0], generator=generator)
+    else:
+        raise ValueError(
+            f"kind must be 'peft', 'b_zero' or 'xavier', got {kind!r}"
+        )
+    return [a, b]
+
+
+def final_loss(hist: torch.Tensor, last: int = 20):
+    """Mean of the last ``last`` rows of ``hist (steps, S)``: each student's
+    loss at the end of the run, as a numpy array."""
+    return hist[-positive_int("last", last) :].mean(0).numpy()
+
+
+def eckart_young_floor(ranks, r_star: int, sigma: float, m: int, noise: float):
+    """The least loss per output of a rank-``k`` fit to a rank-``r*`` update
+    with singular values ``sigma``: ``max(r* - k, 0) σ² / m + noise²``, one
+    per ``k`` in ``ranks`` (numpy array). Section hw11-q1a."""
+    import numpy as np
+
+    k = np.asarray(ranks, dtype=float)
+    return np.maximum(r_star - k, 0) * sigma**2 / m + noise**2
+
+
+def lr_sweep(w0, w_target, r_star, lrs, steps, batch, seed, noise):
+    """Final loss against the Adam learning rate, full finetuning (``D``
+    from 0) and LoRA (``k = r*``, PEFT's init, ``s = 1``) on the same
+    mini-batches: ``(full (n_lr,), lora (n_lr,))`` numpy arrays, the mean
+    over the last tenth of the steps (at least one). Section cme295-lora."""
+    (m, ell), n_lr = w0.shape, len(lrs)
+    last = max(1, steps // 10)
+    out = []
+    for init in ([torch.zeros(n_lr, m, ell)], peft_init(n_lr, m, ell, r_star)):
+        hist, _ = train_stacked(
+            w0, w_target, init, lrs, steps, batch, seed, noise=noise
+        )
+        out.append(final_loss(hist, last))
+    return tuple(out)
+
+
+def xavier_table(dims, ranks, seed: int):
+    """``‖AB‖/‖W0‖`` at Xavier init for square ``W0 (d × d)`` with entries
+    ``N(0, 1/d)``: one sample (from ``seed``) and the formula of
+    :func:`xavier_product_ratio`, one row per ``(d, k)``. Section
+    hw11-q1c."""
+    import pandas as pd
+
+    rows = []
+    for d in dims:
+        for k in ranks:
+            g = torch.Generator().manual_seed(int(seed))
+            base = nn.Linear(d, d, bias=False)
+            layer = LoRALinear(base, k, init="xavier", generator=g)
+            with torch.no_grad():
+                base.weight.normal_(0, 1 / math.sqrt(d), generator=g)
+            ab = (layer.A @ layer.B).norm() / base.weight.norm()
+            rows.append(
+                {
+                    "m = ℓ": d,
+                    "k": k,
+                    "‖AB‖/‖W0‖ sampled": ab.item(),
+                    "formula": xavier_product_ratio(d, d, k, 1 / d),
+                }
+            )
+    return pd.DataFrame(rows)
