@@ -119,3 +119,8 @@ def test_every_pasted_value_is_glued_by_the_notebook_it_names():
                 )
     assert count > 1000
     assert missing == []
+
+
+def test_glued_names_reads_glue_verdict():
+    nb = notebook('glue_verdict("v_a", (0, 1), (2, 3), words=W)')
+    assert lint.glued_names(nb)["names"] == ["v_a"]

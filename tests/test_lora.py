@@ -616,3 +616,7 @@ def test_lr_sweep_full_at_lr_zero_like_is_the_starting_loss():
     assert full[0] == pytest.approx(start, rel=0.3)
     assert lo[0] == pytest.approx(start, rel=0.3)
     assert full[1] < full[0] and lo[1] < lo[0]
+
+
+def test_interval_text():
+    assert lora.interval_text({"lo": -0.5, "hi": 2}, str) == "[-0.5, 2]"

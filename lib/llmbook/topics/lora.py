@@ -630,6 +630,12 @@ def median_range_text(values, fmt_one, sep: str = "–") -> str:
     return med if lo == hi else f"{med} ({lo}{sep}{hi})"
 
 
+def interval_text(interval: dict, fmt_one) -> str:
+    """``"[lo, hi]"`` of an interval dict (``core.stats``), each end
+    formatted by ``fmt_one``."""
+    return f"[{fmt_one(interval['lo'])}, {fmt_one(interval['hi'])}]"
+
+
 def accuracy_text(p: float) -> str:
     """An exact-match rate on the page: one decimal of a per cent (the
     resolution of 1,000 prompts), ``"100 %"`` and ``"0 %"`` at the ends."""
