@@ -450,3 +450,173 @@ def test_qlora_layer_matches_peft_on_bitsandbytes_linear4bit():
     torch.testing.assert_close(
         ours.proj.A.grad, peft_b.grad, rtol=1e-4, atol=1e-5
     )
+
+
+# ---------------------------------------- the multi-run helpers (core.trainer)
+
+
+def test_prompt_split_is_a_partition_of_all_digit_strings():
+    train, test = lora.prompt_split(3, 100, torch.Generator().manual_seed(0))
+    assert train.shape == (900, 3) and test.shape == (100, 3)
+    ids = lambda x: set((x @ torch.tensor([100, 10, 1])).tolist())  # noqa: E731
+    assert ids(train) | ids(test) == set(range(1000))
+    assert not ids(train) & ids(test)
+    with pytest.raises(ValueError, match="n_test"):
+        lora.prompt_split(2, 100, torch.Generator())
+
+
+def test_task_sequences_equal_make_batch_and_targets_mask_the_prompt():
+    g = torch.Generator().manual_seed(3)
+    seq = st.make_batch("reverse", 5, 4, g)
+    assert torch.equal(lora.task_sequences("reverse", seq[:, 1:5]), seq)
+    y = lora.lm_targets(seq)
+    assert (y[:, :5] == lora.IGNORE).all()
+    assert torch.equal(y[:, 5:], seq[:, 6:])
+    assert torch.equal(lora.lm_targets(seq, masked=False), seq[:, 1:])
+
+
+def test_run_loss_equals_seqtasks_lm_loss():
+    torch.manual_seed(0)
+    model = st.TinyLM(16, 1, 2, 32, n_ctx=10)
+    seq = st.make_batch("copy", 8, 4, torch.Generator().manual_seed(1))
+    for masked in (True, False):
+        ours = lora.lm_run_loss(
+            model(seq[:, :-1]), lora.lm_targets(seq, masked)
+        )
+        torch.testing.assert_close(ours, st.lm_loss(model, seq, masked))
+
+
+def test_run_batches_draw_each_run_from_its_own_seed():
+    pool, _ = lora.prompt_split(2, 10, torch.Generator().manual_seed(0))
+    data = lora.run_batches(
+        [("copy", 1), ("copy", 1), ("copy", 2)], pool, 4, 3
+    )
+    x, y = data(2)
+    assert x.shape == (3, 4, 5) and y.shape == (3, 4, 5)
+    assert torch.equal(x[0], x[1]) and not torch.equal(x[0], x[2])
+    idx = torch.randint(
+        len(pool), (3, 1, 4), generator=torch.Generator().manual_seed(1)
+    )
+    want = lora.task_sequences("copy", pool[idx[2, 0]])
+    assert torch.equal(x[0], want[:, :-1])
+
+
+def test_stacked_finetuning_equals_one_run_with_torch_optim():
+    """finetune_runs' run i is the LoRA run on base i trained alone with
+    torch.optim.Adam on the same batches."""
+    torch.manual_seed(0)
+    base = st.TinyLM(16, 1, 2, 32, n_ctx=6)
+    pool, test_x = lora.prompt_split(2, 20, torch.Generator().manual_seed(0))
+    test = lora.task_sequences("rotate", test_x)
+    out = lora.finetune_runs(
+        [base],
+        [(0, 3), (0, 4)],
+        ["q", "fc1"],
+        2,
+        4.0,
+        1e-2,
+        "rotate",
+        pool,
+        test,
+        4,
+        5,
+    )
+    model = lora.lora_copy(base, ["q", "fc1"], 2, 4.0, 4)
+    opt = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-2
+    )
+    data = lora.run_batches([("rotate", 10_004)], pool, 4, 5)
+    for t in range(5):
+        x, y = data(t)
+        loss = lora.lm_run_loss(model(x[0]), y[0])
+        torch.testing.assert_close(
+            out["losses"][t, 1], loss.detach(), rtol=1e-4, atol=1e-6
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    right = sum(
+        bool(v)
+        for v in (model(test[:, :-1]).argmax(-1)[:, 3:] == test[:, 4:]).all(1)
+    )
+    assert int(out["correct"][1]) == right
+
+
+def test_freeze_to_buffers_keeps_only_trainable_parameters():
+    model = Net()
+    lora.apply_lora(
+        model, ["q"], 2, generator=torch.Generator().manual_seed(0)
+    )
+    x = torch.randn(3, 6)
+    before = model(x)
+    lora.freeze_to_buffers(model)
+    assert [n for n, _ in model.named_parameters()] == ["q.A", "q.B"]
+    torch.testing.assert_close(model(x), before)
+
+
+def test_median_range_text_and_accuracy_text():
+    assert lora.median_range_text([1, 3, 2], str) == "2.0 (1.0–3.0)"
+    assert lora.median_range_text([0.5, 0.5], str) == "0.5"
+    assert lora.accuracy_text(1.0) == "100 %"
+    assert lora.accuracy_text(0.062) == "6.2 %"
+    with pytest.raises(ValueError):
+        lora.accuracy_text(1.5)
+
+
+def test_plot_median_band_draws_the_median():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    losses = torch.tensor([[1.0, 2.0, 4.0], [3.0, 5.0, 6.0]])
+    line = lora.plot_median_band(ax, losses, "x")
+    assert list(line.get_ydata()) == [2.0, 5.0]
+    plt.close(fig)
+
+
+def test_eckart_young_floor_hand_worked():
+    got = lora.eckart_young_floor([1, 4, 6], 4, 1.0, 64, 0.1)
+    assert got == pytest.approx([3 / 64 + 0.01, 0.01, 0.01])
+
+
+def test_peft_init_pads_ranks_and_init_factors_kinds():
+    a, b = lora.peft_init(3, 5, 8, [1, 2, 3])
+    assert a.shape == (3, 5, 3) and (a == 0).all()
+    assert (
+        (b[0, 1:] == 0).all() and (b[1, 2:] == 0).all() and (b[2] != 0).all()
+    )
+    assert b.abs().max() <= 1 / math.sqrt(8)
+    g = torch.Generator().manual_seed(0)
+    a, b = lora.init_factors("b_zero", 5, 8, 2, g)
+    assert (b == 0).all() and (a != 0).all()
+    with pytest.raises(ValueError, match="kind"):
+        lora.init_factors("zeros?", 5, 8, 2, g)
+
+
+def test_blockwise_error_is_zero_on_code_values_and_xavier_table_uses_formula():
+    code = quant.nf4_code()
+    w = code.repeat(4)  # every block has absmax 1: exact
+    assert lora.blockwise_error(w, code, 16) == pytest.approx(0.0, abs=1e-7)
+    tab = lora.xavier_table([64], [4], 0)
+    assert tab["formula"].item() == pytest.approx(
+        lora.xavier_product_ratio(64, 64, 4, 1 / 64)
+    )
+    assert tab["‖AB‖/‖W0‖ sampled"].item() == pytest.approx(
+        tab["formula"].item(), rel=0.2
+    )
+
+
+def test_lr_sweep_full_at_lr_zero_like_is_the_starting_loss():
+    g = torch.Generator().manual_seed(0)
+    w0, dw = lora.teacher_student(8, 8, 2, g)
+    full, lo = lora.lr_sweep(w0, w0 + dw, 2, [1e-8, 1e-2], 20, 16, 0, 0.0)
+    start = (dw.norm() ** 2 / 8).item()  # E over x ~ N(0, I) of the MSE
+    assert full[0] == pytest.approx(start, rel=0.3)
+    assert lo[0] == pytest.approx(start, rel=0.3)
+    assert full[1] < full[0] and lo[1] < lo[0]
+
+
+def test_interval_text():
+    assert lora.interval_text({"lo": -0.5, "hi": 2}, str) == "[-0.5, 2]"

@@ -12,12 +12,15 @@ our ``B``. ``torch.nn.Linear`` stores ``W`` as ``weight`` of shape ``(out, in)
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from llmbook.core.validate import positive, positive_int
+from llmbook.topics import seqtasks as st
 from llmbook.topics.quant import NF4Linear
 
 INITS = ("peft", "zeros", "xavier", "b_zero")
@@ -384,3 +387,421 @@ def quantize_model_nf4(
     for name, module in chosen:
         _replace(model, name, NF4Linear(module, block_size, block_size2))
     return [name for name, _ in chosen]
+
+
+# ------------------------------------------- many finetuning runs at once
+# (core.trainer on the small transformer of topics.seqtasks)
+
+IGNORE = -100  # target id that the loss skips (F.cross_entropy's default)
+
+
+def prompt_split(n: int, n_test: int, generator: torch.Generator):
+    """All ``10**n`` digit strings of length ``n``, shuffled and split into
+    ``(train, test)`` int64 tensors of shapes ``(10**n - n_test, n)`` and
+    ``(n_test, n)``: a held-out prompt is never trained on (chapter
+    section cme295-sft). ``n`` is at most 6 (a million prompts).
+    """
+    n, n_test = positive_int("n", n), positive_int("n_test", n_test)
+    if n > 6:
+        raise ValueError(f"n must be <= 6 (10**n prompts), got {n}")
+    if n_test >= 10**n:
+        raise ValueError(f"n_test must be < 10**n = {10**n}, got {n_test}")
+    perm = torch.randperm(10**n, generator=generator)
+    powers = 10 ** torch.arange(n - 1, -1, -1)
+    digits = (perm[:, None] // powers) % 10
+    return digits[n_test:], digits[:n_test]
+
+
+def task_sequences(task: str, x: torch.Tensor) -> torch.Tensor:
+    """``[task, x, SEP, y]`` for digits ``x (..., n)``: shape ``(..., 2n +
+    2)``, int64, as :func:`llmbook.topics.seqtasks.make_batch` builds them.
+    """
+    head = torch.full((*x.shape[:-1], 1), st.task_token(task))
+    sep = torch.full((*x.shape[:-1], 1), st.SEP)
+    return torch.cat([head, x, sep, st.respond(task, x)], dim=-1)
+
+
+def lm_targets(seq: torch.Tensor, masked: bool = True) -> torch.Tensor:
+    """Next-token targets ``seq[..., 1:]``; with ``masked`` every target
+    that is not a response token is :data:`IGNORE` (SFT's loss on the
+    response only)."""
+    y = seq[..., 1:].clone()
+    if masked:
+        y[..., ~st.response_mask((seq.shape[-1] - 2) // 2)] = IGNORE
+    return y
+
+
+def lm_run_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) of one run over the targets
+    that are not :data:`IGNORE`: ``logits (B, T, V)``, ``targets (B, T)``.
+    The loss function :func:`llmbook.core.trainer.train_runs` vmaps."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        ignore_index=IGNORE,
+    )
+
+
+def run_batches(runs, pool, batch: int, steps: int, masked: bool = True):
+    """Mini-batches for :func:`llmbook.core.trainer.train_runs`, one stream
+    per run.
+
+    Args:
+        runs: one ``(tasks, seed)`` per run: run i draws, at every step,
+            ``batch`` prompts per task of ``tasks`` (a name or a list)
+            from ``pool`` with a generator seeded ``seed``.
+        pool: ``(N, n)`` digit strings to draw from (the training side of
+            :func:`prompt_split`).
+        masked: score only the response tokens (SFT), else every token.
+    Returns ``batches(step) -> (inputs (runs, B, 2n+1), targets (runs, B,
+    2n+1))`` with ``B = batch · len(tasks)`` (the same for every run).
+    """
+    batch, steps = positive_int("batch", batch), positive_int("steps", steps)
+    seqs = []
+    for tasks, seed in runs:
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        g = torch.Generator().manual_seed(int(seed))
+        idx = torch.randint(len(pool), (steps, len(tasks), batch), generator=g)
+        per_task = [
+            task_sequences(t, pool[idx[:, i]]) for i, t in enumerate(tasks)
+        ]
+        seqs.append(torch.cat(per_task, dim=1))  # (steps, B, 2n+2)
+    if len({s.shape for s in seqs}) != 1:
+        raise ValueError("runs must all draw the same number of tasks")
+    seqs = torch.stack(seqs)  # (runs, steps, B, 2n+2)
+    targets = lm_targets(seqs, masked)
+
+    def batches(step: int):
+        return seqs[:, step, :, :-1], targets[:, step]
+
+    return batches
+
+
+def freeze_to_buffers(model: nn.Module) -> nn.Module:
+    """Turn every parameter that does not require grad into a buffer of the
+    same name, in place, and return ``model``: the stacked trainer then
+    trains only the adapters (or whatever still requires grad)."""
+    for mod in model.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is not None and not p.requires_grad:
+                del mod._parameters[name]
+                mod.register_buffer(name, p.detach())
+    return model
+
+
+def stack_models(models):
+    """Stack models of one structure for :mod:`llmbook.core.trainer`.
+
+    Frozen parameters become buffers (:func:`freeze_to_buffers`, on the
+    models themselves). Returns ``(params, buffers, base)`` as
+    :func:`llmbook.core.trainer.init_runs` does: dicts name -> ``(n,
+    *shape)`` and a "meta" copy of the first model.
+    """
+    from torch.func import stack_module_state
+
+    models = [freeze_to_buffers(m) for m in models]
+    if not models:
+        raise ValueError("models must not be empty")
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach() for k, v in params.items()}
+    return params, buffers, copy.deepcopy(models[0]).to("meta")
+
+
+def lora_copy(
+    base: nn.Module,
+    targets,
+    rank: int,
+    alpha: float,
+    seed: int,
+    quantize: bool = False,
+) -> nn.Module:
+    """A copy of ``base`` with LoRA on ``targets`` (the random factor drawn
+    from ``seed``), on an NF4 copy of every linear layer when ``quantize``
+    (QLoRA); ``targets=None`` gives a plain copy, every weight trainable
+    (full finetuning)."""
+    model = copy.deepcopy(base)
+    if quantize:
+        quantize_model_nf4(model, ALL_LAYERS)
+    if targets is not None:
+        gen = torch.Generator().manual_seed(int(seed))
+        apply_lora(model, targets, rank, alpha, generator=gen)
+    return model
+
+
+ATTENTION = ("q", "k", "v", "o")
+ALL_LAYERS = ("q", "k", "v", "o", "fc1", "fc2")
+
+
+@torch.no_grad()
+def runs_scores(base, params, buffers, seq: torch.Tensor) -> dict:
+    """Held-out scores of every stacked run on the sequences ``seq (N,
+    2n+2)``: ``{"correct": (n,) int exact matches out of N, "loss": (n,)
+    masked response loss in nats per token}``."""
+    from llmbook.core.trainer import run_outputs
+
+    n = (seq.shape[1] - 2) // 2
+    logits = run_outputs(base, params, seq[:, :-1], buffers)
+    resp = st.response_mask(n)
+    right = logits.argmax(-1)[:, :, resp] == seq[:, n + 2 :]
+    y = lm_targets(seq)
+    loss = torch.stack([lm_run_loss(lg, y) for lg in logits])
+    return {"correct": right.all(-1).sum(-1), "loss": loss}
+
+
+def finetune_runs(
+    bases,
+    runs,
+    targets,
+    rank: int,
+    alpha: float,
+    lr: float,
+    task: str,
+    pool: torch.Tensor,
+    test: torch.Tensor,
+    batch: int,
+    steps: int,
+    masked: bool = True,
+    quantize: bool = False,
+) -> dict:
+    """Finetune ``len(runs)`` copies of the pretrained ``bases`` on
+    ``task`` at once (:mod:`llmbook.core.trainer`, Adam), and score them.
+
+    Args:
+        bases: pretrained models; ``runs``: one ``(base index, seed)`` per
+            run; the seed draws the adapter's random factor and (as
+            ``10_000 + seed``) the run's mini-batches, so two methods given
+            the same runs see the same data (paired comparisons).
+        targets, rank, alpha, quantize: as :func:`lora_copy` (``targets``
+            None: full finetuning).
+        pool: ``(N, n)`` training prompts; ``test``: held-out sequences of
+            ``task`` (never drawn from ``pool``).
+    Returns a dict: ``losses (steps, n)`` training loss per step,
+    ``final (n,)`` its mean over the last 10 steps, ``correct (n,)`` and
+    ``loss (n,)`` held-out exact matches and response loss
+    (:func:`runs_scores`), ``state`` ``(base, params, buffers)`` to score or
+    rebuild the runs (``core.trainer.run_model``).
+    """
+    from llmbook.core.trainer import train_runs
+
+    runs = [(int(b), int(s)) for b, s in runs]
+    models = [
+        lora_copy(bases[b], targets, rank, alpha, s, quantize) for b, s in runs
+    ]
+    params, buffers, base = stack_models(models)
+    data = run_batches(
+        [(task, 10_000 + s) for _, s in runs], pool, batch, steps, masked
+    )
+    out = train_runs(
+        base, params, lm_run_loss, data, steps, lr, buffers=buffers
+    )
+    scores = runs_scores(base, out.params, buffers, test)
+    return {
+        "losses": out.losses,
+        "final": out.losses[-10:].mean(0),
+        **scores,
+        "state": (base, out.params, buffers),
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, held_out: dict, tasks) -> dict:
+    """``{task: (exact match, masked response loss in nats per token)}`` of
+    one model on the held-out sequences ``held_out[task]``."""
+    was = model.training
+    model.eval()
+    out = {
+        t: (
+            st.exact_match(model, held_out[t]),
+            st.lm_loss(model, held_out[t]).item(),
+        )
+        for t in tasks
+    }
+    model.train(was)
+    return out
+
+
+def median_range_text(values, fmt_one, sep: str = "–") -> str:
+    """``"median (lo–hi)"`` of ``values`` (one per run), each formatted by
+    ``fmt_one``; just the value when all runs agree."""
+    from llmbook.core.stats import median_range
+
+    s = median_range(torch.as_tensor(values, dtype=torch.float64).numpy())
+    med, lo, hi = (fmt_one(s[k]) for k in ("median", "lo", "hi"))
+    return med if lo == hi else f"{med} ({lo}{sep}{hi})"
+
+
+def interval_text(interval: dict, fmt_one) -> str:
+    """``"[lo, hi]"`` of an interval dict (``core.stats``), each end
+    formatted by ``fmt_one``."""
+    return f"[{fmt_one(interval['lo'])}, {fmt_one(interval['hi'])}]"
+
+
+def accuracy_text(p: float) -> str:
+    """An exact-match rate on the page: one decimal of a per cent (the
+    resolution of 1,000 prompts), ``"100 %"`` and ``"0 %"`` at the ends."""
+    p = float(p)
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must lie in [0, 1], got {p}")
+    return "100 %" if p == 1 else "0 %" if p == 0 else f"{100 * p:.1f} %"
+
+
+def runs_table(results: dict, n_test: int):
+    """One row per method of :func:`finetune_runs` results: median and
+    range over runs of held-out exact match, held-out response loss and
+    final training loss, and the runs with every held-out answer right."""
+    import pandas as pd
+
+    from llmbook.book import fmt
+
+    pct = accuracy_text
+
+    def sig(v):
+        return fmt.sig(v, 2)
+
+    rows = {}
+    for name, r in results.items():
+        rows[name] = {
+            "held-out exact match": median_range_text(
+                r["correct"] / n_test, pct
+            ),
+            "held-out response loss": median_range_text(r["loss"], sig),
+            "final training loss": median_range_text(r["final"], sig),
+            "runs all right": f"{int((r['correct'] == n_test).sum())} "
+            f"of {len(r['correct'])}",
+        }
+    return pd.DataFrame(rows).T
+
+
+def plot_median_band(ax, losses, label: str, **kw):
+    """Draw the median over runs of ``losses (steps, n)`` as a line and
+    the range (smallest to largest run) as a shaded band; returns the
+    line."""
+    import numpy as np
+
+    q = np.asarray(losses, dtype=float)
+    steps = np.arange(q.shape[0])
+    (line,) = ax.plot(steps, np.median(q, 1), label=label, **kw)
+    ax.fill_between(
+        steps,
+        q.min(1),
+        q.max(1),
+        color=line.get_color(),
+        alpha=0.2,
+        lw=0,
+    )
+    return line
+
+
+def blockwise_error(w: torch.Tensor, code: torch.Tensor, block: int) -> float:
+    """Relative Frobenius error ``‖w - Q(w)‖ / ‖w‖`` of 4-bit blockwise
+    quantization of ``w`` with the code values ``code`` (NF4 or int4) and
+    one absmax constant per ``block`` numbers (cme295-qlora)."""
+    from llmbook.topics.quant import dequantize_blockwise, quantize_blockwise
+
+    idx, absmax = quantize_blockwise(w, code, block)
+    back = dequantize_blockwise(idx, absmax, code, block)
+    return ((back - w.flatten()).norm() / w.norm()).item()
+
+
+# ------------------------------------- teacher-student sweeps (lora-basics)
+
+
+def peft_init(n: int, m: int, ell: int, k, k_pad: int | None = None, seed=1):
+    """Stacked factors at PEFT's default for ``n`` students: ``A = 0 (n, m,
+    k_pad)``, ``B ~ U(±1/√ℓ) (n, k_pad, ℓ)``; ``k`` is one rank or ``n``
+    ranks, and the rows of ``B`` beyond a student's rank are zero (padding,
+    so students of different ranks train in one stack). Section hw11-q1a."""
+    n, m, ell = (
+        positive_int("n", n),
+        positive_int("m", m),
+        positive_int("ell", ell),
+    )
+    ks = torch.as_tensor(k).reshape(-1)
+    k_pad = int(ks.max()) if k_pad is None else positive_int("k_pad", k_pad)
+    if ks.numel() not in (1, n) or int(ks.min()) < 1 or int(ks.max()) > k_pad:
+        raise ValueError(f"k must be 1 or {n} ranks in [1, k_pad], got {k}")
+    g = torch.Generator().manual_seed(int(seed))
+    b = (torch.rand(n, k_pad, ell, generator=g) * 2 - 1) / math.sqrt(ell)
+    keep = torch.arange(k_pad)[None, :] < ks.reshape(-1, 1)
+    return [torch.zeros(n, m, k_pad), b * keep[:, :, None]]
+
+
+def init_factors(kind: str, m: int, ell: int, k: int, generator):
+    """One student's ``[A (1, m, k), B (1, k, ℓ)]`` for ``kind`` in
+    ``"peft"`` (``A = 0``), ``"b_zero"`` (``B = 0``, ``A ~ U(±1/√k)``) and
+    ``"xavier"`` (both Xavier-uniform), as :class:`LoRALinear` draws
+    them. Section hw11-q1c."""
+    a, b = torch.zeros(1, m, k), torch.zeros(1, k, ell)
+    if kind == "peft":
+        b.uniform_(
+            -1 / math.sqrt(ell), 1 / math.sqrt(ell), generator=generator
+        )
+    elif kind == "b_zero":
+        a.uniform_(-1 / math.sqrt(k), 1 / math.sqrt(k), generator=generator)
+    elif kind == "xavier":
+        nn.init.xavier_uniform_(a[0], generator=generator)
+        nn.init.xavier_uniform_(b[0], generator=generator)
+    else:
+        raise ValueError(
+            f"kind must be 'peft', 'b_zero' or 'xavier', got {kind!r}"
+        )
+    return [a, b]
+
+
+def final_loss(hist: torch.Tensor, last: int = 20):
+    """Mean of the last ``last`` rows of ``hist (steps, S)``: each student's
+    loss at the end of the run, as a numpy array."""
+    return hist[-positive_int("last", last) :].mean(0).numpy()
+
+
+def eckart_young_floor(ranks, r_star: int, sigma: float, m: int, noise: float):
+    """The least loss per output of a rank-``k`` fit to a rank-``r*`` update
+    with singular values ``sigma``: ``max(r* - k, 0) σ² / m + noise²``, one
+    per ``k`` in ``ranks`` (numpy array). Section hw11-q1a."""
+    import numpy as np
+
+    k = np.asarray(ranks, dtype=float)
+    return np.maximum(r_star - k, 0) * sigma**2 / m + noise**2
+
+
+def lr_sweep(w0, w_target, r_star, lrs, steps, batch, seed, noise):
+    """Final loss against the Adam learning rate, full finetuning (``D``
+    from 0) and LoRA (``k = r*``, PEFT's init, ``s = 1``) on the same
+    mini-batches: ``(full (n_lr,), lora (n_lr,))`` numpy arrays, the mean
+    over the last tenth of the steps (at least one). Section cme295-lora."""
+    (m, ell), n_lr = w0.shape, len(lrs)
+    last = max(1, steps // 10)
+    out = []
+    for init in ([torch.zeros(n_lr, m, ell)], peft_init(n_lr, m, ell, r_star)):
+        hist, _ = train_stacked(
+            w0, w_target, init, lrs, steps, batch, seed, noise=noise
+        )
+        out.append(final_loss(hist, last))
+    return tuple(out)
+
+
+def xavier_table(dims, ranks, seed: int):
+    """``‖AB‖/‖W0‖`` at Xavier init for square ``W0 (d × d)`` with entries
+    ``N(0, 1/d)``: one sample (from ``seed``) and the formula of
+    :func:`xavier_product_ratio`, one row per ``(d, k)``. Section
+    hw11-q1c."""
+    import pandas as pd
+
+    rows = []
+    for d in dims:
+        for k in ranks:
+            g = torch.Generator().manual_seed(int(seed))
+            base = nn.Linear(d, d, bias=False)
+            layer = LoRALinear(base, k, init="xavier", generator=g)
+            with torch.no_grad():
+                base.weight.normal_(0, 1 / math.sqrt(d), generator=g)
+            ab = (layer.A @ layer.B).norm() / base.weight.norm()
+            rows.append(
+                {
+                    "m = ℓ": d,
+                    "k": k,
+                    "‖AB‖/‖W0‖ sampled": ab.item(),
+                    "formula": xavier_product_ratio(d, d, k, 1 / d),
+                }
+            )
+    return pd.DataFrame(rows)
