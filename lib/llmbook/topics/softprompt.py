@@ -25,6 +25,7 @@ predicts the input at ``t + 1``.
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -159,6 +160,7 @@ OPS = ("plus", "minus")
 N_A = 20  # question numbers a per task
 N_SLOTS = 4  # placeholder positions in front of every sequence
 QUESTION_LEN, TARGET_LEN, SEQ_LEN = 12, 11, 30
+END = N_SLOTS + QUESTION_LEN + TARGET_LEN  # tokens after END are padding
 
 
 def task_examples(
@@ -523,15 +525,61 @@ def parse_final_answer(generated: torch.Tensor) -> list[int | None]:
     return found
 
 
+@torch.no_grad()
 def answer_hits(
     model: TinyGPT, tokens: torch.Tensor, prompts: torch.Tensor | None = None
 ):
-    """Per row (B,) bool: the generated final answer equals the true one
-    (exact match).
+    """Per row (B,) bool: the final answer that greedy decoding writes
+    equals the true one (exact match).
+
+    One teacher-forced forward pass first: a row whose every true answer
+    token is the model's argmax after the true prefix is a hit without
+    decoding, since greedy decoding would write exactly the true answer.
+    Only the other rows are decoded token by token
+    (:func:`greedy_complete`), so the result is greedy decoding's (the test
+    compares the two) at a fraction of its cost.
     """
-    truth = parse_final_answer(tokens[:, N_SLOTS + QUESTION_LEN :])
-    got = parse_final_answer(greedy_complete(model, tokens, prompts))
-    return torch.tensor([g is not None and g == t for g, t in zip(got, truth)])
+    start = N_SLOTS + QUESTION_LEN
+    x = tokens[:, :END]
+    logits = (
+        model(x) if prompts is None else prompted_logits(model, prompts, x)
+    )
+    guess = logits[:, start - 1 : END - 1].argmax(-1)
+    hits = (guess == x[:, start:END]).all(1)
+    rest = (~hits).nonzero().flatten()
+    if len(rest):
+        p = prompts
+        if prompts is not None and prompts.dim() == 3:
+            p = prompts[rest]
+        truth = parse_final_answer(tokens[rest, start:])
+        got = parse_final_answer(greedy_complete(model, tokens[rest], p))
+        hits[rest] = torch.tensor(
+            [g is not None and g == t for g, t in zip(got, truth)]
+        )
+    return hits
+
+
+def hits_per_run(
+    model: TinyGPT, prompts: torch.Tensor, tokens: torch.Tensor
+) -> torch.Tensor:
+    """:func:`answer_hits` of R runs at once: run r's prompt ``prompts[r]``
+    (R, K, d) on its own rows ``tokens[r]`` (R, M, S); returns (R, M)
+    bool. A hard prompt is passed as its tokens' embeddings.
+    """
+    R, M = tokens.shape[:2]
+    if prompts.dim() != 3 or prompts.shape[0] != R:
+        raise ValueError(
+            f"prompts must be (R={R}, K, d), got {tuple(prompts.shape)}"
+        )
+    rows = prompts.repeat_interleave(M, dim=0)
+    return answer_hits(model, tokens.flatten(0, 1), rows).view(R, M)
+
+
+def question_numbers(tokens: torch.Tensor) -> torch.Tensor:
+    """The number a each row (..., S) asks about ("... has a OBJ ..."):
+    rows with the same a differ only by name and object.
+    """
+    return tokens[..., N_SLOTS + 4] - TOK["0"]
 
 
 def answer_accuracy(
@@ -568,6 +616,86 @@ def accuracy_by_group(
     return {n: float(h.mean()) for n, h in zip(names, hits)}
 
 
+def fold_split(
+    numbers: torch.Tensor, n_train: int, fold: int, n_folds: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and held-out question numbers of fold ``fold`` of
+    ``n_folds``: ``numbers`` (shuffled once) rolled by ``fold * (len //
+    n_folds)``, the first ``n_train`` for training, the rest held out.
+
+    With 20 numbers and 5 folds the folds shift by 4: training sets of 4
+    are disjoint, and held-out sets of 4 (``n_train = 16``) cover every
+    number exactly once, so the folds pooled score every number on a
+    prompt that never saw it (cross-validation).
+    """
+    n = len(numbers)
+    n_train = _count("n_train", n_train, 0)
+    n_folds = _count("n_folds", n_folds, 1)
+    if n_train >= n:
+        raise ValueError(f"n_train must leave numbers out: {n_train} >= {n}")
+    if not 0 <= _count("fold", fold, 0) < n_folds:
+        raise ValueError(f"fold must lie in [0, {n_folds}), got {fold}")
+    rolled = numbers.roll(-fold * (n // n_folds))
+    return rolled[:n_train], rolled[n_train:]
+
+
+def accuracy_summary(hits, groups=None, level: float = 0.95) -> dict:
+    """Accuracy over R runs (seeds, folds) with its spread and intervals.
+
+    Args:
+        hits: (R, N) bool or 0/1: run r's result on its N evaluation rows
+            (R = 1 for a method without randomness, such as the frozen
+            model: then the t interval is the point itself).
+        groups: None, or (N,) or (R, N) ints naming the distinct question
+            of each row; rows of one question (they differ only by names
+            and objects, which the model barely reads) are averaged and
+            count as one trial, so the binomial interval is not narrowed
+            by near-copies.
+        level: confidence level of both intervals.
+
+    Returns a dict: ``runs`` (per-run accuracies), ``median``, ``min``,
+    ``max`` over runs; ``p`` the pooled accuracy with ``binom_lo``,
+    ``binom_hi`` its Clopper-Pearson interval over ``trials`` pooled
+    questions (the pooled successes rounded to a whole number where groups
+    are averaged); ``t_lo``, ``t_hi`` the t interval of the mean over runs;
+    and ``lo``, ``hi``, the wider of the two, which the book's verdicts use
+    (seed-to-seed spread and the finite test set both count).
+    """
+    from llmbook.core.stats import binomial_interval, t_interval
+
+    h = torch.as_tensor(hits, dtype=torch.float64)
+    if h.dim() != 2 or h.shape[1] < 1:
+        raise ValueError(f"hits must be (R, N >= 1), got {tuple(h.shape)}")
+    if groups is None:
+        per_q = [h[r] for r in range(h.shape[0])]
+    else:
+        g = torch.as_tensor(groups).expand(h.shape)
+        per_q = [
+            torch.stack([h[r][g[r] == q].mean() for q in g[r].unique()])
+            for r in range(h.shape[0])
+        ]
+    runs = [float(q.mean()) for q in per_q]
+    trials = sum(len(q) for q in per_q)
+    wins = int(round(float(sum(q.sum() for q in per_q))))
+    b = binomial_interval(wins, trials, level)
+    t = t_interval(runs, level) if len(runs) > 1 else {"lo": runs[0]}
+    t_lo, t_hi = max(t["lo"], 0.0), min(t.get("hi", runs[0]), 1.0)
+    return {
+        "runs": runs,
+        "median": statistics.median(runs),
+        "min": min(runs),
+        "max": max(runs),
+        "p": wins / trials,
+        "trials": trials,
+        "binom_lo": b["lo"],
+        "binom_hi": b["hi"],
+        "t_lo": t_lo,
+        "t_hi": t_hi,
+        "lo": min(b["lo"], t_lo),
+        "hi": max(b["hi"], t_hi),
+    }
+
+
 # ---------------------------------------------------------------- training
 # prompts and models
 
@@ -575,43 +703,49 @@ def accuracy_by_group(
 def train_prompts(
     model: TinyGPT,
     init: torch.Tensor,
-    tokens: torch.Tensor,
+    tokens,
     steps: int,
     lr: float,
     snapshots=(),
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Train T soft prompts at once, one per task, on the frozen ``model`` with
-    Adam.
+    """Train T soft prompts at once, one per task, on the frozen ``model``
+    with Adam.
 
     Args:
-        init: (T, K, d) initial prompts; tokens: (T, N, S) each task's training
-            examples
-            (full batch: every step sees all N). steps: Adam steps; lr: Adam
-            learning rate.
-        snapshots: step counts at which to keep a copy of the prompts (0 = the
-            initial ones).
+        init: (T, K, d) initial prompts.
+        tokens: (T, N, S) each task's training examples (full batch: every
+            step sees all N), or a function ``tokens(step) -> (T, N, S)``
+            giving step ``step``'s batch (a stream of fresh examples).
+        steps: Adam steps; lr: Adam learning rate.
+        snapshots: step counts at which to keep a copy of the prompts
+            (0 = the initial ones).
 
     The loss is the sum over tasks of each task's mean target loss, so each
     prompt follows its own task's gradient (Adam is elementwise). Only the
-    prompts get gradients; the model's ``requires_grad`` flags are left as they
-    are, its weights are never stepped. Returns (prompts (T, K, d), {step:
-    prompts}).
+    prompts get gradients; the model's ``requires_grad`` flags are left as
+    they are, its weights are never stepped. The padding after the answer
+    is cut off (a causal model's earlier outputs do not see it). Returns
+    (prompts (T, K, d), {step: prompts}).
     """
-    T, N, S = tokens.shape
-    if init.dim() != 3 or init.shape[0] != T:
+    batch = tokens if callable(tokens) else (lambda step: tokens)
+    T = init.shape[0] if init.dim() == 3 else None
+    first = batch(0)
+    if init.dim() != 3 or first.dim() != 3 or first.shape[0] != T:
         raise ValueError(
-            f"init must have shape (T={T}, K, d), got {tuple(init.shape)}"
+            f"init must have shape (T, K, d) with T = tokens.shape[0], got "
+            f"{tuple(init.shape)} and tokens {tuple(first.shape)}"
         )
+    K = init.shape[1]
+    end = K + QUESTION_LEN + TARGET_LEN
+    mask = loss_mask(end, K, QUESTION_LEN, TARGET_LEN)
     prompts = init.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([prompts], lr=lr)
-    flat, mask = tokens.reshape(T * N, S), target_mask(init.shape[1])
     kept = {0: prompts.detach().clone()} if 0 in snapshots else {}
     for step in range(1, _count("steps", steps, 0) + 1):
-        rows = (
-            prompts[:, None]
-            .expand(T, N, *prompts.shape[1:])
-            .reshape(T * N, *prompts.shape[1:])
-        )
+        x = first if step == 1 else batch(step - 1)
+        N = x.shape[1]
+        flat = x.reshape(T * N, -1)[:, :end]
+        rows = prompts.repeat_interleave(N, dim=0)
         loss = T * masked_next_token_loss(
             prompted_logits(model, rows, flat), flat, mask
         )
@@ -645,6 +779,47 @@ def finetune_full(
         loss.backward()
         opt.step()
     return freeze(tuned.eval())
+
+
+def finetune_runs(
+    model: TinyGPT, tokens: torch.Tensor, steps: int, lr: float
+) -> list[TinyGPT]:
+    """R fully fine-tuned copies of ``model`` at once, run r trained on
+    ``tokens[r]`` (R, N, S) (full batch) with Adam (no weight decay), as
+    :func:`finetune_full` trains one (the test checks it), on the stacked
+    weights of :mod:`llmbook.core.trainer`. Returns R frozen models.
+    """
+    import copy
+
+    from llmbook.core import trainer
+
+    if tokens.dim() != 3:
+        raise ValueError(
+            f"tokens must be (R, N, S), got {tuple(tokens.shape)}"
+        )
+    mask = loss_mask(END, N_SLOTS, QUESTION_LEN, TARGET_LEN)[:-1]
+
+    def loss_fn(logits, x):  # one run: logits (N, END, V), x (N, END)
+        ce = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]),
+            x[:, 1:].reshape(-1),
+            reduction="none",
+        )
+        return (ce.view(x.shape[0], -1) * mask).sum() / (
+            x.shape[0] * mask.sum()
+        )
+
+    params, buffers, base = trainer.init_runs(
+        lambda: copy.deepcopy(model), seeds=[0] * tokens.shape[0]
+    )
+    x = tokens[:, :, :END]
+    out = trainer.train_runs(
+        base, params, loss_fn, lambda step: (x, x), steps, lr, buffers=buffers
+    )
+    return [
+        freeze(trainer.run_model(base, out.params, r, buffers).eval())
+        for r in range(tokens.shape[0])
+    ]
 
 
 @torch.no_grad()
@@ -702,50 +877,52 @@ def reptile(
     method: str = "reptile",
 ) -> torch.Tensor:
     """Meta-learn a prompt initialisation (K, d) over a family of tasks
-    (first-order).
+    (first-order), or R of them at once, (R, K, d), one per run.
 
-    Each meta step draws tasks ``support, query = sample_tasks(generator)``
-    (both (T, N, S)), adapts a copy of the initialisation to every task with
-    ``inner_steps`` Adam steps (:func:`train_prompts`), then moves the
-    initialisation: Reptile towards the mean adapted prompt, by ``meta_lr``
-    (annealed linearly to 0); first-order MAML ("fomaml") against the mean
-    gradient of the query loss at the adapted prompts, with Adam at
-    ``meta_lr``.
+    Each meta step draws tasks ``support, query = sample_tasks(generator)``,
+    both (T, N, S), or (R, T, N, S) with R runs, adapts a copy of each
+    initialisation to each of its tasks with ``inner_steps`` Adam steps
+    (:func:`train_prompts`), then moves the initialisation: Reptile
+    towards the mean adapted prompt, by ``meta_lr`` (annealed linearly to
+    0); first-order MAML ("fomaml") against the mean gradient of the query
+    loss at the adapted prompts, with Adam at ``meta_lr``. Runs never mix:
+    each follows its own tasks, as if trained alone.
     """
     if method not in ("reptile", "fomaml"):
         raise ValueError(
             f"method must be 'reptile' or 'fomaml', got {method!r}"
         )
-    phi = init.detach().clone().requires_grad_(method == "fomaml")
+    single = init.dim() == 2
+    phi = (init[None] if single else init).detach().clone()
+    phi.requires_grad_(method == "fomaml")
     opt = torch.optim.Adam([phi], lr=meta_lr) if method == "fomaml" else None
     meta_steps = positive_int("meta_steps", meta_steps)
+    R, K, d = phi.shape
     for i in range(meta_steps):
         support, query = sample_tasks(generator)
-        T, N, S = query.shape
-        start = phi.detach()[None].expand(T, *phi.shape)
+        if single:
+            support, query = support[None], query[None]
+        T, N, S = query.shape[1:]
+        start = phi.detach().repeat_interleave(T, dim=0)  # (R T, K, d)
         adapted, _ = train_prompts(
-            model, start, support, inner_steps, inner_lr
+            model, start, support.flatten(0, 1), inner_steps, inner_lr
         )
         if method == "reptile":
-            phi = phi + meta_lr * (1 - i / meta_steps) * (
-                adapted.mean(0) - phi
-            )
+            mean = adapted.view(R, T, K, d).mean(1)
+            phi = phi + meta_lr * (1 - i / meta_steps) * (mean - phi)
             continue
         adapted.requires_grad_(True)
-        rows = (
-            adapted[:, None]
-            .expand(T, N, *phi.shape)
-            .reshape(T * N, *phi.shape)
-        )
-        flat = query.reshape(T * N, S)
-        loss = masked_next_token_loss(
-            prompted_logits(model, rows, flat), flat, target_mask()
-        )
+        flat = query.reshape(R * T * N, S)[:, :END]
+        rows = adapted.repeat_interleave(N, dim=0)
+        mask = loss_mask(END, N_SLOTS, QUESTION_LEN, TARGET_LEN)
+        loss = R * masked_next_token_loss(
+            prompted_logits(model, rows, flat), flat, mask
+        )  # the sum of each run's mean query loss
         (grad,) = torch.autograd.grad(loss, adapted)
         opt.zero_grad()
-        phi.grad = grad.sum(0)  # first order: d(adapted)/d(phi) taken as I
+        phi.grad = grad.view(R, T, K, d).sum(1)  # first order: d(P)/d(phi) = I
         opt.step()
-    return phi.detach()
+    return phi.detach()[0] if single else phi.detach()
 
 
 # ---------------------------------------------------------------- cross-check
