@@ -418,3 +418,114 @@ def test_finetune_runs_match_one_run_trained_alone():
         assert torch.allclose(runs[r](x[0]), alone(x[0]), atol=1e-4)
     assert not torch.allclose(runs[0](x[0]), model(x[0]), atol=1e-3)
     assert sp.trainable_count(*runs) == 0
+
+
+def test_summary_table_and_forgetting_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = sp.accuracy_summary(torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]))
+    table = sp.summary_table({("soft", 4): s, "hard": s})
+    assert list(table.index) == ["soft 4", "hard"]
+    assert table.loc["hard", "median"] == 0.75
+    assert table.loc["soft 4", "questions"] == 8
+    fig, ax = plt.subplots()
+    after = [[0.2, 0.5], [0.4, 0.9], [0.3, 0.7]]
+    sp.plot_forgetting(ax, ["+1", "+2"], [1.0, 0.8], after)
+    heights = [round(b.get_height(), 6) for b in ax.patches]
+    assert heights == [1.0, 0.8, 0.3, 0.7]  # before, then the medians
+    plt.close(fig)
+
+
+def test_plot_curves_draws_the_median_and_the_range():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    runs = [[0.1, 0.5, 0.9], [0.3, 0.6, 0.7], [0.2, 0.4, 0.8]]
+    sp.plot_curves(ax, (0, 1, 9), {"a": runs})
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [1, 2, 10]
+    assert list(line.get_ydata()) == pytest.approx([0.2, 0.5, 0.8])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.1) and band.max() == pytest.approx(
+        0.9
+    )
+    plt.close(fig)
+
+
+def test_meta_batches_and_vocabulary_prompts():
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    tasks = [("plus", 1), ("minus", 2), ("plus", 3)]
+    support, query = sp.meta_batch(tasks, 2, 3, 5, gens)
+    assert support.shape == (2, 2, 3, sp.SEQ_LEN)
+    assert query.shape == (2, 2, 5, sp.SEQ_LEN)
+    both = torch.cat([support, query], 2)
+    for run in both:
+        for task in run:
+            a = sp.question_numbers(task).tolist()
+            assert len(set(a)) == 8  # distinct numbers, none shared
+    again = sp.meta_batch(
+        tasks, 2, 3, 5, [torch.Generator().manual_seed(s) for s in (0, 1)]
+    )
+    assert torch.equal(again[0], support) and not torch.equal(
+        support[0], support[1]
+    )
+    with pytest.raises(ValueError, match="n must"):
+        sp.random_questions(("plus", 1), 21, gens[0])
+    embed = torch.arange(10.0)[:, None].expand(10, 3)
+    p = sp.vocab_prompts(embed, gens)
+    assert p.shape == (2, sp.N_SLOTS, 3)
+    assert torch.equal(p[..., 0], p[..., 1])  # whole rows of embed
+    assert set(p[..., 0].flatten().tolist()) <= set(range(10))
+
+
+def test_spread_reuse_and_peft_helpers(small):
+    model, tokens = small
+    prompt = torch.randn(
+        sp.N_SLOTS, 32, generator=torch.Generator().manual_seed(7)
+    )
+    s = sp.prompt_spread(model, prompt, tokens)
+    assert s.shape == (len(model.blocks) + 1, sp.SEQ_LEN)
+    assert s[:, : sp.N_SLOTS].max() == 0 and s[:, sp.N_SLOTS :].max() > 0
+    _, resid = sp.prompted_logits(
+        model, prompt, tokens, causal=False, return_resid=True
+    )
+    r = resid[1][:, 5]  # block 0's output at position 6, by hand
+    bidir = sp.prompt_spread(model, prompt, tokens, causal=False)
+    assert bidir[1, 5] == pytest.approx(
+        float((r.max(0)[0] - r.min(0)[0]).max())
+    )
+    assert bidir[1:, : sp.N_SLOTS].min() > 0
+    assert sp.prefix_reuse_error(model, prompt, tokens) < 1e-5
+    ours, theirs, trainable, total = sp.peft_cross_check(
+        40, 16, 5, 0, torch.Generator().manual_seed(0)
+    )
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert trainable == 5 * 16 and total > trainable
+
+
+def test_loss_mask_plot_colours_the_scored_outputs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mask = sp.loss_mask(12, 2, 3, 4)
+    fig, ax = plt.subplots()
+    sp.plot_loss_mask(ax, mask, 2, 3, 4)
+    rows = ax.get_images()[0].get_array()
+    assert rows[0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+    assert rows[1].tolist() == rows[0].tolist()[1:] + [3]
+    assert [int(v == 2) for v in rows[2]] == mask.int().tolist()
+    assert [t.get_text() for t in ax.texts] == [
+        "prompt",
+        "question",
+        "targets",
+        "padding",
+    ]
+    plt.close(fig)

@@ -109,6 +109,50 @@ def homework_mask() -> torch.Tensor:
     )
 
 
+def plot_loss_mask(
+    ax, mask: torch.Tensor, prompt_len: int, question_len: int, target_len: int
+) -> None:
+    """Draw the layout as three rows of coloured cells: the input (prompt,
+    question, targets, padding), the target row (the input shifted one to
+    the left) and the loss mask (orange where an output is scored), with
+    the spans named above the axes. ``mask`` is :func:`loss_mask`'s.
+    """
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    S = len(mask)
+    ends = np.cumsum([prompt_len, question_len, target_len])
+    kind = np.searchsorted(ends, np.arange(S), side="right")  # 0..3
+    target_kind = np.append(kind[1:], 3)  # what output t predicts
+    rows = np.stack([kind, target_kind, np.where(mask.numpy(), 2, 4)])
+    colours = ["#CC79A7", "#56B4E9", "#E69F00", "#DDDDDD", "#FFFFFF"]
+    ax.imshow(
+        rows,
+        aspect="auto",
+        cmap=ListedColormap(colours),
+        vmin=0,
+        vmax=4,
+        extent=(0.5, S + 0.5, 2.5, -0.5),
+        interpolation="nearest",
+    )
+    ax.set_yticks([0, 1, 2], ["input", "target\n(input shifted)", "loss mask"])
+    on = mask.nonzero().flatten() + 1  # 1-indexed outputs in the loss
+    ax.set_xticks([1, prompt_len, int(on[0]), int(on[-1]), S])
+    starts = np.concatenate([[0], ends]) + 1
+    ax.set_xticks(starts[1:].tolist() + [int(ends[-1])], minor=True)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(False)
+    names = ["prompt", "question", "targets", "padding"]
+    for a, b, name in zip(starts, np.append(ends, S), names):
+        if b >= a:  # the prompt's label starts at its left edge
+            x, ha = (
+                ((a - 0.5), "left")
+                if name == "prompt"
+                else ((a + b) / 2, "center")
+            )
+            ax.text(x, -0.6, name, ha=ha, va="bottom", fontsize=8)
+
+
 def masked_next_token_loss(
     logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
 ):
@@ -248,6 +292,51 @@ def pretraining_batch(
             rows.append(task_examples(op, k, a, generator))
     batch = torch.cat(rows)
     return batch[torch.randperm(n, generator=generator)]
+
+
+def random_questions(
+    task: tuple[str, int], n: int, generator: torch.Generator
+) -> torch.Tensor:
+    """n questions (n, SEQ_LEN) of ``task`` = (op, k) about n distinct
+    numbers a in a random order (n <= 20), names and objects drawn too.
+    """
+    if not 0 < _count("n", n, 1) <= N_A:
+        raise ValueError(f"n must lie in 1..{N_A}, got {n}")
+    a = a_range(*task)[torch.randperm(N_A, generator=generator)[:n]]
+    return task_examples(*task, a, generator)
+
+
+def meta_batch(
+    tasks: list,
+    n_tasks: int,
+    n_support: int,
+    n_query: int,
+    generators: list,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One meta-training batch per run: run r draws ``n_tasks`` of
+    ``tasks`` and ``n_support + n_query`` distinct questions of each with
+    ``generators[r]``. Returns support (R, n_tasks, n_support, S) and query
+    (R, n_tasks, n_query, S); support and query never share a number.
+    """
+    n = n_support + n_query
+    runs = []
+    for g in generators:
+        picks = torch.randperm(len(tasks), generator=g)[:n_tasks].tolist()
+        runs.append(
+            torch.stack([random_questions(tasks[i], n, g) for i in picks])
+        )
+    both = torch.stack(runs)
+    return both[:, :, :n_support], both[:, :, n_support:]
+
+
+def vocab_prompts(embed: torch.Tensor, generators: list) -> torch.Tensor:
+    """One prompt per generator, (R, N_SLOTS, d): the embeddings (rows of
+    ``embed``) of N_SLOTS vocabulary words drawn at random, as PEFT's
+    ``SAMPLE_VOCAB`` initialisation does.
+    """
+    V = embed.shape[0]
+    picks = [torch.randint(0, V, (N_SLOTS,), generator=g) for g in generators]
+    return torch.stack([embed[i] for i in picks]).detach().clone()
 
 
 def target_mask(prompt_len: int = N_SLOTS) -> torch.Tensor:
@@ -480,6 +569,39 @@ def prompted_logits(
     )
 
 
+@torch.no_grad()
+def prompt_spread(
+    model: TinyGPT, prompt: torch.Tensor, tokens: torch.Tensor, causal=True
+):
+    """How much the residual stream differs across a batch that shares one
+    soft prompt: for each layer (embeddings, then every block) and
+    position, the largest over coordinates of (max - min over the batch).
+    Returns a numpy array (n_layers + 1, S); zero at a position means every
+    row of the batch computed the same vector there.
+    """
+    _, resid = prompted_logits(
+        model, prompt, tokens, causal=causal, return_resid=True
+    )
+    spread = [(r.amax(0) - r.amin(0)).amax(-1) for r in resid]
+    return torch.stack(spread).numpy()
+
+
+@torch.no_grad()
+def prefix_reuse_error(model: TinyGPT, prompt: torch.Tensor, tokens):
+    """Largest difference, over layers, between the prompt positions
+    computed inside the batch ``tokens`` and computed alone (the prompt as
+    a K-position sequence): what reusing a cached prefix would change.
+    """
+    K = prompt.shape[0]
+    _, full = prompted_logits(model, prompt, tokens, return_resid=True)
+    _, alone = prompted_logits(
+        model, prompt, tokens[:1, :K], return_resid=True
+    )
+    return max(
+        float((f[:, :K] - a[:, :K]).abs().max()) for f, a in zip(full, alone)
+    )
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -694,6 +816,88 @@ def accuracy_summary(hits, groups=None, level: float = 0.95) -> dict:
         "lo": min(b["lo"], t_lo),
         "hi": max(b["hi"], t_hi),
     }
+
+
+def summary_table(summaries: dict):
+    """A table (pandas DataFrame) of :func:`accuracy_summary` results, one
+    row per key: median, smallest and largest over runs, the pooled
+    accuracy with its binomial 95 % interval, and the questions pooled.
+    """
+    import pandas as pd
+
+    cols = {
+        "median": "median",
+        "min": "min",
+        "max": "max",
+        "p": "pooled",
+        "binom_lo": "95 % lo",
+        "binom_hi": "95 % hi",
+        "trials": "questions",
+    }
+    rows = {
+        " ".join(map(str, k)) if isinstance(k, tuple) else str(k): {
+            name: s[key] for key, name in cols.items()
+        }
+        for k, s in summaries.items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index").round(3)
+
+
+def plot_forgetting(ax, labels, before, after) -> None:
+    """Accuracy per task before and after fine-tuning, as paired bars.
+
+    labels: T task names; before: (T,) accuracies of the frozen model;
+    after: (R, T), one row per fine-tuned run: the bar is the median over
+    runs, the whisker its range. The legend sits above the axes.
+    """
+    import numpy as np
+
+    after = np.asarray(after, dtype=float)
+    x = np.arange(len(labels))
+    mid = np.median(after, axis=0)
+    ax.bar(x - 0.2, before, 0.4, label="frozen model (a soft prompt: same)")
+    ax.bar(
+        x + 0.2,
+        mid,
+        0.4,
+        yerr=[mid - after.min(0), after.max(0) - mid],
+        capsize=2,
+        label=f"after full fine-tuning on task A (median, range of {len(after)} runs)",
+    )
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 1.05)
+    ax.legend(
+        loc="lower left", bbox_to_anchor=(0, 1.02), ncol=2, frameon=False
+    )
+
+
+def plot_curves(ax, steps, curves: dict) -> None:
+    """Accuracy against adaptation steps, one line per start.
+
+    steps: the step counts (0 allowed: the axis is log(1 + steps));
+    curves: {name: (R, len(steps)) accuracies of R runs}: the line is the
+    median over runs, the band its range. The legend sits right of the
+    axes, clear of the data.
+    """
+    import numpy as np
+
+    x = np.asarray(steps) + 1
+    for (name, acc), marker in zip(curves.items(), "osD^v<>p"):
+        acc = np.asarray(acc, dtype=float)
+        line = ax.plot(x, np.median(acc, 0), marker + "-", label=name, ms=4)
+        ax.fill_between(
+            x, acc.min(0), acc.max(0), alpha=0.15, color=line[0].get_color()
+        )
+    ax.set_xscale("log")
+    ax.set_xticks(x, [str(s) for s in steps])
+    ax.minorticks_off()
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(
+        title="start",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        frameon=False,
+    )
 
 
 # ---------------------------------------------------------------- training
@@ -983,3 +1187,21 @@ def hf_soft_prompt_logits(
     """
     embeds = hf_model.get_input_embeddings()(input_ids)
     return hf_model(inputs_embeds=soft(embeds)).logits
+
+
+@torch.no_grad()
+def peft_cross_check(
+    n_vocab: int, d_model: int, n_virtual: int, seed: int, generator
+):
+    """PEFT's prompt tuning against the hand-written soft prompt on a tiny
+    offline ``GPT2Config`` model: the same vectors, as PEFT samples them
+    from the vocabulary, in front of three random token sequences.
+    Returns (our logits, PEFT's logits, PEFT's trainable count, its total).
+    """
+    hf = tiny_gpt2(n_vocab=n_vocab, d_model=d_model, seed=seed)
+    peft_model = peft_prompt_tuning(hf, n_virtual)
+    vectors = peft_model.prompt_encoder["default"].embedding.weight
+    ids = torch.randint(0, n_vocab, (3, 9), generator=generator)
+    theirs = peft_model(input_ids=ids).logits
+    ours = hf_soft_prompt_logits(hf, SoftPrompt(vectors.detach()), ids)
+    return (ours, theirs, *peft_model.get_nb_trainable_parameters())
