@@ -3,19 +3,17 @@
 Derived in the chapter "Soft prompting a frozen language model". The module
 holds:
 
-- the homework's sequence layout and the loss mask with the shift by one made
-    explicit;
-- a word-problem generator with worked answers ("Question : ... Answer : a + k
-    = c .
-  Final answer : c \\n") from a small vocabulary, one task per (operation, k);
+- the homework's sequence layout and the loss mask, with the shift by one
+  made explicit;
+- a word-problem generator with worked answers ("Question : ... Answer :
+  a + k = c . Final answer : c \\n") from a small vocabulary, one task per
+  (operation, k);
 - a small GPT (plain PyTorch) that accepts input embeddings, pretrained with
-    ``n_slots``
-  placeholder positions in front, so that a soft prompt of the same length
-  shifts nothing;
-- :class:`SoftPrompt`, the K trainable vectors put at the input embedding, and
-    the
-  training, evaluation, hard-prompt search and meta-learning helpers of the
-  experiments.
+  ``n_slots`` placeholder positions in front, so that a soft prompt of the
+  same length shifts nothing;
+- :class:`SoftPrompt`, the K trainable vectors put at the input embedding,
+  and the training, evaluation, hard-prompt search and meta-learning helpers
+  of the experiments, which train many runs (seeds, folds) at once.
 
 Positions in the homework are 1-indexed; tensors here are 0-indexed: input
 position ``p`` (1-indexed) is index ``p - 1``, and the output at index ``t``
@@ -74,11 +72,11 @@ def loss_mask(
 
     Returns a bool tensor of shape (S,): ``mask[t]`` is True when the
     prediction made at output index t (of input token t + 1) is a target.
-    Targets occupy input indices ``prompt_len + question_len`` .. ``prompt_len
-    + question_len + target_len - 1``, so the mask is that span moved one to
-    the left: the last question position is in, the newline's is out. The rest
-    of the sequence is padding. Bad lengths raise ``ValueError`` naming the
-    argument.
+    Targets occupy input indices ``prompt_len + question_len`` up to
+    ``prompt_len + question_len + target_len - 1``, so the mask is that span
+    moved one to the left: the last question position is in, the newline's
+    is out. The rest of the sequence is padding. Bad lengths raise
+    ``ValueError`` naming the argument.
     """
     seq_len = _count("seq_len", seq_len, 2)
     prompt_len = _count("prompt_len", prompt_len, 0)
@@ -388,14 +386,13 @@ class Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
-    """A small GPT with learned absolute positions that takes tokens or input
-    embeddings.
+    """A small GPT with learned absolute positions that takes tokens or
+    input embeddings.
 
     ``forward(tokens=None, embeds=None, causal=True, return_resid=False)``:
-        embeds (B, S, d) are
-    used as they are (positions are still added); returns logits (B, S, V), and
-    with ``return_resid`` also the residual stream before and after every block
-    (list of (B, S, d)).
+    ``embeds`` (B, S, d) are used as they are (positions are still added);
+    returns logits (B, S, V), and with ``return_resid`` also the residual
+    stream before and after every block (a list of (B, S, d)).
     """
 
     def __init__(
@@ -501,13 +498,13 @@ def load_pretrained() -> TinyGPT:
 
 
 class SoftPrompt(nn.Module):
-    """K trainable vectors put in front of the token embeddings (input layer
-    only).
+    """K trainable vectors put in front of the token embeddings (at the
+    input layer only).
 
-    ``forward(token_embeds)`` with token_embeds (B, T, d) returns (B, K + T,
-    d). With a model pretrained on K placeholder slots, pass the embeddings of
-    ``tokens[:, K:]``: the prompt takes the slots' positions and nothing else
-    moves.
+    ``forward(token_embeds)`` with token_embeds (B, T, d) returns
+    (B, K + T, d). With a model pretrained on K placeholder slots, pass the
+    embeddings of ``tokens[:, K:]``: the prompt takes the slots' positions
+    and nothing else moves.
     """
 
     def __init__(self, init: torch.Tensor):
