@@ -65,9 +65,18 @@ def test_glued_names_literal_dict_loop_function_and_fstring():
         "def checked(key, x):\n    glue(key, x)",
         'checked("chk_zero", 0)\nchecked(key="chk_one", x=1)',
         "glue(f'{row.k:>3}_x', 1)",
+        'glue_verdict("v_x", (0, 1), (2, 3))',
     )
     got = lint.glued_names(nb)
-    assert got["names"] == ["a", "b", "chk_one", "chk_zero", "iso_a", "iso_b"]
+    assert got["names"] == [
+        "a",
+        "b",
+        "chk_one",
+        "chk_zero",
+        "iso_a",
+        "iso_b",
+        "v_x",
+    ]
     assert got["patterns"] == [
         "(?:iso_a|iso_b)_ci",
         "[A-Za-z0-9_]+_x",

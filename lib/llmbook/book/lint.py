@@ -192,8 +192,7 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
     """The names a notebook's code glues, found without running it.
 
     Reads every ``glue("name", value)``, ``glue({"name": value, ...})`` and
-    ``glue_verdict("name", ...)``
-    call. A name held in a variable is resolved where a ``for`` loop runs it
+    ``glue_verdict("name", ...)`` call. A name held in a variable is resolved where a ``for`` loop runs it
     over literal tuples, or where it is a parameter of a function called with
     literal names (in any cell); an f-string name becomes a regular expression
     in which each ``{...}`` takes those values, or else matches
@@ -202,8 +201,6 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
     Returns ``{"names": [...], "patterns": [...], "unresolved": [...]}``: the
     literal names, the regular expressions, and the source of every name
     argument that could not be resolved.
-
-    ``glue_verdict(name, ...)`` counts as ``glue(name, ...)``.
 
     Example: ``for k in ("a", "b"): glue(f"x_{k}", ...)`` gives the pattern
     ``x_(?:a|b)``; ``glue(f"x_{row.key}", ...)`` gives ``x_[A-Za-z0-9_]+``.

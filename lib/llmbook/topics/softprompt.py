@@ -3,19 +3,17 @@
 Derived in the chapter "Soft prompting a frozen language model". The module
 holds:
 
-- the homework's sequence layout and the loss mask with the shift by one made
-    explicit;
-- a word-problem generator with worked answers ("Question : ... Answer : a + k
-    = c .
-  Final answer : c \\n") from a small vocabulary, one task per (operation, k);
+- the homework's sequence layout and the loss mask, with the shift by one
+  made explicit;
+- a word-problem generator with worked answers ("Question : ... Answer :
+  a + k = c . Final answer : c \\n") from a small vocabulary, one task per
+  (operation, k);
 - a small GPT (plain PyTorch) that accepts input embeddings, pretrained with
-    ``n_slots``
-  placeholder positions in front, so that a soft prompt of the same length
-  shifts nothing;
-- :class:`SoftPrompt`, the K trainable vectors put at the input embedding, and
-    the
-  training, evaluation, hard-prompt search and meta-learning helpers of the
-  experiments.
+  ``n_slots`` placeholder positions in front, so that a soft prompt of the
+  same length shifts nothing;
+- :class:`SoftPrompt`, the K trainable vectors put at the input embedding,
+  and the training, evaluation, hard-prompt search and meta-learning helpers
+  of the experiments, which train many runs (seeds, folds) at once.
 
 Positions in the homework are 1-indexed; tensors here are 0-indexed: input
 position ``p`` (1-indexed) is index ``p - 1``, and the output at index ``t``
@@ -25,6 +23,7 @@ predicts the input at ``t + 1``.
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -73,11 +72,11 @@ def loss_mask(
 
     Returns a bool tensor of shape (S,): ``mask[t]`` is True when the
     prediction made at output index t (of input token t + 1) is a target.
-    Targets occupy input indices ``prompt_len + question_len`` .. ``prompt_len
-    + question_len + target_len - 1``, so the mask is that span moved one to
-    the left: the last question position is in, the newline's is out. The rest
-    of the sequence is padding. Bad lengths raise ``ValueError`` naming the
-    argument.
+    Targets occupy input indices ``prompt_len + question_len`` up to
+    ``prompt_len + question_len + target_len - 1``, so the mask is that span
+    moved one to the left: the last question position is in, the newline's
+    is out. The rest of the sequence is padding. Bad lengths raise
+    ``ValueError`` naming the argument.
     """
     seq_len = _count("seq_len", seq_len, 2)
     prompt_len = _count("prompt_len", prompt_len, 0)
@@ -106,6 +105,50 @@ def homework_mask() -> torch.Tensor:
         span("question"),
         span("reasoning") + span("answer") + span("newline"),
     )
+
+
+def plot_loss_mask(
+    ax, mask: torch.Tensor, prompt_len: int, question_len: int, target_len: int
+) -> None:
+    """Draw the layout as three rows of coloured cells: the input (prompt,
+    question, targets, padding), the target row (the input shifted one to
+    the left) and the loss mask (orange where an output is scored), with
+    the spans named above the axes. ``mask`` is :func:`loss_mask`'s.
+    """
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    S = len(mask)
+    ends = np.cumsum([prompt_len, question_len, target_len])
+    kind = np.searchsorted(ends, np.arange(S), side="right")  # 0..3
+    target_kind = np.append(kind[1:], 3)  # what output t predicts
+    rows = np.stack([kind, target_kind, np.where(mask.numpy(), 2, 4)])
+    colours = ["#CC79A7", "#56B4E9", "#E69F00", "#DDDDDD", "#FFFFFF"]
+    ax.imshow(
+        rows,
+        aspect="auto",
+        cmap=ListedColormap(colours),
+        vmin=0,
+        vmax=4,
+        extent=(0.5, S + 0.5, 2.5, -0.5),
+        interpolation="nearest",
+    )
+    ax.set_yticks([0, 1, 2], ["input", "target\n(input shifted)", "loss mask"])
+    on = mask.nonzero().flatten() + 1  # 1-indexed outputs in the loss
+    ax.set_xticks([1, prompt_len, int(on[0]), int(on[-1]), S])
+    starts = np.concatenate([[0], ends]) + 1
+    ax.set_xticks(starts[1:].tolist() + [int(ends[-1])], minor=True)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(False)
+    names = ["prompt", "question", "targets", "padding"]
+    for a, b, name in zip(starts, np.append(ends, S), names):
+        if b >= a:  # the prompt's label starts at its left edge
+            x, ha = (
+                ((a - 0.5), "left")
+                if name == "prompt"
+                else ((a + b) / 2, "center")
+            )
+            ax.text(x, -0.6, name, ha=ha, va="bottom", fontsize=8)
 
 
 def masked_next_token_loss(
@@ -159,6 +202,7 @@ OPS = ("plus", "minus")
 N_A = 20  # question numbers a per task
 N_SLOTS = 4  # placeholder positions in front of every sequence
 QUESTION_LEN, TARGET_LEN, SEQ_LEN = 12, 11, 30
+END = N_SLOTS + QUESTION_LEN + TARGET_LEN  # tokens after END are padding
 
 
 def task_examples(
@@ -248,6 +292,51 @@ def pretraining_batch(
     return batch[torch.randperm(n, generator=generator)]
 
 
+def random_questions(
+    task: tuple[str, int], n: int, generator: torch.Generator
+) -> torch.Tensor:
+    """n questions (n, SEQ_LEN) of ``task`` = (op, k) about n distinct
+    numbers a in a random order (n <= 20), names and objects drawn too.
+    """
+    if not 0 < _count("n", n, 1) <= N_A:
+        raise ValueError(f"n must lie in 1..{N_A}, got {n}")
+    a = a_range(*task)[torch.randperm(N_A, generator=generator)[:n]]
+    return task_examples(*task, a, generator)
+
+
+def meta_batch(
+    tasks: list,
+    n_tasks: int,
+    n_support: int,
+    n_query: int,
+    generators: list,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One meta-training batch per run: run r draws ``n_tasks`` of
+    ``tasks`` and ``n_support + n_query`` distinct questions of each with
+    ``generators[r]``. Returns support (R, n_tasks, n_support, S) and query
+    (R, n_tasks, n_query, S); support and query never share a number.
+    """
+    n = n_support + n_query
+    runs = []
+    for g in generators:
+        picks = torch.randperm(len(tasks), generator=g)[:n_tasks].tolist()
+        runs.append(
+            torch.stack([random_questions(tasks[i], n, g) for i in picks])
+        )
+    both = torch.stack(runs)
+    return both[:, :, :n_support], both[:, :, n_support:]
+
+
+def vocab_prompts(embed: torch.Tensor, generators: list) -> torch.Tensor:
+    """One prompt per generator, (R, N_SLOTS, d): the embeddings (rows of
+    ``embed``) of N_SLOTS vocabulary words drawn at random, as PEFT's
+    ``SAMPLE_VOCAB`` initialisation does.
+    """
+    V = embed.shape[0]
+    picks = [torch.randint(0, V, (N_SLOTS,), generator=g) for g in generators]
+    return torch.stack([embed[i] for i in picks]).detach().clone()
+
+
 def target_mask(prompt_len: int = N_SLOTS) -> torch.Tensor:
     """The loss mask of the book's layout: outputs that predict reasoning,
     answer and newline.
@@ -297,14 +386,13 @@ class Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
-    """A small GPT with learned absolute positions that takes tokens or input
-    embeddings.
+    """A small GPT with learned absolute positions that takes tokens or
+    input embeddings.
 
     ``forward(tokens=None, embeds=None, causal=True, return_resid=False)``:
-        embeds (B, S, d) are
-    used as they are (positions are still added); returns logits (B, S, V), and
-    with ``return_resid`` also the residual stream before and after every block
-    (list of (B, S, d)).
+    ``embeds`` (B, S, d) are used as they are (positions are still added);
+    returns logits (B, S, V), and with ``return_resid`` also the residual
+    stream before and after every block (a list of (B, S, d)).
     """
 
     def __init__(
@@ -410,13 +498,13 @@ def load_pretrained() -> TinyGPT:
 
 
 class SoftPrompt(nn.Module):
-    """K trainable vectors put in front of the token embeddings (input layer
-    only).
+    """K trainable vectors put in front of the token embeddings (at the
+    input layer only).
 
-    ``forward(token_embeds)`` with token_embeds (B, T, d) returns (B, K + T,
-    d). With a model pretrained on K placeholder slots, pass the embeddings of
-    ``tokens[:, K:]``: the prompt takes the slots' positions and nothing else
-    moves.
+    ``forward(token_embeds)`` with token_embeds (B, T, d) returns
+    (B, K + T, d). With a model pretrained on K placeholder slots, pass the
+    embeddings of ``tokens[:, K:]``: the prompt takes the slots' positions
+    and nothing else moves.
     """
 
     def __init__(self, init: torch.Tensor):
@@ -478,6 +566,39 @@ def prompted_logits(
     )
 
 
+@torch.no_grad()
+def prompt_spread(
+    model: TinyGPT, prompt: torch.Tensor, tokens: torch.Tensor, causal=True
+):
+    """How much the residual stream differs across a batch that shares one
+    soft prompt: for each layer (embeddings, then every block) and
+    position, the largest over coordinates of (max - min over the batch).
+    Returns a numpy array (n_layers + 1, S); zero at a position means every
+    row of the batch computed the same vector there.
+    """
+    _, resid = prompted_logits(
+        model, prompt, tokens, causal=causal, return_resid=True
+    )
+    spread = [(r.amax(0) - r.amin(0)).amax(-1) for r in resid]
+    return torch.stack(spread).numpy()
+
+
+@torch.no_grad()
+def prefix_reuse_error(model: TinyGPT, prompt: torch.Tensor, tokens):
+    """Largest difference, over layers, between the prompt positions
+    computed inside the batch ``tokens`` and computed alone (the prompt as
+    a K-position sequence): what reusing a cached prefix would change.
+    """
+    K = prompt.shape[0]
+    _, full = prompted_logits(model, prompt, tokens, return_resid=True)
+    _, alone = prompted_logits(
+        model, prompt, tokens[:1, :K], return_resid=True
+    )
+    return max(
+        float((f[:, :K] - a[:, :K]).abs().max()) for f, a in zip(full, alone)
+    )
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -523,15 +644,61 @@ def parse_final_answer(generated: torch.Tensor) -> list[int | None]:
     return found
 
 
+@torch.no_grad()
 def answer_hits(
     model: TinyGPT, tokens: torch.Tensor, prompts: torch.Tensor | None = None
 ):
-    """Per row (B,) bool: the generated final answer equals the true one
-    (exact match).
+    """Per row (B,) bool: the final answer that greedy decoding writes
+    equals the true one (exact match).
+
+    One teacher-forced forward pass first: a row whose every true answer
+    token is the model's argmax after the true prefix is a hit without
+    decoding, since greedy decoding would write exactly the true answer.
+    Only the other rows are decoded token by token
+    (:func:`greedy_complete`), so the result is greedy decoding's (the test
+    compares the two) at a fraction of its cost.
     """
-    truth = parse_final_answer(tokens[:, N_SLOTS + QUESTION_LEN :])
-    got = parse_final_answer(greedy_complete(model, tokens, prompts))
-    return torch.tensor([g is not None and g == t for g, t in zip(got, truth)])
+    start = N_SLOTS + QUESTION_LEN
+    x = tokens[:, :END]
+    logits = (
+        model(x) if prompts is None else prompted_logits(model, prompts, x)
+    )
+    guess = logits[:, start - 1 : END - 1].argmax(-1)
+    hits = (guess == x[:, start:END]).all(1)
+    rest = (~hits).nonzero().flatten()
+    if len(rest):
+        p = prompts
+        if prompts is not None and prompts.dim() == 3:
+            p = prompts[rest]
+        truth = parse_final_answer(tokens[rest, start:])
+        got = parse_final_answer(greedy_complete(model, tokens[rest], p))
+        hits[rest] = torch.tensor(
+            [g is not None and g == t for g, t in zip(got, truth)]
+        )
+    return hits
+
+
+def hits_per_run(
+    model: TinyGPT, prompts: torch.Tensor, tokens: torch.Tensor
+) -> torch.Tensor:
+    """:func:`answer_hits` of R runs at once: run r's prompt ``prompts[r]``
+    (R, K, d) on its own rows ``tokens[r]`` (R, M, S); returns (R, M)
+    bool. A hard prompt is passed as its tokens' embeddings.
+    """
+    R, M = tokens.shape[:2]
+    if prompts.dim() != 3 or prompts.shape[0] != R:
+        raise ValueError(
+            f"prompts must be (R={R}, K, d), got {tuple(prompts.shape)}"
+        )
+    rows = prompts.repeat_interleave(M, dim=0)
+    return answer_hits(model, tokens.flatten(0, 1), rows).view(R, M)
+
+
+def question_numbers(tokens: torch.Tensor) -> torch.Tensor:
+    """The number a each row (..., S) asks about ("... has a OBJ ..."):
+    rows with the same a differ only by name and object.
+    """
+    return tokens[..., N_SLOTS + 4] - TOK["0"]
 
 
 def answer_accuracy(
@@ -568,6 +735,168 @@ def accuracy_by_group(
     return {n: float(h.mean()) for n, h in zip(names, hits)}
 
 
+def fold_split(
+    numbers: torch.Tensor, n_train: int, fold: int, n_folds: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and held-out question numbers of fold ``fold`` of
+    ``n_folds``: ``numbers`` (shuffled once) rolled by ``fold * (len //
+    n_folds)``, the first ``n_train`` for training, the rest held out.
+
+    With 20 numbers and 5 folds the folds shift by 4: training sets of 4
+    are disjoint, and held-out sets of 4 (``n_train = 16``) cover every
+    number exactly once, so the folds pooled score every number on a
+    prompt that never saw it (cross-validation).
+    """
+    n = len(numbers)
+    n_train = _count("n_train", n_train, 0)
+    n_folds = _count("n_folds", n_folds, 1)
+    if n_train >= n:
+        raise ValueError(f"n_train must leave numbers out: {n_train} >= {n}")
+    if not 0 <= _count("fold", fold, 0) < n_folds:
+        raise ValueError(f"fold must lie in [0, {n_folds}), got {fold}")
+    rolled = numbers.roll(-fold * (n // n_folds))
+    return rolled[:n_train], rolled[n_train:]
+
+
+def accuracy_summary(hits, groups=None, level: float = 0.95) -> dict:
+    """Accuracy over R runs (seeds, folds) with its spread and intervals.
+
+    Args:
+        hits: (R, N) bool or 0/1: run r's result on its N evaluation rows
+            (R = 1 for a method without randomness, such as the frozen
+            model: then the t interval is the point itself).
+        groups: None, or (N,) or (R, N) ints naming the distinct question
+            of each row; rows of one question (they differ only by names
+            and objects, which the model barely reads) are averaged and
+            count as one trial, so the binomial interval is not narrowed
+            by near-copies.
+        level: confidence level of both intervals.
+
+    Returns a dict: ``runs`` (per-run accuracies), ``median``, ``min``,
+    ``max`` over runs; ``p`` the pooled accuracy with ``binom_lo``,
+    ``binom_hi`` its Clopper-Pearson interval over ``trials`` pooled
+    questions (the pooled successes rounded to a whole number where groups
+    are averaged); ``t_lo``, ``t_hi`` the t interval of the mean over runs;
+    and ``lo``, ``hi``, the wider of the two, which the book's verdicts use
+    (seed-to-seed spread and the finite test set both count).
+    """
+    from llmbook.core.stats import binomial_interval, t_interval
+
+    h = torch.as_tensor(hits, dtype=torch.float64)
+    if h.dim() != 2 or h.shape[1] < 1:
+        raise ValueError(f"hits must be (R, N >= 1), got {tuple(h.shape)}")
+    if groups is None:
+        per_q = [h[r] for r in range(h.shape[0])]
+    else:
+        g = torch.as_tensor(groups).expand(h.shape)
+        per_q = [
+            torch.stack([h[r][g[r] == q].mean() for q in g[r].unique()])
+            for r in range(h.shape[0])
+        ]
+    runs = [float(q.mean()) for q in per_q]
+    trials = sum(len(q) for q in per_q)
+    wins = int(round(float(sum(q.sum() for q in per_q))))
+    b = binomial_interval(wins, trials, level)
+    t = t_interval(runs, level) if len(runs) > 1 else {"lo": runs[0]}
+    t_lo, t_hi = max(t["lo"], 0.0), min(t.get("hi", runs[0]), 1.0)
+    return {
+        "runs": runs,
+        "median": statistics.median(runs),
+        "min": min(runs),
+        "max": max(runs),
+        "p": wins / trials,
+        "trials": trials,
+        "binom_lo": b["lo"],
+        "binom_hi": b["hi"],
+        "t_lo": t_lo,
+        "t_hi": t_hi,
+        "lo": min(b["lo"], t_lo),
+        "hi": max(b["hi"], t_hi),
+    }
+
+
+def summary_table(summaries: dict):
+    """A table (pandas DataFrame) of :func:`accuracy_summary` results, one
+    row per key: median, smallest and largest over runs, the pooled
+    accuracy with its binomial 95 % interval, and the questions pooled.
+    """
+    import pandas as pd
+
+    cols = {
+        "median": "median",
+        "min": "min",
+        "max": "max",
+        "p": "pooled",
+        "binom_lo": "95 % lo",
+        "binom_hi": "95 % hi",
+        "trials": "questions",
+    }
+    rows = {
+        " ".join(map(str, k)) if isinstance(k, tuple) else str(k): {
+            name: s[key] for key, name in cols.items()
+        }
+        for k, s in summaries.items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index").round(3)
+
+
+def plot_forgetting(ax, labels, before, after) -> None:
+    """Accuracy per task before and after fine-tuning, as paired bars.
+
+    labels: T task names; before: (T,) accuracies of the frozen model;
+    after: (R, T), one row per fine-tuned run: the bar is the median over
+    runs, the whisker its range. The legend sits above the axes.
+    """
+    import numpy as np
+
+    after = np.asarray(after, dtype=float)
+    x = np.arange(len(labels))
+    mid = np.median(after, axis=0)
+    ax.bar(x - 0.2, before, 0.4, label="frozen model (a soft prompt: same)")
+    ax.bar(
+        x + 0.2,
+        mid,
+        0.4,
+        yerr=[mid - after.min(0), after.max(0) - mid],
+        capsize=2,
+        label=f"after full fine-tuning on task A (median, range of {len(after)} runs)",
+    )
+    ax.set_xticks(x, labels)
+    ax.set_ylim(0, 1.05)
+    ax.legend(
+        loc="lower left", bbox_to_anchor=(0, 1.02), ncol=2, frameon=False
+    )
+
+
+def plot_curves(ax, steps, curves: dict) -> None:
+    """Accuracy against adaptation steps, one line per start.
+
+    steps: the step counts (0 allowed: the axis is log(1 + steps));
+    curves: {name: (R, len(steps)) accuracies of R runs}: the line is the
+    median over runs, the band its range. The legend sits right of the
+    axes, clear of the data.
+    """
+    import numpy as np
+
+    x = np.asarray(steps) + 1
+    for (name, acc), marker in zip(curves.items(), "osD^v<>p"):
+        acc = np.asarray(acc, dtype=float)
+        line = ax.plot(x, np.median(acc, 0), marker + "-", label=name, ms=4)
+        ax.fill_between(
+            x, acc.min(0), acc.max(0), alpha=0.15, color=line[0].get_color()
+        )
+    ax.set_xscale("log")
+    ax.set_xticks(x, [str(s) for s in steps])
+    ax.minorticks_off()
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(
+        title="start",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        frameon=False,
+    )
+
+
 # ---------------------------------------------------------------- training
 # prompts and models
 
@@ -575,43 +904,49 @@ def accuracy_by_group(
 def train_prompts(
     model: TinyGPT,
     init: torch.Tensor,
-    tokens: torch.Tensor,
+    tokens,
     steps: int,
     lr: float,
     snapshots=(),
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """Train T soft prompts at once, one per task, on the frozen ``model`` with
-    Adam.
+    """Train T soft prompts at once, one per task, on the frozen ``model``
+    with Adam.
 
     Args:
-        init: (T, K, d) initial prompts; tokens: (T, N, S) each task's training
-            examples
-            (full batch: every step sees all N). steps: Adam steps; lr: Adam
-            learning rate.
-        snapshots: step counts at which to keep a copy of the prompts (0 = the
-            initial ones).
+        init: (T, K, d) initial prompts.
+        tokens: (T, N, S) each task's training examples (full batch: every
+            step sees all N), or a function ``tokens(step) -> (T, N, S)``
+            giving step ``step``'s batch (a stream of fresh examples).
+        steps: Adam steps; lr: Adam learning rate.
+        snapshots: step counts at which to keep a copy of the prompts
+            (0 = the initial ones).
 
     The loss is the sum over tasks of each task's mean target loss, so each
     prompt follows its own task's gradient (Adam is elementwise). Only the
-    prompts get gradients; the model's ``requires_grad`` flags are left as they
-    are, its weights are never stepped. Returns (prompts (T, K, d), {step:
-    prompts}).
+    prompts get gradients; the model's ``requires_grad`` flags are left as
+    they are, its weights are never stepped. The padding after the answer
+    is cut off (a causal model's earlier outputs do not see it). Returns
+    (prompts (T, K, d), {step: prompts}).
     """
-    T, N, S = tokens.shape
-    if init.dim() != 3 or init.shape[0] != T:
+    batch = tokens if callable(tokens) else (lambda step: tokens)
+    T = init.shape[0] if init.dim() == 3 else None
+    first = batch(0)
+    if init.dim() != 3 or first.dim() != 3 or first.shape[0] != T:
         raise ValueError(
-            f"init must have shape (T={T}, K, d), got {tuple(init.shape)}"
+            f"init must have shape (T, K, d) with T = tokens.shape[0], got "
+            f"{tuple(init.shape)} and tokens {tuple(first.shape)}"
         )
+    K = init.shape[1]
+    end = K + QUESTION_LEN + TARGET_LEN
+    mask = loss_mask(end, K, QUESTION_LEN, TARGET_LEN)
     prompts = init.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([prompts], lr=lr)
-    flat, mask = tokens.reshape(T * N, S), target_mask(init.shape[1])
     kept = {0: prompts.detach().clone()} if 0 in snapshots else {}
     for step in range(1, _count("steps", steps, 0) + 1):
-        rows = (
-            prompts[:, None]
-            .expand(T, N, *prompts.shape[1:])
-            .reshape(T * N, *prompts.shape[1:])
-        )
+        x = first if step == 1 else batch(step - 1)
+        N = x.shape[1]
+        flat = x.reshape(T * N, -1)[:, :end]
+        rows = prompts.repeat_interleave(N, dim=0)
         loss = T * masked_next_token_loss(
             prompted_logits(model, rows, flat), flat, mask
         )
@@ -645,6 +980,47 @@ def finetune_full(
         loss.backward()
         opt.step()
     return freeze(tuned.eval())
+
+
+def finetune_runs(
+    model: TinyGPT, tokens: torch.Tensor, steps: int, lr: float
+) -> list[TinyGPT]:
+    """R fully fine-tuned copies of ``model`` at once, run r trained on
+    ``tokens[r]`` (R, N, S) (full batch) with Adam (no weight decay), as
+    :func:`finetune_full` trains one (the test checks it), on the stacked
+    weights of :mod:`llmbook.core.trainer`. Returns R frozen models.
+    """
+    import copy
+
+    from llmbook.core import trainer
+
+    if tokens.dim() != 3:
+        raise ValueError(
+            f"tokens must be (R, N, S), got {tuple(tokens.shape)}"
+        )
+    mask = loss_mask(END, N_SLOTS, QUESTION_LEN, TARGET_LEN)[:-1]
+
+    def loss_fn(logits, x):  # one run: logits (N, END, V), x (N, END)
+        ce = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]),
+            x[:, 1:].reshape(-1),
+            reduction="none",
+        )
+        return (ce.view(x.shape[0], -1) * mask).sum() / (
+            x.shape[0] * mask.sum()
+        )
+
+    params, buffers, base = trainer.init_runs(
+        lambda: copy.deepcopy(model), seeds=[0] * tokens.shape[0]
+    )
+    x = tokens[:, :, :END]
+    out = trainer.train_runs(
+        base, params, loss_fn, lambda step: (x, x), steps, lr, buffers=buffers
+    )
+    return [
+        freeze(trainer.run_model(base, out.params, r, buffers).eval())
+        for r in range(tokens.shape[0])
+    ]
 
 
 @torch.no_grad()
@@ -702,50 +1078,52 @@ def reptile(
     method: str = "reptile",
 ) -> torch.Tensor:
     """Meta-learn a prompt initialisation (K, d) over a family of tasks
-    (first-order).
+    (first-order), or R of them at once, (R, K, d), one per run.
 
-    Each meta step draws tasks ``support, query = sample_tasks(generator)``
-    (both (T, N, S)), adapts a copy of the initialisation to every task with
-    ``inner_steps`` Adam steps (:func:`train_prompts`), then moves the
-    initialisation: Reptile towards the mean adapted prompt, by ``meta_lr``
-    (annealed linearly to 0); first-order MAML ("fomaml") against the mean
-    gradient of the query loss at the adapted prompts, with Adam at
-    ``meta_lr``.
+    Each meta step draws tasks ``support, query = sample_tasks(generator)``,
+    both (T, N, S), or (R, T, N, S) with R runs, adapts a copy of each
+    initialisation to each of its tasks with ``inner_steps`` Adam steps
+    (:func:`train_prompts`), then moves the initialisation: Reptile
+    towards the mean adapted prompt, by ``meta_lr`` (annealed linearly to
+    0); first-order MAML ("fomaml") against the mean gradient of the query
+    loss at the adapted prompts, with Adam at ``meta_lr``. Runs never mix:
+    each follows its own tasks, as if trained alone.
     """
     if method not in ("reptile", "fomaml"):
         raise ValueError(
             f"method must be 'reptile' or 'fomaml', got {method!r}"
         )
-    phi = init.detach().clone().requires_grad_(method == "fomaml")
+    single = init.dim() == 2
+    phi = (init[None] if single else init).detach().clone()
+    phi.requires_grad_(method == "fomaml")
     opt = torch.optim.Adam([phi], lr=meta_lr) if method == "fomaml" else None
     meta_steps = positive_int("meta_steps", meta_steps)
+    R, K, d = phi.shape
     for i in range(meta_steps):
         support, query = sample_tasks(generator)
-        T, N, S = query.shape
-        start = phi.detach()[None].expand(T, *phi.shape)
+        if single:
+            support, query = support[None], query[None]
+        T, N, S = query.shape[1:]
+        start = phi.detach().repeat_interleave(T, dim=0)  # (R T, K, d)
         adapted, _ = train_prompts(
-            model, start, support, inner_steps, inner_lr
+            model, start, support.flatten(0, 1), inner_steps, inner_lr
         )
         if method == "reptile":
-            phi = phi + meta_lr * (1 - i / meta_steps) * (
-                adapted.mean(0) - phi
-            )
+            mean = adapted.view(R, T, K, d).mean(1)
+            phi = phi + meta_lr * (1 - i / meta_steps) * (mean - phi)
             continue
         adapted.requires_grad_(True)
-        rows = (
-            adapted[:, None]
-            .expand(T, N, *phi.shape)
-            .reshape(T * N, *phi.shape)
-        )
-        flat = query.reshape(T * N, S)
-        loss = masked_next_token_loss(
-            prompted_logits(model, rows, flat), flat, target_mask()
-        )
+        flat = query.reshape(R * T * N, S)[:, :END]
+        rows = adapted.repeat_interleave(N, dim=0)
+        mask = loss_mask(END, N_SLOTS, QUESTION_LEN, TARGET_LEN)
+        loss = R * masked_next_token_loss(
+            prompted_logits(model, rows, flat), flat, mask
+        )  # the sum of each run's mean query loss
         (grad,) = torch.autograd.grad(loss, adapted)
         opt.zero_grad()
-        phi.grad = grad.sum(0)  # first order: d(adapted)/d(phi) taken as I
+        phi.grad = grad.view(R, T, K, d).sum(1)  # first order: d(P)/d(phi) = I
         opt.step()
-    return phi.detach()
+    return phi.detach()[0] if single else phi.detach()
 
 
 # ---------------------------------------------------------------- cross-check
@@ -806,3 +1184,21 @@ def hf_soft_prompt_logits(
     """
     embeds = hf_model.get_input_embeddings()(input_ids)
     return hf_model(inputs_embeds=soft(embeds)).logits
+
+
+@torch.no_grad()
+def peft_cross_check(
+    n_vocab: int, d_model: int, n_virtual: int, seed: int, generator
+):
+    """PEFT's prompt tuning against the hand-written soft prompt on a tiny
+    offline ``GPT2Config`` model: the same vectors, as PEFT samples them
+    from the vocabulary, in front of three random token sequences.
+    Returns (our logits, PEFT's logits, PEFT's trainable count, its total).
+    """
+    hf = tiny_gpt2(n_vocab=n_vocab, d_model=d_model, seed=seed)
+    peft_model = peft_prompt_tuning(hf, n_virtual)
+    vectors = peft_model.prompt_encoder["default"].embedding.weight
+    ids = torch.randint(0, n_vocab, (3, 9), generator=generator)
+    theirs = peft_model(input_ids=ids).logits
+    ours = hf_soft_prompt_logits(hf, SoftPrompt(vectors.detach()), ids)
+    return (ours, theirs, *peft_model.get_nb_trainable_parameters())
