@@ -192,11 +192,11 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
     """The names a notebook's code glues, found without running it.
 
     Reads every ``glue("name", value)``, ``glue({"name": value, ...})`` and
-    ``glue_verdict("name", ...)`` call. A name held in a variable is resolved where a ``for`` loop runs it
-    over literal tuples, or where it is a parameter of a function called with
-    literal names (in any cell); an f-string name becomes a regular expression
-    in which each ``{...}`` takes those values, or else matches
-    ``NAME_PART``.
+    ``glue_verdict("name", ...)`` call. A name held in a variable is
+    resolved where a ``for`` loop runs it over literal tuples, or where it is
+    a parameter of a function called with literal names (in any cell); an
+    f-string name becomes a regular expression in which each ``{...}`` takes
+    those values, or else matches ``NAME_PART``.
 
     Returns ``{"names": [...], "patterns": [...], "unresolved": [...]}``: the
     literal names, the regular expressions, and the source of every name
