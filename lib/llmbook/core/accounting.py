@@ -92,7 +92,13 @@ def matmul_flops(m: int, n: int, h: int, exact: bool = False) -> int:
 
 
 def llama_layer_flops(
-    b: int, s: int, h: int, n_heads: int, i: int, exact: bool = False
+    b: int,
+    s: int,
+    h: int,
+    n_heads: int,
+    i: int,
+    exact: bool = False,
+    causal: bool = False,
 ) -> dict[str, int]:
     """Forward FLOP of one Llama decoder layer, term by term, as the DSC 291
     lecture's table lists them: a dict ``{term: FLOP}``.
@@ -102,7 +108,11 @@ def llama_layer_flops(
     score; swish 4 and the gate product 1 per SwiGLU element; RMSNorm 4 per
     element plus 2 per token, two norms per layer; one add per element for
     each of the two residual connections). Args: b sequences, s tokens each,
-    width h = n_heads * d, SwiGLU width i. Section dls-flops.
+    width h = n_heads * d, SwiGLU width i. With ``causal`` the scores,
+    softmax and ``P v`` count only the ``s (s + 1) / 2`` query-key pairs a
+    causal mask keeps, as kernels that skip masked blocks (FlashAttention)
+    do; without it the full ``s^2``, the convention of PaLM's MFU formula.
+    Section dls-flops.
     """
     b, s, h = positive_int("b", b), positive_int("s", s), positive_int("h", h)
     n_heads, i = positive_int("n_heads", n_heads), positive_int("i", i)
@@ -113,12 +123,19 @@ def llama_layer_flops(
     def mm(m, n, k):
         return matmul_flops(m, n, k, exact)
 
+    # query-key pairs per head and sequence: all s^2, or the causal half
+    pairs = s * (s + 1) // 2 if causal else s * s
+    if exact:  # each score: d products, d - 1 adds; each P v row likewise
+        scores = b * n_heads * pairs * (2 * d - 1)
+        pv = b * n_heads * d * (2 * pairs - s)
+    else:
+        scores = pv = b * n_heads * pairs * 2 * d
     return {
         "q, k, v projections": 3 * mm(t, h, h),
         "RoPE on q and k": 2 * 3 * t * h,
-        "scores q k^T": b * n_heads * mm(s, d, s),
-        "softmax": 3 * b * n_heads * s * s,
-        "P v": b * n_heads * mm(s, s, d),
+        "scores q k^T": scores,
+        "softmax": 3 * b * n_heads * pairs,
+        "P v": pv,
         "output projection": mm(t, h, h),
         "residual adds": 2 * t * h,
         "gate and up projections": 2 * mm(t, h, i),
@@ -148,15 +165,16 @@ def llama_forward_flops(
     v: int,
     n_layers: int,
     exact: bool = False,
+    causal: bool = False,
 ) -> dict[str, int]:
     """Forward FLOP of a whole Llama decoder: ``n_layers`` times
-    :func:`llama_layer_flops`, the final RMSNorm and the output head
-    ``2 b s h v``. The embedding lookup is a gather: 0 FLOP. Section
-    dls-flops.
+    :func:`llama_layer_flops` (``exact`` and ``causal`` as there), the final
+    RMSNorm and the output head ``2 b s h v``. The embedding lookup is a
+    gather: 0 FLOP. Section dls-flops.
     """
     n_layers = positive_int("n_layers", n_layers)
     v = positive_int("v", v)
-    layer = llama_layer_flops(b, s, h, n_heads, i, exact)
+    layer = llama_layer_flops(b, s, h, n_heads, i, exact, causal)
     out = {k: n_layers * x for k, x in layer.items()}
     t = b * s
     out["final RMSNorm"] = 4 * t * h + 2 * t
@@ -245,3 +263,24 @@ def checkpoint_activation_bytes(
         * positive_int("h", h)
         * positive("bytes_per_value", bytes_per_value)
     )
+
+
+def layer_activation_bytes(
+    s: int, b: int, h: int, n_heads: int, store_scores: bool = True
+) -> float:
+    """Bytes of activations one transformer layer saves for its backward
+    pass in 16-bit training without recomputation, by Korthikanti et al.
+    (2022), eq. 1: ``s b h (34 + 5 n_heads s / h)``.
+
+    The ``34 s b h`` are the inputs of the matmuls, norms and nonlinearity
+    (2 bytes a value) and the dropout masks (1 byte) of a GPT layer; the
+    ``5 n_heads s^2 b`` the softmax output, its dropout mask and output of
+    the attention scores. ``store_scores=False`` drops that term, as a
+    fused attention kernel (FlashAttention) that recomputes the scores does.
+    Args: s tokens per sequence, b sequences, width h, n_heads heads.
+    Section cme295-memory.
+    """
+    s, b = positive_int("s", s), positive_int("b", b)
+    h, a = positive_int("h", h), positive_int("n_heads", n_heads)
+    quad = 5 * a * s * s * b if store_scores else 0
+    return 34 * s * b * h + quad
