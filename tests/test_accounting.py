@@ -153,3 +153,15 @@ def test_layer_activation_bytes_gpt3_hand_value():
     assert accounting.layer_activation_bytes(s, 1, h, a) == 2048 * 12288 * 114
     flash = accounting.layer_activation_bytes(s, 1, h, a, store_scores=False)
     assert flash == 34 * s * h
+
+
+def test_llama_65b_count_and_recipes_by_hand():
+    h, i, v, L = 8192, 22016, 32000, 80
+    by_hand = L * (4 * h * h + 3 * h * i + 2 * h) + h + 2 * v * h
+    assert accounting.llama_65b_params() == by_hand
+    assert round(by_hand / 1e9, 2) == 65.29
+    per = {
+        r: accounting.training_state_bytes(1, r)["total"]
+        for r in ("mixed", "mixed_no_master", "fp32", "bf16")
+    }
+    assert per == {"mixed": 16, "mixed_no_master": 12, "fp32": 16, "bf16": 8}

@@ -223,10 +223,33 @@ def llama_params(h: int, i: int, v: int, n_layers: int) -> dict[str, int]:
     }
 
 
+# LLaMA-65B's shape (Touvron et al. 2023, Table 2; SwiGLU width 22016 and
+# vocabulary 32000 from the released configuration).
+LLAMA_65B: dict[str, int] = {"h": 8192, "i": 22016, "v": 32000, "n_layers": 80}
+
+
+def llama_65b_params() -> int:
+    """Parameters of LLaMA-65B counted from its shape :data:`LLAMA_65B` with
+    :func:`llama_params`: 65.29 billion (the paper rounds down to 65.2).
+    The one count every page of the book uses. Sections scale-6pd,
+    scale-memory, cme295-zero and cme295-qlora.
+    """
+    return sum(llama_params(**LLAMA_65B).values())
+
+
 # Bytes per parameter of each persistent training tensor, by recipe.
 BYTES_PER_PARAM: dict[str, dict[str, int]] = {
     # fp16/bf16 weights and gradients, fp32 master copy, fp32 Adam moments
     "mixed": {"weights": 2, "grads": 2, "master": 4, "adam_m": 4, "adam_v": 4},
+    # 16-bit weights and gradients, fp32 Adam moments, no fp32 master copy
+    # (the QLoRA paper's "> 780 GB" for 16-bit finetuning of LLaMA-65B)
+    "mixed_no_master": {
+        "weights": 2,
+        "grads": 2,
+        "master": 0,
+        "adam_m": 4,
+        "adam_v": 4,
+    },
     # everything in fp32 (and autocast's mixed precision: fp32 params)
     "fp32": {"weights": 4, "grads": 4, "master": 0, "adam_m": 4, "adam_v": 4},
     # pure bf16: weights, gradients and moments in bf16, no master copy
@@ -237,8 +260,10 @@ BYTES_PER_PARAM: dict[str, dict[str, int]] = {
 def training_state_bytes(n_params: float, recipe: str = "mixed") -> dict:
     """Bytes of weights, gradients, master copy and the two Adam moments for
     ``n_params`` parameters under ``recipe`` (a key of
-    :data:`BYTES_PER_PARAM`); the dict also holds ``"total"`` (16 N for
-    "mixed"). Section dls-mixed-precision.
+    :data:`BYTES_PER_PARAM`); the dict also holds ``"total"``: 16 N for
+    "mixed" (with an fp32 master copy), 12 N for "mixed_no_master", 16 N
+    for "fp32", 8 N for "bf16". Sections dls-mixed-precision, scale-memory
+    and cme295-qlora.
     """
     n = positive("n_params", n_params)
     if recipe not in BYTES_PER_PARAM:
