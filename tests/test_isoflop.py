@@ -49,8 +49,9 @@ def test_teacher_language_and_one_isoflop_student():
 def test_stacked_runs_are_independent_and_best_rate_is_picked():
     lang = isoflop.teacher_language(8, 2, 4, 16, sharpness=2.0, seed=0)
     kw = dict(target_steps=20, batch_range=(8, 512))
-    grid = isoflop.train_isoflop_runs(lang, 4, 8, 6e6, [1e-3, 1e-2], [0, 1],
-                                      **kw)
+    grid = isoflop.train_isoflop_runs(
+        lang, 4, 8, 6e6, [1e-3, 1e-2], [0, 1], **kw
+    )
     alone = isoflop.train_isoflop_runs(lang, 4, 8, 6e6, [1e-2], [1], **kw)
     (same,) = [r for r in grid if r["lr"] == 1e-2 and r["seed"] == 1]
     assert same["loss"] == pytest.approx(alone[0]["loss"], rel=1e-6)

@@ -185,7 +185,13 @@ def train_isoflop_student(
     its row. Section scale-chinchilla.
     """
     (row,) = train_isoflop_runs(
-        language, embed, width, budget, [lr], [seed], target_steps,
+        language,
+        embed,
+        width,
+        budget,
+        [lr],
+        [seed],
+        target_steps,
         batch_range,
     )
     return row
@@ -206,8 +212,8 @@ def best_rates(runs, by=("C", "width")):
     best = best.rename("best_lr").reset_index()
     lrs = df.groupby(by)["lr"].agg(["min", "max"]).reset_index()
     best = best.merge(lrs, on=by)
-    best["lr_on_edge"] = (
-        (best["best_lr"] == best["min"]) | (best["best_lr"] == best["max"])
+    best["lr_on_edge"] = (best["best_lr"] == best["min"]) | (
+        best["best_lr"] == best["max"]
     )
     out = df.merge(best[by + ["best_lr", "lr_on_edge"]], on=by)
     out = out[out["lr"] == out["best_lr"]].drop(columns="best_lr")
@@ -277,10 +283,19 @@ def plot_isoflop(runs, optima, entropy: float):
         part = runs[runs["C"] == row["C"]]
         sel = row["fit"]
         used = part["N"].isin(sel["N"])
-        (pts,) = ax.plot(part["N"][used], part["loss"][used], "o",
-                         label=f"C = {row['C']:.0e}")
-        ax.plot(part["N"][~used], part["loss"][~used], "o", mfc="none",
-                color=pts.get_color())
+        (pts,) = ax.plot(
+            part["N"][used],
+            part["loss"][used],
+            "o",
+            label=f"C = {row['C']:.0e}",
+        )
+        ax.plot(
+            part["N"][~used],
+            part["loss"][~used],
+            "o",
+            mfc="none",
+            color=pts.get_color(),
+        )
         xs = np.linspace(np.log(sel["N"]).min(), np.log(sel["N"]).max(), 50)
         coef = np.polyfit(np.log(sel["N"]), sel["loss"], 2)
         ax.plot(np.exp(xs), np.polyval(coef, xs), color=pts.get_color())
@@ -301,14 +316,24 @@ def plot_isoflop_laws(optima, fits: dict):
     use_style()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     cs = np.geomspace(optima["C"].min(), optima["C"].max(), 50)
-    for ax, col, name in zip(axes, ("N_opt", "D_opt"),
-                             ("parameters", "tokens")):
+    for ax, col, name in zip(
+        axes, ("N_opt", "D_opt"), ("parameters", "tokens")
+    ):
         f = fits[col]
         (pts,) = ax.plot(optima["C"], optima[col], "o", label=col)
-        ax.plot(cs, f["coef"] * cs ** f["slope"], color=pts.get_color(),
-                label=f"fit, exponent {f['slope']:.2f}")
-        ax.set(xscale="log", yscale="log", xlabel="compute C (FLOP)",
-               ylabel=f"compute-optimal {name}", title=col)
+        ax.plot(
+            cs,
+            f["coef"] * cs ** f["slope"],
+            color=pts.get_color(),
+            label=f"fit, exponent {f['slope']:.2f}",
+        )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="compute C (FLOP)",
+            ylabel=f"compute-optimal {name}",
+            title=col,
+        )
         ax.legend()
     fig.tight_layout()
     return fig
