@@ -312,3 +312,18 @@ def test_expert_parallel_bytes_count_routed_vectors():
     tp = Z.tensor_parallel_bytes(tokens, h, n, nbytes)
     assert tp == pytest.approx(2 * 3 / 4 * tokens * h * nbytes)
     assert tp / got == pytest.approx(n / k)
+
+
+def test_plan_counts_activations_split_by_tensor_parallelism():
+    base = Z.plan(64e9, 64, 1, tp=8, pp=2)
+    with_act = Z.plan(64e9, 64, 1, tp=8, pp=2, act_bytes=16e9)
+    assert with_act["act"] == 2e9 and base["act"] == 0
+    assert with_act["total"] == pytest.approx(base["total"] + 2e9)
+    # 40 GB of activations: one GPU's 80 GB cannot take them unsplit, so
+    # the fit needs tp >= 2 although the states alone fit at tp = 1
+    alone = Z.smallest_fit(65e9, 80e9, 3)
+    fit = Z.smallest_fit(65e9, 80e9, 3, act_bytes=40e9)
+    assert alone["tp"] == 1 and fit["tp"] >= 2
+    assert fit["total"] <= 80e9 and fit["act"] == 40e9 / fit["tp"]
+    with pytest.raises(ValueError):
+        Z.plan(1e9, 8, 1, act_bytes=-1)

@@ -9,7 +9,7 @@ and pipeline parallelism. Derivations: sections ``cme295-zero`` and
 
 from __future__ import annotations
 
-from llmbook.core.validate import positive, positive_int
+from llmbook.core.validate import nonnegative, positive, positive_int
 from llmbook.core.accounting import BYTES_PER_PARAM
 
 STAGES = (0, 1, 2, 3)
@@ -89,6 +89,7 @@ def plan(
     stage: int,
     tp: int = 1,
     pp: int = 1,
+    act_bytes: float = 0.0,
     **bytes_per_param,
 ) -> dict[str, float]:
     """Model-state memory per GPU for ZeRO data parallelism over TP x PP.
@@ -102,13 +103,22 @@ def plan(
         n_gpus: GPUs in all; ``tp * pp`` must divide it.
         stage: ZeRO stage, 0 to 3.
         tp, pp: tensor- and pipeline-parallel degrees.
+        act_bytes: activations the whole model keeps for one microbatch
+            (all layers; e.g. ``n_layers`` times
+            :func:`llmbook.core.accounting.layer_activation_bytes`). Under
+            1F1B the first stage holds ``n_layers / pp`` layers for the
+            ``pp`` microbatches in flight, the whole model's worth, and
+            sequence parallelism splits it ``tp`` ways: ``act_bytes / tp``
+            per GPU (Korthikanti et al. 2022, section 4.1). 0: not counted.
         **bytes_per_param: ``param_bytes``, ``grad_bytes``,
             ``optim_bytes`` as in :func:`zero_bytes_per_gpu`.
 
     Returns the bytes per GPU (``params``, ``grads``, ``optim``,
-    ``total``), ``n_dp``, and ``comm_bytes``: the gradient/parameter
-    traffic of one step per GPU in bytes (``zero_comm_volume`` times the
-    shard's parameters times ``grad_bytes``). Activations are not counted.
+    ``total``, activations included), ``act`` (activation bytes per GPU),
+    ``n_dp``, and ``comm_bytes``: the gradient/parameter traffic of one
+    step per GPU in bytes (``zero_comm_volume`` times the shard's
+    parameters times ``grad_bytes``; tensor- and pipeline-parallel traffic
+    not included).
     """
     n_gpus = positive_int("n_gpus", n_gpus)
     tp = positive_int("tp", tp)
@@ -118,6 +128,8 @@ def plan(
     n_dp = n_gpus // (tp * pp)
     shard = positive("n_params", n_params) / (tp * pp)
     out = zero_bytes_per_gpu(shard, n_dp, stage, **bytes_per_param)
+    out["act"] = nonnegative("act_bytes", act_bytes) / tp
+    out["total"] += out["act"]
     out["n_dp"] = n_dp
     grad_b = bytes_per_param.get("grad_bytes", GRAD_BYTES)
     out["comm_bytes"] = (
@@ -133,6 +145,7 @@ def smallest_fit(
     max_tp: int = 8,
     max_gpus: int = 4096,
     max_mp: int | None = None,
+    act_bytes: float = 0.0,
     **bytes_per_param,
 ) -> dict | None:
     """The fewest GPUs whose model states fit in ``gpu_bytes`` each.
@@ -141,7 +154,8 @@ def smallest_fit(
     to ``max_tp`` (one node) and any pipeline degree, preferring, for the
     same GPU count, the least model parallelism (``tp * pp``) and then the
     smaller ``tp``. ``max_mp`` caps ``tp * pp`` (1: pure data
-    parallelism). Returns the :func:`plan` of that configuration plus
+    parallelism). ``act_bytes`` as in :func:`plan`. Returns the
+    :func:`plan` of that configuration plus
     ``n_gpus``, ``tp``, ``pp``, or ``None`` when nothing up to ``max_gpus``
     fits.
     """
@@ -160,7 +174,15 @@ def smallest_fit(
                 if mp_deg % tp:
                     continue
                 pp = mp_deg // tp
-                p = plan(n_params, n_gpus, stage, tp, pp, **bytes_per_param)
+                p = plan(
+                    n_params,
+                    n_gpus,
+                    stage,
+                    tp,
+                    pp,
+                    act_bytes,
+                    **bytes_per_param,
+                )
                 if p["total"] <= gpu_bytes:
                     best = {**p, "n_gpus": n_gpus, "tp": tp, "pp": pp}
                     break
