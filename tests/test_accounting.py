@@ -126,3 +126,42 @@ def test_checkpointed_layers_keep_exactly_one_input_per_layer():
         grads.append([p.grad.clone() for p in ck.parameters()])
     for a, c in zip(*grads):
         torch.testing.assert_close(a, c)
+
+
+def test_causal_counts_the_lower_triangle():
+    b, s, h, n, i = 2, 8, 16, 2, 24
+    d = h // n
+    kept = int(torch.tril(torch.ones(s, s)).sum())  # s (s + 1) / 2 pairs
+    full = accounting.llama_layer_flops(b, s, h, n, i)
+    cz = accounting.llama_layer_flops(b, s, h, n, i, causal=True)
+    assert cz["scores q k^T"] == b * n * kept * 2 * d
+    assert cz["P v"] == b * n * kept * 2 * d
+    assert cz["softmax"] == 3 * b * n * kept
+    for key in ("q, k, v projections", "down projection", "swish"):
+        assert cz[key] == full[key]
+    # exact count: row r of P v sums r + 1 products, r adds, per output
+    ex = accounting.llama_layer_flops(b, s, h, n, i, exact=True, causal=True)
+    want = b * n * d * sum(2 * (r + 1) - 1 for r in range(s))
+    assert ex["P v"] == want
+    assert ex["scores q k^T"] == b * n * kept * (2 * d - 1)
+
+
+def test_layer_activation_bytes_gpt3_hand_value():
+    # Korthikanti et al. eq. 1 for a GPT-3 layer, s = 2048, b = 1:
+    # s b h (34 + 5 a s / h) = 2048 * 12288 * (34 + 5 * 96 * 2048 / 12288)
+    s, h, a = 2048, 12288, 96
+    assert accounting.layer_activation_bytes(s, 1, h, a) == 2048 * 12288 * 114
+    flash = accounting.layer_activation_bytes(s, 1, h, a, store_scores=False)
+    assert flash == 34 * s * h
+
+
+def test_llama_65b_count_and_recipes_by_hand():
+    h, i, v, L = 8192, 22016, 32000, 80
+    by_hand = L * (4 * h * h + 3 * h * i + 2 * h) + h + 2 * v * h
+    assert accounting.llama_65b_params() == by_hand
+    assert round(by_hand / 1e9, 2) == 65.29
+    per = {
+        r: accounting.training_state_bytes(1, r)["total"]
+        for r in ("mixed", "mixed_no_master", "fp32", "bf16")
+    }
+    assert per == {"mixed": 16, "mixed_no_master": 12, "fp32": 16, "bf16": 8}

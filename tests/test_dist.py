@@ -1,6 +1,7 @@
 """Tests for llmbook.topics.dist (torch.distributed, gloo, 2 processes) and
 llmbook.topics.zero (the ZeRO paper's formulas and the planner)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -284,3 +285,45 @@ def test_zero_defaults_are_the_mixed_precision_recipe():
         zero.OPTIM_BYTES
         == per_param["master"] + per_param["adam_m"] + per_param["adam_v"]
     )
+
+
+def test_interleaved_bubble_divides_the_fill_time():
+    # p = 4 stages, m = 8 microbatches, v = 2 chunks per device: the fill
+    # and drain take (p - 1) / v = 1.5 slots of a whole stage's time, so
+    # the idle fraction is 1.5 / (8 + 1.5) = 3 / 19.
+    assert Z.pipeline_bubble(4, 8, 2) == pytest.approx(3 / 19)
+    assert Z.pipeline_bubble(4, 8, 1) == Z.pipeline_bubble(4, 8)
+    with pytest.raises(ValueError):
+        Z.pipeline_bubble(4, 8, 0)
+
+
+def test_expert_parallel_bytes_count_routed_vectors():
+    # every rank's tokens pick experts j and j + 1 (mod n): uniform routing
+    tokens, h, n, k, nbytes = 64, 16, 4, 2, 2
+    per_rank = tokens // n
+    sent = []
+    for rank in range(n):
+        dest = [(j + c) % n for j in range(per_rank) for c in range(k)]
+        off = sum(d != rank for d in dest)
+        sent.append(2 * off * h * nbytes)  # dispatch and combine
+    got = Z.expert_parallel_bytes(tokens, h, n, k, nbytes)
+    assert got == pytest.approx(np.mean(sent))
+    # tensor parallelism all-reduces all tokens x h: n / k times more
+    tp = Z.tensor_parallel_bytes(tokens, h, n, nbytes)
+    assert tp == pytest.approx(2 * 3 / 4 * tokens * h * nbytes)
+    assert tp / got == pytest.approx(n / k)
+
+
+def test_plan_counts_activations_split_by_tensor_parallelism():
+    base = Z.plan(64e9, 64, 1, tp=8, pp=2)
+    with_act = Z.plan(64e9, 64, 1, tp=8, pp=2, act_bytes=16e9)
+    assert with_act["act"] == 2e9 and base["act"] == 0
+    assert with_act["total"] == pytest.approx(base["total"] + 2e9)
+    # 40 GB of activations: one GPU's 80 GB cannot take them unsplit, so
+    # the fit needs tp >= 2 although the states alone fit at tp = 1
+    alone = Z.smallest_fit(65e9, 80e9, 3)
+    fit = Z.smallest_fit(65e9, 80e9, 3, act_bytes=40e9)
+    assert alone["tp"] == 1 and fit["tp"] >= 2
+    assert fit["total"] <= 80e9 and fit["act"] == 40e9 / fit["tp"]
+    with pytest.raises(ValueError):
+        Z.plan(1e9, 8, 1, act_bytes=-1)

@@ -44,3 +44,39 @@ def test_teacher_language_and_one_isoflop_student():
     )
     with pytest.raises(ValueError, match="budget"):
         isoflop.train_isoflop_student(lang, 4, 8, budget=0)
+
+
+def test_stacked_runs_are_independent_and_best_rate_is_picked():
+    lang = isoflop.teacher_language(8, 2, 4, 16, sharpness=2.0, seed=0)
+    kw = dict(target_steps=20, batch_range=(8, 512))
+    grid = isoflop.train_isoflop_runs(
+        lang, 4, 8, 6e6, [1e-3, 1e-2], [0, 1], **kw
+    )
+    alone = isoflop.train_isoflop_runs(lang, 4, 8, 6e6, [1e-2], [1], **kw)
+    (same,) = [r for r in grid if r["lr"] == 1e-2 and r["seed"] == 1]
+    assert same["loss"] == pytest.approx(alone[0]["loss"], rel=1e-6)
+    assert all(r["loss"] > lang["entropy"] for r in grid)
+    best = isoflop.best_rates(grid)
+    assert len(best) == 2 and best["lr"].nunique() == 1  # one rate, 2 seeds
+    by_lr = {}
+    for r in grid:
+        by_lr.setdefault(r["lr"], []).append(r["loss"])
+    want = min(by_lr, key=lambda k: np.median(by_lr[k]))
+    assert best["lr"].iloc[0] == want and best["lr_on_edge"].all()
+
+
+def test_optima_hand_values_and_figures():
+    # two budgets, loss = (log N - log N*)^2 + 1 exactly: vertex at N*
+    rows = [
+        {"C": c, "N": n, "loss": (np.log(n) - np.log(star)) ** 2 + 1}
+        for c, star in ((1e9, 300.0), (1e10, 900.0))
+        for n in (50, 100, 200, 400, 800, 1600, 3200)
+    ]
+    opt = isoflop.isoflop_optima(rows, fit_points=5)
+    assert opt["N_opt"].tolist() == pytest.approx([300.0, 900.0])
+    assert opt["D_opt"].tolist() == pytest.approx([1e9 / 1800, 1e10 / 5400])
+    assert not opt["on_edge"].any()
+    fig = isoflop.plot_isoflop(rows, opt, 1.0)
+    assert len(fig.axes[0].lines) == 2 * 4 + 1
+    fits = {k: {"coef": 1.0, "slope": 0.5} for k in ("N_opt", "D_opt")}
+    assert len(isoflop.plot_isoflop_laws(opt, fits).axes) == 2

@@ -92,7 +92,13 @@ def matmul_flops(m: int, n: int, h: int, exact: bool = False) -> int:
 
 
 def llama_layer_flops(
-    b: int, s: int, h: int, n_heads: int, i: int, exact: bool = False
+    b: int,
+    s: int,
+    h: int,
+    n_heads: int,
+    i: int,
+    exact: bool = False,
+    causal: bool = False,
 ) -> dict[str, int]:
     """Forward FLOP of one Llama decoder layer, term by term, as the DSC 291
     lecture's table lists them: a dict ``{term: FLOP}``.
@@ -102,7 +108,11 @@ def llama_layer_flops(
     score; swish 4 and the gate product 1 per SwiGLU element; RMSNorm 4 per
     element plus 2 per token, two norms per layer; one add per element for
     each of the two residual connections). Args: b sequences, s tokens each,
-    width h = n_heads * d, SwiGLU width i. Section dls-flops.
+    width h = n_heads * d, SwiGLU width i. With ``causal`` the scores,
+    softmax and ``P v`` count only the ``s (s + 1) / 2`` query-key pairs a
+    causal mask keeps, as kernels that skip masked blocks (FlashAttention)
+    do; without it the full ``s^2``, the convention of PaLM's MFU formula.
+    Section dls-flops.
     """
     b, s, h = positive_int("b", b), positive_int("s", s), positive_int("h", h)
     n_heads, i = positive_int("n_heads", n_heads), positive_int("i", i)
@@ -113,12 +123,19 @@ def llama_layer_flops(
     def mm(m, n, k):
         return matmul_flops(m, n, k, exact)
 
+    # query-key pairs per head and sequence: all s^2, or the causal half
+    pairs = s * (s + 1) // 2 if causal else s * s
+    if exact:  # each score: d products, d - 1 adds; each P v row likewise
+        scores = b * n_heads * pairs * (2 * d - 1)
+        pv = b * n_heads * d * (2 * pairs - s)
+    else:
+        scores = pv = b * n_heads * pairs * 2 * d
     return {
         "q, k, v projections": 3 * mm(t, h, h),
         "RoPE on q and k": 2 * 3 * t * h,
-        "scores q k^T": b * n_heads * mm(s, d, s),
-        "softmax": 3 * b * n_heads * s * s,
-        "P v": b * n_heads * mm(s, s, d),
+        "scores q k^T": scores,
+        "softmax": 3 * b * n_heads * pairs,
+        "P v": pv,
         "output projection": mm(t, h, h),
         "residual adds": 2 * t * h,
         "gate and up projections": 2 * mm(t, h, i),
@@ -148,15 +165,16 @@ def llama_forward_flops(
     v: int,
     n_layers: int,
     exact: bool = False,
+    causal: bool = False,
 ) -> dict[str, int]:
     """Forward FLOP of a whole Llama decoder: ``n_layers`` times
-    :func:`llama_layer_flops`, the final RMSNorm and the output head
-    ``2 b s h v``. The embedding lookup is a gather: 0 FLOP. Section
-    dls-flops.
+    :func:`llama_layer_flops` (``exact`` and ``causal`` as there), the final
+    RMSNorm and the output head ``2 b s h v``. The embedding lookup is a
+    gather: 0 FLOP. Section dls-flops.
     """
     n_layers = positive_int("n_layers", n_layers)
     v = positive_int("v", v)
-    layer = llama_layer_flops(b, s, h, n_heads, i, exact)
+    layer = llama_layer_flops(b, s, h, n_heads, i, exact, causal)
     out = {k: n_layers * x for k, x in layer.items()}
     t = b * s
     out["final RMSNorm"] = 4 * t * h + 2 * t
@@ -205,10 +223,33 @@ def llama_params(h: int, i: int, v: int, n_layers: int) -> dict[str, int]:
     }
 
 
+# LLaMA-65B's shape (Touvron et al. 2023, Table 2; SwiGLU width 22016 and
+# vocabulary 32000 from the released configuration).
+LLAMA_65B: dict[str, int] = {"h": 8192, "i": 22016, "v": 32000, "n_layers": 80}
+
+
+def llama_65b_params() -> int:
+    """Parameters of LLaMA-65B counted from its shape :data:`LLAMA_65B` with
+    :func:`llama_params`: 65.29 billion (the paper rounds down to 65.2).
+    The one count every page of the book uses. Sections scale-6pd,
+    scale-memory, cme295-zero and cme295-qlora.
+    """
+    return sum(llama_params(**LLAMA_65B).values())
+
+
 # Bytes per parameter of each persistent training tensor, by recipe.
 BYTES_PER_PARAM: dict[str, dict[str, int]] = {
     # fp16/bf16 weights and gradients, fp32 master copy, fp32 Adam moments
     "mixed": {"weights": 2, "grads": 2, "master": 4, "adam_m": 4, "adam_v": 4},
+    # 16-bit weights and gradients, fp32 Adam moments, no fp32 master copy
+    # (the QLoRA paper's "> 780 GB" for 16-bit finetuning of LLaMA-65B)
+    "mixed_no_master": {
+        "weights": 2,
+        "grads": 2,
+        "master": 0,
+        "adam_m": 4,
+        "adam_v": 4,
+    },
     # everything in fp32 (and autocast's mixed precision: fp32 params)
     "fp32": {"weights": 4, "grads": 4, "master": 0, "adam_m": 4, "adam_v": 4},
     # pure bf16: weights, gradients and moments in bf16, no master copy
@@ -219,8 +260,10 @@ BYTES_PER_PARAM: dict[str, dict[str, int]] = {
 def training_state_bytes(n_params: float, recipe: str = "mixed") -> dict:
     """Bytes of weights, gradients, master copy and the two Adam moments for
     ``n_params`` parameters under ``recipe`` (a key of
-    :data:`BYTES_PER_PARAM`); the dict also holds ``"total"`` (16 N for
-    "mixed"). Section dls-mixed-precision.
+    :data:`BYTES_PER_PARAM`); the dict also holds ``"total"``: 16 N for
+    "mixed" (with an fp32 master copy), 12 N for "mixed_no_master", 16 N
+    for "fp32", 8 N for "bf16". Sections dls-mixed-precision, scale-memory
+    and cme295-qlora.
     """
     n = positive("n_params", n_params)
     if recipe not in BYTES_PER_PARAM:
@@ -245,3 +288,24 @@ def checkpoint_activation_bytes(
         * positive_int("h", h)
         * positive("bytes_per_value", bytes_per_value)
     )
+
+
+def layer_activation_bytes(
+    s: int, b: int, h: int, n_heads: int, store_scores: bool = True
+) -> float:
+    """Bytes of activations one transformer layer saves for its backward
+    pass in 16-bit training without recomputation, by Korthikanti et al.
+    (2022), eq. 1: ``s b h (34 + 5 n_heads s / h)``.
+
+    The ``34 s b h`` are the inputs of the matmuls, norms and nonlinearity
+    (2 bytes a value) and the dropout masks (1 byte) of a GPT layer; the
+    ``5 n_heads s^2 b`` the softmax output, its dropout mask and output of
+    the attention scores. ``store_scores=False`` drops that term, as a
+    fused attention kernel (FlashAttention) that recomputes the scores does.
+    Args: s tokens per sequence, b sequences, width h, n_heads heads.
+    Section cme295-memory.
+    """
+    s, b = positive_int("s", s), positive_int("b", b)
+    h, a = positive_int("h", h), positive_int("n_heads", n_heads)
+    quad = 5 * a * s * s * b if store_scores else 0
+    return 34 * s * b * h + quad

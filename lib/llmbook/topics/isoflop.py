@@ -7,11 +7,14 @@ The lecture walkthrough "What training costs", section scale-chinchilla.
 
 from __future__ import annotations
 
+import math
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
+from llmbook.core import trainer
 from llmbook.core.validate import positive, positive_int
 
 
@@ -83,6 +86,91 @@ def teacher_language(
     }
 
 
+def train_isoflop_runs(
+    language: dict,
+    embed: int,
+    width: int,
+    budget: float,
+    lrs,
+    seeds=(0,),
+    target_steps: int = 400,
+    batch_range: tuple[int, int] = (32, 8192),
+) -> list[dict]:
+    """Train students :class:`MLPLanguageModel` of hidden ``width`` on
+    ``budget`` FLOP of the ``language`` of :func:`teacher_language`, one run
+    per (seed, learning rate), all at once with :mod:`llmbook.core.trainer`.
+
+    Every run sees D = C / (6 N) tokens drawn fresh in about
+    ``target_steps`` Adam steps (the batch is D / target_steps, clipped to
+    ``batch_range``), with a cosine decay of its peak rate to 0 over its
+    steps. The seed fixes the initial weights and the data stream, so the
+    runs of one seed differ only by learning rate (common random numbers).
+    Returns one row per run: C, width, N, D (tokens actually seen), batch,
+    steps, lr, seed and "loss", the exact expected cross-entropy over the
+    whole language (nats per token; ``nan`` for a run that diverged).
+    Section scale-chinchilla.
+    """
+    contexts, probs, cdf = (language[k] for k in ("contexts", "probs", "cdf"))
+    vocab, context = probs.shape[1], contexts.shape[1]
+    budget = positive("budget", budget)
+    lrs = [positive("lrs", r) for r in lrs]
+    seeds = [int(s) for s in seeds]
+    if not lrs or not seeds:
+        raise ValueError("lrs and seeds must not be empty")
+    lo, hi = (positive_int("batch_range", b) for b in batch_range)
+    n = mlp_lm_params(vocab, context, embed, width)
+    d = budget / (6 * n)
+    b = int(
+        np.clip(round(d / positive_int("target_steps", target_steps)), lo, hi)
+    )
+    steps = max(1, round(d / b))
+    grid = [(r, s) for s in seeds for r in lrs]
+    params, buffers, base = trainer.init_runs(
+        lambda: MLPLanguageModel(vocab, context, embed, width),
+        [s for _, s in grid],
+    )
+    which = torch.tensor([seeds.index(s) for _, s in grid])
+
+    def batches(step):  # each seed's batch of this step, pure in step
+        idx, nxt = [], []
+        for s in seeds:
+            g = torch.Generator().manual_seed(1_000_003 * s + step)
+            i = torch.randint(len(contexts), (b,), generator=g)
+            u = torch.rand(b, 1, generator=g)
+            idx.append(i)
+            nxt.append(torch.searchsorted(cdf[i], u)[:, 0])
+        idx, nxt = torch.stack(idx)[which], torch.stack(nxt)[which]
+        return contexts[idx], nxt
+
+    out = trainer.train_runs(
+        base,
+        params,
+        nn.functional.cross_entropy,
+        batches,
+        steps,
+        lr=torch.tensor([r for r, _ in grid]),
+        buffers=buffers,
+        schedule=lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)),
+        max_loss=1e3,
+    )
+    logits = trainer.run_outputs(base, out.params, contexts, buffers)
+    ce = -(probs * logits.log_softmax(-1)).sum(-1).mean(-1)
+    return [
+        {
+            "C": budget,
+            "width": width,
+            "N": n,
+            "D": steps * b,
+            "batch": b,
+            "steps": steps,
+            "lr": r,
+            "seed": s,
+            "loss": ce[j].item() if out.alive[j] else float("nan"),
+        }
+        for j, (r, s) in enumerate(grid)
+    ]
+
+
 def train_isoflop_student(
     language: dict,
     embed: int,
@@ -93,49 +181,43 @@ def train_isoflop_student(
     lr: float = 1e-2,
     seed: int = 0,
 ) -> dict:
-    """Train one student :class:`MLPLanguageModel` of hidden ``width`` on
-    ``budget`` FLOP of the ``language`` of :func:`teacher_language`: D =
-    C / (6 N) tokens drawn fresh, about ``target_steps`` Adam steps (the
-    batch is D / target_steps, clipped to ``batch_range``) with a cosine
-    learning-rate decay. Returns the run's row: C, width, N, D (tokens
-    actually seen), batch, steps and "loss", the exact expected
-    cross-entropy over the whole language (nats per token). Section
-    scale-chinchilla.
+    """One run of :func:`train_isoflop_runs` (rate ``lr``, seed ``seed``):
+    its row. Section scale-chinchilla.
     """
-    contexts, probs, cdf = (language[k] for k in ("contexts", "probs", "cdf"))
-    vocab, context = probs.shape[1], contexts.shape[1]
-    budget = positive("budget", budget)
-    lo, hi = (positive_int("batch_range", b) for b in batch_range)
-    torch.manual_seed(int(seed))
-    model = MLPLanguageModel(vocab, context, embed, width)
-    n = mlp_lm_params(vocab, context, embed, width)
-    d = budget / (6 * n)
-    b = int(
-        np.clip(round(d / positive_int("target_steps", target_steps)), lo, hi)
+    (row,) = train_isoflop_runs(
+        language,
+        embed,
+        width,
+        budget,
+        [lr],
+        [seed],
+        target_steps,
+        batch_range,
     )
-    steps = max(1, round(d / b))
-    opt = torch.optim.Adam(model.parameters(), lr=positive("lr", lr))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    g = torch.Generator().manual_seed(int(seed) + 1)
-    for _ in range(steps):
-        idx = torch.randint(len(contexts), (b,), generator=g)
-        nxt = torch.searchsorted(cdf[idx], torch.rand(b, 1, generator=g))
-        loss = nn.functional.cross_entropy(model(contexts[idx]), nxt[:, 0])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    with torch.no_grad():  # exact expected loss over the whole language
-        ce = -(probs * model(contexts).log_softmax(-1)).sum(-1).mean()
-    return {
-        "C": budget,
-        "width": width,
-        "N": n,
-        "D": steps * b,
-        "batch": b,
-        "steps": steps,
-        "loss": ce.item(),
-    }
+    return row
+
+
+def best_rates(runs, by=("C", "width")):
+    """Pick, for every group ``by`` of a runs table (columns lr, seed,
+    loss, as :func:`train_isoflop_runs` returns), the learning rate with the
+    lowest median loss over the seeds; return those rows of the table,
+    one per (group, seed), with a column "lr_on_edge" that is True where
+    the chosen rate is the smallest or largest rate tried in its group.
+    Section scale-chinchilla.
+    """
+    df = pd.DataFrame(runs)
+    by = list(by)
+    med = df.groupby(by + ["lr"])["loss"].median().fillna(np.inf)
+    best = med.groupby(level=by).idxmin().apply(lambda t: t[-1])
+    best = best.rename("best_lr").reset_index()
+    lrs = df.groupby(by)["lr"].agg(["min", "max"]).reset_index()
+    best = best.merge(lrs, on=by)
+    best["lr_on_edge"] = (best["best_lr"] == best["min"]) | (
+        best["best_lr"] == best["max"]
+    )
+    out = df.merge(best[by + ["best_lr", "lr_on_edge"]], on=by)
+    out = out[out["lr"] == out["best_lr"]].drop(columns="best_lr")
+    return out.reset_index(drop=True)
 
 
 def fit_isoflop_parabola(log_n, loss) -> tuple[float, float]:
@@ -152,3 +234,106 @@ def fit_isoflop_parabola(log_n, loss) -> tuple[float, float]:
         raise ValueError("loss: the fitted parabola has no minimum")
     x0 = -b / (2 * a)
     return float(x0), float(c - b * b / (4 * a))
+
+
+def isoflop_optima(runs, fit_points: int = 5) -> pd.DataFrame:
+    """Vertex of each budget's iso-FLOP curve: for every C of the ``runs``
+    table (columns C, N, loss; one row per size), a parabola in log N
+    through the ``fit_points`` sizes around the lowest loss
+    (:func:`fit_isoflop_parabola`). Returns one row per budget: C, N_opt,
+    loss_opt, D_opt = C / (6 N_opt), "on_edge" (the lowest loss is at the
+    smallest or largest size) and "fit" (the rows fitted). Section
+    scale-chinchilla.
+    """
+    k_pts = positive_int("fit_points", fit_points)
+    rows = []
+    for c, part in pd.DataFrame(runs).sort_values("N").groupby("C"):
+        k = int(part["loss"].to_numpy().argmin())
+        lo = int(np.clip(k - k_pts // 2, 0, len(part) - k_pts))
+        sel = part.iloc[lo : lo + k_pts]
+        x0, l0 = fit_isoflop_parabola(np.log(sel["N"]), sel["loss"])
+        rows.append(
+            {
+                "C": c,
+                "N_opt": float(np.exp(x0)),
+                "loss_opt": l0,
+                "D_opt": c / (6 * np.exp(x0)),
+                "on_edge": k in (0, len(part) - 1),
+                "fit": sel,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_isoflop(runs, optima, entropy: float):
+    """Figure: loss against N per budget (markers), each budget's fitted
+    parabola over the sizes it used (line) and its vertex (star); sizes
+    outside a fit are drawn hollow. Section scale-chinchilla."""
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(
+        "parameters N (weights and biases)",
+        "loss (nats per token)",
+        "Iso-FLOP curves, learning rate tuned per size",
+        logx=True,
+        figsize=(6.5, 4),
+    )
+    runs = pd.DataFrame(runs)
+    for _, row in optima.iterrows():
+        part = runs[runs["C"] == row["C"]]
+        sel = row["fit"]
+        used = part["N"].isin(sel["N"])
+        (pts,) = ax.plot(
+            part["N"][used],
+            part["loss"][used],
+            "o",
+            label=f"C = {row['C']:.0e}",
+        )
+        ax.plot(
+            part["N"][~used],
+            part["loss"][~used],
+            "o",
+            mfc="none",
+            color=pts.get_color(),
+        )
+        xs = np.linspace(np.log(sel["N"]).min(), np.log(sel["N"]).max(), 50)
+        coef = np.polyfit(np.log(sel["N"]), sel["loss"], 2)
+        ax.plot(np.exp(xs), np.polyval(coef, xs), color=pts.get_color())
+        ax.plot(row["N_opt"], row["loss_opt"], "k*", ms=10)
+    ax.axhline(entropy, color="grey", ls=":", label="entropy of language")
+    ax.legend(title="budget (FLOP)", loc="upper left", bbox_to_anchor=(1, 1))
+    return fig
+
+
+def plot_isoflop_laws(optima, fits: dict):
+    """Figure, two panels: N_opt and D_opt against C (markers) with the
+    fitted power laws ``fits = {"N_opt": loglog_slope(...), "D_opt":
+    ...}`` (lines), each panel on its own axis range. Section
+    scale-chinchilla."""
+    from llmbook.book.plotting import use_style
+    import matplotlib.pyplot as plt
+
+    use_style()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    cs = np.geomspace(optima["C"].min(), optima["C"].max(), 50)
+    for ax, col, name in zip(
+        axes, ("N_opt", "D_opt"), ("parameters", "tokens")
+    ):
+        f = fits[col]
+        (pts,) = ax.plot(optima["C"], optima[col], "o", label=col)
+        ax.plot(
+            cs,
+            f["coef"] * cs ** f["slope"],
+            color=pts.get_color(),
+            label=f"fit, exponent {f['slope']:.2f}",
+        )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="compute C (FLOP)",
+            ylabel=f"compute-optimal {name}",
+            title=col,
+        )
+        ax.legend()
+    fig.tight_layout()
+    return fig
