@@ -13,10 +13,12 @@ from conftest import ROOT
 from llmbook.book import notebooks as nbs
 from llmbook.book.sync import bootstrap_source
 
+# aligned as make format aligns a parameters cell (two spaces after the
+# longest code part), with the hand-aligned "=" signs kept
 PARAMETERS = (
-    "n_params = 7e9         # parameters (homework)\n"
-    "tokens   = 1.4e12      # training tokens\n"
-    "mfu      = 0.4         # model FLOP utilisation"
+    "n_params = 7e9     # parameters (homework)\n"
+    "tokens   = 1.4e12  # training tokens\n"
+    "mfu      = 0.4     # model FLOP utilisation"
 )
 BAD = "def f(a,b):\n  return {'a':a,'b':b}\nx=f( 1,2 )"
 GOOD = 'def f(a, b):\n    return {"a": a, "b": b}\n\n\nx = f(1, 2)'
@@ -197,3 +199,27 @@ def test_sync_writes_the_normal_form_but_formats_no_cell(repo):
         "notebooks/demo.ipynb cell c03: not formatted",
         "notebooks/demo.ipynb cell c04: not formatted",
     ]
+
+
+def test_parameters_comments_align_in_one_column():
+    from llmbook.book.notebooks import ALIGN_MAX, align_parameters
+
+    src = (
+        "world_size = 2  # processes\n"
+        "msg = [2**k for k in range(8)]  # sizes\n"
+        "# a whole-line comment stays\n"
+        'tag = "a#b"   # a hash inside a string is not a comment\n'
+        + "x"
+        * ALIGN_MAX
+        + "_long = 1  # too long to set the column\n"
+        "y = 1\n"
+    )
+    got = align_parameters(src).splitlines()
+    assert got[0] == "world_size = 2" + " " * 18 + "# processes"
+    assert got[1] == "msg = [2**k for k in range(8)]  # sizes"
+    assert got[2] == "# a whole-line comment stays"
+    assert got[3].startswith('tag = "a#b"' + " " * 21 + "# a hash")
+    assert got[4].endswith("_long = 1  # too long to set the column")
+    assert got[5] == "y = 1"
+    assert align_parameters(src) == align_parameters(align_parameters(src))
+    assert align_parameters("x = (  # open\n") == "x = (  # open\n"

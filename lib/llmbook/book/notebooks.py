@@ -6,7 +6,9 @@ nbformat's own layout (keys sorted, one space of indent), every cell's
 runs ``ruff format`` (configured in ``pyproject.toml``) on each code cell,
 except the bootstrap cell (``make sync`` writes it) and the ``parameters``
 cell, whose aligned comments, one assumption per line, a formatter would
-collapse. ``make lint`` lists what either would change (:func:`lint`).
+collapse; ``make format`` aligns those comments in one column instead
+(:func:`align_parameters`). ``make lint`` lists what either would change
+(:func:`lint`).
 """
 
 from __future__ import annotations
@@ -120,6 +122,41 @@ def ruff_format_cells(notebooks: list[dict], config: Path) -> list[dict]:
     return normal
 
 
+# Widest code part a parameters cell aligns its comments after; longer lines
+# keep two spaces before their comment.
+ALIGN_MAX = 34
+
+
+def align_parameters(source: str) -> str:
+    """A parameters cell with its inline comments in one column: two spaces
+    after the longest code part (of at most :data:`ALIGN_MAX` characters),
+    each line's code left as it is. Comments are found with ``tokenize``,
+    so a ``#`` inside a string is not one; a cell that does not tokenize is
+    returned unchanged.
+    """
+    import io
+    import tokenize
+
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return source
+    lines = source.splitlines(keepends=True)
+    at = {}  # line index -> column of an inline comment
+    for tok in tokens:
+        if tok.type == tokenize.COMMENT:
+            row, col = tok.start
+            if lines[row - 1][:col].strip():
+                at[row - 1] = col
+    codes = {i: lines[i][:c].rstrip() for i, c in at.items()}
+    fits = [len(c) for c in codes.values() if len(c) <= ALIGN_MAX]
+    column = max(fits, default=0) + 2
+    for i, code in codes.items():
+        pad = column - len(code) if len(code) <= ALIGN_MAX else 2
+        lines[i] = code + " " * pad + lines[i][at[i] :]
+    return "".join(lines)
+
+
 def _notebooks(root: Path) -> list[Path]:
     return sorted((root / "notebooks").glob("*.ipynb"))
 
@@ -128,6 +165,13 @@ def _wanted(root: Path, paths: list[Path]) -> list[str]:
     """The text each notebook should hold: normal form, formatted cells."""
     nbs = [json.loads(p.read_text()) for p in paths]
     done = ruff_format_cells(nbs, root / "pyproject.toml")
+    for nb in done:
+        for cell in nb["cells"]:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if cell["cell_type"] == "code" and PARAMETERS_TAG in tags:
+                cell["source"] = _lines(
+                    align_parameters("".join(cell["source"]))
+                )
     return [dumps(nb) for nb in done]
 
 
