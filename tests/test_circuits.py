@@ -233,3 +233,89 @@ def test_markov_chain_rows_are_distributions():
     seq = c.sample_markov(P, 30_000, seed=2)
     freq = c.bigram_counts(seq, 6)
     np.testing.assert_allclose(freq / freq.sum(1, keepdims=True), P, atol=0.05)
+
+
+def test_induction_answer():
+    assert c.induction_answer("abcab") == "c"
+    assert c.induction_answer("abab") == "a"
+    assert c.induction_answer("aa") == "a"
+    for no_single in ["ab", "cacdc", "a"]:
+        with pytest.raises(ValueError, match="induction answer"):
+            c.induction_answer(no_single)
+
+
+def test_induction_threshold_flips_the_argmax():
+    # "abcab": at low strength the output is close to the token frequencies
+    # (b occurs twice), so b wins; above the threshold the answer c does.
+    s_star = c.induction_threshold("abcab")
+    at = c.induction_output("abcab", s_star)
+    np.testing.assert_allclose(at[2], at[1], atol=1e-9)  # c ties b there
+    below = c.induction_output("abcab", s_star - 1e-3)
+    above = c.induction_output("abcab", s_star + 1e-3)
+    assert np.argmax(below) == 1 and np.argmax(above) == 2
+    # cross-check: the first point of a fine grid where c wins
+    grid = np.linspace(0, 4, 40001)
+    c_wins = [np.argmax(c.induction_output("abcab", s)) == 2 for s in grid]
+    first = grid[np.argmax(c_wins)]
+    assert abs(first - s_star) <= 1e-4
+    assert all(c_wins[np.argmax(c_wins) :])
+
+
+def test_induction_threshold_for_a_weight():
+    s99 = c.induction_threshold("abcab", weight=0.99)
+    np.testing.assert_allclose(
+        c.induction_output("abcab", s99)[2], 0.99, atol=1e-9
+    )
+    assert s99 > c.induction_threshold("abcab")
+    # "aa" puts all its weight on a at every strength
+    assert c.induction_threshold("aa") == 0.0
+    assert c.induction_threshold("aa", weight=0.99) == 0.0
+
+
+def test_induction_threshold_bad_arguments():
+    with pytest.raises(ValueError, match="weight"):
+        c.induction_threshold("abcab", weight=1.5)
+    with pytest.raises(ValueError, match="not reached"):
+        c.induction_threshold("abcab", weight=0.99, s_max=2.0)
+    with pytest.raises(ValueError, match="induction answer"):
+        c.induction_threshold("cacdc")
+
+
+def test_answer_weight_names_the_wrong_token_at_low_strength():
+    # "abcab" at strength 1, by hand from induction_output: b (the current
+    # token, twice in the sequence) carries the most weight, not c.
+    got = c.answer_weight("abcab", 1.0)
+    out = c.induction_output("abcab", 1.0)
+    assert got["answer"] == "c" and got["top"] == "b" and not got["right"]
+    assert got["p_answer"] == pytest.approx(out[2])
+    assert got["p_top"] == pytest.approx(out[1])
+    assert got["p_answer"] == pytest.approx(0.297, abs=5e-4)
+    assert got["where"] == "on b, not on the answer c"
+    strong = c.answer_weight("abcab", 16.0)
+    assert strong["right"] and strong["where"] == "on the answer c"
+    assert strong["p_answer"] > 0.999
+
+
+def test_induction_steps_and_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    panels = c.induction_steps("abcab", 8.0)
+    A_prev, wrote, A_copy = (M for M, _, _ in panels)
+    # each query attends (almost) only to the position before it
+    np.testing.assert_allclose(A_prev[1:].argmax(1), np.arange(4))
+    # position 2 ('c') wrote 'b' (token index 1) as its previous token
+    assert wrote[2].argmax() == 1 and wrote[2, 1] > 0.99
+    # the last query ('b') attends to position 2, right after the first 'b'
+    assert A_copy[-1].argmax() == 2
+    np.testing.assert_allclose(A_copy.sum(1), 1.0)
+    fig = c.plot_induction_steps("abcab", 8.0)
+    img = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(img), A_prev)
+    plt.close(fig)
+    fig = c.plot_hand_set_matrices(2.0)
+    qk = np.asarray(fig.axes[0].images[0].get_array())
+    np.testing.assert_allclose(qk, c.previous_token_head(2.0)[0])
+    plt.close(fig)

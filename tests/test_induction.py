@@ -182,3 +182,80 @@ def test_k_composition_table_matches_single_scores(model):
         ind.head_matrices(model, 1, 0)[0], ind.head_matrices(model, 0, 1)[1]
     )
     assert table[1, 0] == pytest.approx(want)
+
+
+def test_stacked_forward_matches_sdpa_per_run():
+    import torch.nn.functional as F
+
+    p = ind.init_stacked(
+        [3, 4], n_layers=2, n_heads=2, d_model=8, d_head=4, n_ctx=6, d_vocab=5
+    )
+    tokens = torch.randint(
+        0, 5, (2, 3, 6), generator=torch.Generator().manual_seed(0)
+    )
+    logits, patterns = ind.stacked_forward(p, tokens)
+    assert patterns.shape == (2, 2, 3, 2, 6, 6)
+    with torch.no_grad():
+        for r in range(2):
+            x = p["W_E"][r][tokens[r]] + p["W_pos"][r]
+            for layer in range(2):
+                q, k, v = (
+                    torch.einsum("btd,hde->bhte", x, p[w][r, layer])
+                    for w in ("W_Q", "W_K", "W_V")
+                )
+                z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                x = x + torch.einsum("bhte,hed->btd", z, p["W_O"][r, layer])
+            torch.testing.assert_close(logits[r].detach(), x @ p["W_U"][r])
+
+
+def test_train_stacked_runs_are_independent():
+    kw = dict(n_layers=2, n_heads=2, d_model=8, d_head=4, n_ctx=12, d_vocab=6)
+    both = ind.init_stacked([0, 1], **kw)
+    alone = ind.init_stacked([1], **kw)
+    h2 = ind.train_stacked(both, 5, [7, 8], 4, 1e-2, 2, 4)
+    h1 = ind.train_stacked(alone, 5, [8], 4, 1e-2, 2, 4)
+    torch.testing.assert_close(h2[:, 1], h1[:, 0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        both["W_Q"][1], alone["W_Q"][0], rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="data_seeds"):
+        ind.train_stacked(both, 2, [1], 4)
+
+
+def test_phase_change_step_finds_the_drop():
+    steps = np.arange(1000)
+    curve = 3 - 2.5 / (1 + np.exp(-(steps - 400) / 10))
+    assert abs(ind.phase_change_step(curve, 50) - 400) <= 2
+    with pytest.raises(ValueError, match="window"):
+        ind.phase_change_step(curve[:10], 50)
+
+
+def test_seed_check_reads_matching_file_only(tmp_path):
+    import json
+
+    settings = dict(
+        seeds=[0, 1],
+        n_heads=2,
+        d_model=8,
+        d_head=4,
+        n_ctx=12,
+        d_vocab=6,
+        steps=60,
+        batch_size=4,
+        lr=1e-2,
+        min_len=2,
+        max_len=4,
+        probe_seed=1,
+        min_score=0.4,
+    )
+    run = ind.seed_check(settings)
+    assert [r["seed"] for r in run["rows"]] == [0, 1]
+    for r in run["rows"]:
+        assert r["formed"] == (min(r["prev"], r["induction"]) >= 0.4)
+    path = tmp_path / "check.json"
+    fake = {"settings": run["settings"], "rows": [{"seed": 99}]}
+    path.write_text(json.dumps(fake))
+    got, from_file = ind.load_or_run_seed_check(settings, path)
+    assert from_file and got["rows"] == [{"seed": 99}]
+    got, from_file = ind.load_or_run_seed_check(dict(settings, lr=2e-2), path)
+    assert not from_file and len(got["rows"]) == 2

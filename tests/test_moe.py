@@ -218,3 +218,96 @@ def test_regression_net_trains_and_reports_expert_shares():
         moe.live_experts(np.zeros((0, 4)), 0.02)
     with pytest.raises(ValueError, match="width"):
         moe.dense_ffn(8, 0)
+
+
+def test_switch_loss_goes_below_uniform():
+    # the review's example: 90 % of tokens at (0.51, 0.49), 10 % at
+    # (0.01, 0.99): by hand f = (0.9, 0.1), P = (0.46, 0.54), 2 sum f P
+    # = 2 (0.414 + 0.054) = 0.936
+    probs = torch.tensor([[0.51, 0.49]] * 9 + [[0.01, 0.99]], dtype=float)
+    expert = probs.argmax(1)
+    loss = moe.switch_balancing_loss(probs, expert, 1.0)
+    assert loss.item() == pytest.approx(0.936)
+    # the two-expert family: q + 2 (1 - q)^2 at eps = 0, 7/8 at q = 3/4
+    for q in (0.5, 0.75, 0.9):
+        p, e = moe.switch_loss_two_experts(q, 0.0, n=1000)
+        assert torch.equal(e, p.argmax(1))  # consistent top-1 routing
+        got = moe.switch_balancing_loss(p, e, 1.0).item()
+        assert got == pytest.approx(q + 2 * (1 - q) ** 2)
+    q_star, value = moe.switch_loss_infimum_two_experts()
+    assert q_star == pytest.approx(0.75, abs=1e-6)
+    assert value == pytest.approx(7 / 8, abs=1e-9)
+    # no random consistent top-1 routing of 2 experts goes below 7/8
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        p0 = torch.rand(50, generator=g, dtype=torch.float64)
+        p = torch.stack([p0, 1 - p0], 1)
+        assert moe.switch_balancing_loss(p, p.argmax(1), 1.0) >= 7 / 8 - 1e-12
+    with pytest.raises(ValueError, match="q"):
+        moe.switch_loss_two_experts(1.5)
+
+
+def test_train_seeds_and_table():
+    x, y, _ = moe.clustered_regression(64, 4, 2, 0)
+    data = (x[:48], y[:48], x[48:], y[48:])
+
+    def make_moe():
+        return moe.MoELayer(8, 4, 2)
+
+    runs = {
+        "moe": moe.train_seeds(make_moe, data, [0, 1], 4, 8, 3, 16, 1e-2),
+        "dense": moe.train_seeds(
+            lambda: moe.dense_ffn(8, 4), data, [0, 1], 4, 8, 3, 16, 1e-2
+        ),
+    }
+    # the same seed gives the same run, as train_regressor by hand does
+    torch.manual_seed(1)
+    net = moe.RegressionNet(4, 8, make_moe())
+    test, _ = moe.train_regressor(net, *data, 3, 16, 1e-2, 1)
+    assert runs["moe"][1]["test"] == pytest.approx(test)
+    table = moe.runs_table(runs, 0.02)
+    assert list(table["seed"]) == [0, 1, 0, 1]
+    assert table["live experts"].isna().tolist() == [False, False, True, True]
+    assert runs["moe"][0]["shares"].shape == (3, 2)
+
+
+def test_context_attention_flop():
+    # the review's hand value: 64 heads of 64, 18 full layers of 36,
+    # 4k context: 4 * 4096 * 64 * 64 * 18 = 1.21 GFLOP, plus 18 banded
+    # layers at 128 tokens
+    got = moe.context_attention_flop(4096, 36, 64, 64, window=128)
+    assert got == 4 * 64 * 64 * (18 * 4096 + 18 * 128)
+    assert (
+        moe.context_attention_flop(4096, 36, 64, 64) == 4 * 4096 * 64 * 64 * 36
+    )
+    # below the window every layer sees the whole context
+    assert moe.context_attention_flop(100, 3, 2, 8, window=128) == (
+        moe.context_attention_flop(100, 3, 2, 8)
+    )
+    # cross-check against counting the two products of one layer
+    T, H, dh = 7, 3, 5
+    q, K, V = torch.ones(H, 1, dh), torch.ones(H, T, dh), torch.ones(H, T, dh)
+    flop = 2 * (q @ K.transpose(1, 2)).numel() * dh + 2 * H * T * dh
+    assert moe.context_attention_flop(T, 1, H, dh) == flop
+
+
+def test_dropped_fraction_matches_switch_route():
+    torch.manual_seed(0)
+    net = moe.RegressionNet(4, 8, moe.MoELayer(8, 4, 2))
+    x = torch.randn(40, 4)
+    got = moe.dropped_fraction(net, x, [0.5, 1.0, 4.0])
+    logits = net.inp(x) @ net.ffn.W_g
+    kept = moe.switch_route(logits.detach(), 0.5)[2]
+    assert got[0] == pytest.approx(1 - kept.float().mean().item())
+    assert got[2] == 0.0  # 4 x the fair share holds every token
+    assert got[0] >= got[1] >= got[2]
+
+
+def test_gpt_oss_summary_by_hand():
+    counts = {"total": 10e9, "active": 1e9, "experts": 8e9}
+    got = moe.gpt_oss_summary(counts, 4, 2, 100, 2, 4)
+    assert got["GFLOP per token"] == 2.0
+    assert got["active / total"] == 0.1
+    assert got["weights, bf16 (GB)"] == 20.0
+    assert got["weights, MXFP4 experts (GB)"] == pytest.approx(4 + 4)
+    assert got["a2a bytes per token"] == 2 * 2 * 100 * 2 * 4

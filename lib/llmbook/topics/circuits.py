@@ -186,6 +186,194 @@ def induction_output(sequence: str, attention_strength: float) -> np.ndarray:
     return single_attention_head(X, *copying_head(s))[-1, TOK]
 
 
+def induction_answer(sequence: str) -> str:
+    """The token an induction head should predict after ``sequence``: the
+    one that followed the earlier occurrences of the final token ("... A B
+    ... A -> B"). Raises ``ValueError`` when the final token did not occur
+    before, or was followed by different tokens (then no single answer
+    exists; the head splits its weight). Section hw11-q3.
+    """
+    embed(sequence)  # validates the sequence
+    last = sequence[-1]
+    nexts = {
+        sequence[i + 1]
+        for i in range(len(sequence) - 1)
+        if sequence[i] == last
+    }
+    if len(nexts) != 1:
+        raise ValueError(
+            f"sequence {sequence!r} has no single induction answer: its "
+            f"final token was followed by {sorted(nexts) or 'nothing'}"
+        )
+    return nexts.pop()
+
+
+def answer_weight(sequence: str, attention_strength: float) -> dict:
+    """The weight the hand-built induction head puts on the right answer,
+    and where its largest weight sits (hw11-q3).
+
+    Returns a dict: ``answer`` (from :func:`induction_answer`),
+    ``p_answer`` (its output weight), ``top`` and ``p_top`` (the token with
+    the largest weight and that weight), ``right`` (whether they agree) and
+    ``where``, a phrase for the page: "on the answer c" or "on b, not on
+    the answer c".
+    """
+    answer = induction_answer(sequence)
+    out = induction_output(sequence, attention_strength)
+    top = ALPHABET[int(np.argmax(out))]
+    where = f"on the answer {answer}"
+    if top != answer:
+        where = f"on {top}, not on the answer {answer}"
+    return {
+        "answer": answer,
+        "p_answer": float(out[ALPHABET.index(answer)]),
+        "top": top,
+        "p_top": float(out.max()),
+        "right": top == answer,
+        "where": where,
+    }
+
+
+def induction_steps(sequence: str, attention_strength: float) -> list:
+    """The three stages of the hand-built induction head on ``sequence``,
+    as (matrix, column labels, title) panels (hw11-q3): the previous-token
+    head's pattern (T, T), what it wrote into the previous-token subspace
+    (T, 4), and the copying head's pattern (T, T)."""
+    X0 = embed(sequence)
+    prev = previous_token_head(attention_strength)
+    X1 = X0 + single_attention_head(X0, *prev)
+    copy_qk = copying_head(attention_strength)[0]
+    keys = [f"{i}:{ch}" for i, ch in enumerate(sequence)]
+    return [
+        (attention_pattern(X0, prev[0]), keys, "previous-token head: pattern"),
+        (X1[:, PREV], list(ALPHABET), "what it wrote (prev subspace)"),
+        (attention_pattern(X1, copy_qk), keys, "copying head: pattern"),
+    ]
+
+
+def plot_induction_steps(sequence: str, attention_strength: float):
+    """A figure of :func:`induction_steps`: three heat maps on one colour
+    scale [0, 1], rows are query positions. Returns the figure."""
+    from matplotlib import pyplot as plt
+
+    from llmbook.book.plotting import heatmap
+
+    panels = induction_steps(sequence, attention_strength)
+    rows = panels[0][1]
+    fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.4), layout="constrained")
+    for ax, (M, xlabels, title) in zip(axes, panels):
+        im = heatmap(
+            ax,
+            M,
+            xlabels=xlabels,
+            ylabels=rows,
+            title=title,
+            signed=False,
+            vmin=0,
+            vmax=1,
+            fmt="{:.1f}",
+        )
+        ax.set_xlabel(
+            "key position" if xlabels is rows else "previous-token dimension"
+        )
+        for t in ax.texts:
+            t.set_fontsize(9.5)
+    axes[0].set_ylabel("query position")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
+    return fig
+
+
+def plot_hand_set_matrices(attention_strength: float = 1.0):
+    """The four hand-set matrices (W_QK, W_OV of both heads) as heat maps on
+    one signed colour scale, axes labelled by residual-stream dimension
+    (hw11-q3). Returns the figure."""
+    from matplotlib import pyplot as plt
+
+    from llmbook.book.plotting import heatmap
+
+    dims = (
+        [f"tok {t}" for t in ALPHABET]
+        + [f"pos {p}" for p in range(MAX_LEN)]
+        + [f"prev {t}" for t in ALPHABET]
+    )
+    s = attention_strength
+    mats = {}
+    for name, head in (
+        ("previous-token", previous_token_head),
+        ("copying", copying_head),
+    ):
+        W_QK, W_OV = head(s)
+        mats[f"{name} head: W_QK"], mats[f"{name} head: W_OV"] = W_QK, W_OV
+    bound = max(np.abs(M).max() for M in mats.values())
+    fig, axes = plt.subplots(2, 2, figsize=(8, 8), layout="constrained")
+    for ax, (title, M) in zip(axes.flat, mats.items()):
+        im = heatmap(
+            ax,
+            M,
+            xlabels=dims,
+            ylabels=dims,
+            title=f"{title} (strength {s:g})",
+            signed=True,
+            annotate=False,
+            vmin=-bound,
+            vmax=bound,
+        )
+        ax.tick_params(axis="x", labelrotation=90, labelsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+    label = "entry (units of attention_strength for W_QK)"
+    fig.colorbar(im, ax=axes, shrink=0.6, label=label)
+    fig.supxlabel("input (key side for W_QK, source for W_OV)")
+    fig.supylabel("query side for W_QK, output for W_OV")
+    return fig
+
+
+def induction_threshold(
+    sequence: str,
+    weight: float | None = None,
+    s_max: float = 64.0,
+    n_grid: int = 641,
+) -> float:
+    """The smallest ``attention_strength`` from which on the hand-built
+    induction head gets the answer of :func:`induction_answer` right.
+
+    With ``weight=None`` "right" means the answer carries the largest
+    output weight (the head predicts it); with a number in (0, 1), that the
+    answer's weight is at least ``weight``. The margin (answer's weight
+    minus the largest other weight, or minus ``weight``) is scanned on
+    ``n_grid`` strengths in [0, ``s_max``]; the last sign change is then
+    located by Brent's method (``scipy.optimize.brentq``) to 1e-12. Returns
+    0.0 when the margin is positive on the whole grid; raises
+    ``ValueError`` when it is not yet positive at ``s_max``. Section
+    hw11-q3.
+    """
+    from scipy.optimize import brentq
+
+    answer = ALPHABET.index(induction_answer(sequence))
+    if weight is not None and not 0.0 < float(weight) < 1.0:
+        raise ValueError(f"weight must lie in (0, 1), got {weight!r}")
+    s_max = float(s_max)
+    if not np.isfinite(s_max) or s_max <= 0:
+        raise ValueError(f"s_max must be finite and > 0, got {s_max!r}")
+    n_grid = positive_int("n_grid", n_grid)
+
+    def margin(s: float) -> float:
+        out = induction_output(sequence, s)
+        if weight is None:
+            return float(out[answer] - np.delete(out, answer).max())
+        return float(out[answer] - weight)
+
+    grid = np.linspace(0.0, s_max, max(n_grid, 2))
+    wrong = [i for i, s in enumerate(grid) if margin(s) <= 0]
+    if not wrong:
+        return 0.0
+    if wrong[-1] == len(grid) - 1:
+        raise ValueError(
+            f"the answer is not reached by attention_strength = {s_max}"
+        )
+    lo, hi = grid[wrong[-1]], grid[wrong[-1] + 1]
+    return float(brentq(margin, lo, hi, xtol=1e-12))
+
+
 # ---- The zero-layer model: logits = W_U W_E T, a learned bigram table
 # (hw11-q2a) ----
 

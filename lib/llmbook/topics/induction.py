@@ -302,3 +302,243 @@ def train_induction(
         losses.mean().backward()
         opt.step()
     return history
+
+
+# ---- Many seeds at once: the same attention-only model in plain torch,
+# every weight with a leading run axis (the seed check of the chapter) ----
+
+_STACKED = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")
+
+
+def init_stacked(
+    seeds,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    d_model: int = 64,
+    d_head: int = 16,
+    n_ctx: int = 32,
+    d_vocab: int = 24,
+) -> dict:
+    """Weights of one attention-only transformer per seed, stacked on a
+    leading run axis: ``W_E`` (R, d_vocab, d_model), ``W_pos`` (R, n_ctx,
+    d_model), ``W_Q``/``W_K``/``W_V`` (R, L, H, d_model, d_head), ``W_O``
+    (R, L, H, d_head, d_model), ``W_U`` (R, d_model, d_vocab). Entries are
+    N(0, 0.8 / sqrt(d_model)) (TransformerLens's default scale), drawn from
+    ``torch.Generator().manual_seed(seed)``; no biases, no LayerNorm."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    L, H = positive_int("n_layers", n_layers), positive_int("n_heads", n_heads)
+    d, dh = positive_int("d_model", d_model), positive_int("d_head", d_head)
+    T, V = positive_int("n_ctx", n_ctx), positive_int("d_vocab", d_vocab)
+    shapes = {
+        "W_E": (V, d),
+        "W_pos": (T, d),
+        "W_Q": (L, H, d, dh),
+        "W_K": (L, H, d, dh),
+        "W_V": (L, H, d, dh),
+        "W_O": (L, H, dh, d),
+        "W_U": (d, V),
+    }
+    std = 0.8 / np.sqrt(d)
+    runs = []
+    for s in seeds:
+        g = torch.Generator().manual_seed(s)
+        runs.append(
+            {k: torch.randn(v, generator=g) * std for k, v in shapes.items()}
+        )
+    return {
+        k: torch.stack([r[k] for r in runs]).requires_grad_() for k in _STACKED
+    }
+
+
+def stacked_forward(params: dict, tokens: torch.Tensor):
+    """Logits (R, B, T, d_vocab) and attention patterns (R, L, B, H, T, T)
+    of the stacked models of :func:`init_stacked` on ``tokens`` (R, B, T):
+    causal softmax attention scaled by 1/sqrt(d_head), each head's output
+    added to the residual stream."""
+    p = params
+    R, B, T = tokens.shape
+    x = p["W_E"][torch.arange(R)[:, None, None], tokens] + p["W_pos"][:, None]
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    scale = p["W_Q"].shape[-1] ** -0.5
+    patterns = []
+    for layer in range(p["W_Q"].shape[1]):
+        q, k, v = (
+            torch.einsum("rbtd,rhde->rbhte", x, p[w][:, layer])
+            for w in ("W_Q", "W_K", "W_V")
+        )
+        scores = (q @ k.transpose(-1, -2) * scale).masked_fill(mask, -1e9)
+        pattern = scores.softmax(-1)
+        z = pattern @ v  # (R, B, H, T, d_head)
+        x = x + torch.einsum("rbhte,rhed->rbtd", z, p["W_O"][:, layer])
+        patterns.append(pattern)
+    return x @ p["W_U"][:, None], torch.stack(patterns, dim=1)
+
+
+def train_stacked(
+    params: dict,
+    steps: int,
+    data_seeds,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+    min_len: int = 6,
+    max_len: int = 16,
+    weight_decay: float = 0.01,
+) -> torch.Tensor:
+    """Train the stacked models of :func:`init_stacked` in place with AdamW
+    on repeated-segment batches, run r drawing its own batches from
+    ``data_seeds[r]``. AdamW updates every number from its own gradient and
+    moments, and the loss is a sum of per-run means, so the runs are
+    independent. Returns the training loss on repeated positions, (steps,
+    R)."""
+    steps = positive_int("steps", steps)
+    data_seeds = [int(s) for s in data_seeds]
+    R, V = params["W_E"].shape[0], params["W_E"].shape[1]
+    T = params["W_pos"].shape[1]
+    if len(data_seeds) != R:
+        raise ValueError(f"need {R} data_seeds, got {len(data_seeds)}")
+    gens = [torch.Generator().manual_seed(s) for s in data_seeds]
+    opt = torch.optim.AdamW(
+        list(params.values()), lr=lr, weight_decay=weight_decay
+    )
+    history = torch.empty(steps, R)
+    for step in range(steps):
+        batches = [
+            repeated_segment_batch(batch_size, T, V, min_len, max_len, g)
+            for g in gens
+        ]
+        tokens = torch.stack([b[0] for b in batches])
+        rep = torch.stack([b[1] for b in batches])[..., :-1]
+        logits, _ = stacked_forward(params, tokens)
+        logp = torch.log_softmax(logits[:, :, :-1], dim=-1)
+        nll = -logp.gather(-1, tokens[:, :, 1:, None])[..., 0]  # (R, B, T-1)
+        opt.zero_grad()
+        nll.mean(dim=(1, 2)).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            history[step] = (nll * rep).sum((1, 2)) / rep.sum((1, 2))
+    return history
+
+
+def stacked_probe(params: dict, tokens: torch.Tensor, half: int) -> dict:
+    """:func:`probe` for every stacked run on the same ``tokens`` (B, T):
+    ``prev_L0`` and ``induction_L1`` (R, H) scores, ``loss_repeated`` (R,)
+    on the repeated half."""
+    R = params["W_E"].shape[0]
+    with torch.no_grad():
+        logits, patterns = stacked_forward(params, tokens.expand(R, -1, -1))
+        logp = torch.log_softmax(logits[:, :, :-1], dim=-1)
+        nll = -logp.gather(-1, tokens.expand(R, -1, -1)[..., 1:, None])[..., 0]
+    return {
+        "prev_L0": torch.stack(
+            [previous_token_scores(pt) for pt in patterns[:, 0]]
+        ).numpy(),
+        "induction_L1": torch.stack(
+            [induction_scores(pt, half) for pt in patterns[:, 1]]
+        ).numpy(),
+        "loss_repeated": nll[:, :, half:].mean((1, 2)).numpy(),
+    }
+
+
+def phase_change_step(curve, window: int = 50) -> int:
+    """The step of the sharpest fall of a training-loss ``curve`` (one value
+    per step): the largest drop of its ``window``-step moving average
+    between consecutive steps, reported at the window's centre."""
+    c = np.asarray(curve, dtype=float)
+    w = positive_int("window", window)
+    if c.ndim != 1 or c.size <= w:
+        raise ValueError(f"curve must be 1-D and longer than window={w}")
+    smooth = np.convolve(c, np.ones(w) / w, mode="valid")
+    return int(np.argmin(np.diff(smooth))) + w // 2 + 1
+
+
+SEED_CHECK_KEYS = (
+    "seeds",
+    "n_heads",
+    "d_model",
+    "d_head",
+    "n_ctx",
+    "d_vocab",
+    "steps",
+    "batch_size",
+    "lr",
+    "min_len",
+    "max_len",
+    "probe_seed",
+    "min_score",
+)
+
+
+def seed_check(settings: dict) -> dict:
+    """Train the two-layer model of the chapter once per seed (weights and
+    batches from that seed), all seeds at once with :func:`train_stacked`,
+    and score each on the repeated-random-token probe. ``settings`` holds
+    :data:`SEED_CHECK_KEYS`. Returns ``{"settings": ..., "rows": [...]}``,
+    a row per seed: best previous-token and induction scores, the probe's
+    loss on the repeated half, the phase-change step and whether both
+    scores reach ``min_score`` (an induction head formed)."""
+    s = {k: settings[k] for k in SEED_CHECK_KEYS}
+    params = init_stacked(
+        s["seeds"],
+        2,
+        s["n_heads"],
+        s["d_model"],
+        s["d_head"],
+        s["n_ctx"],
+        s["d_vocab"],
+    )
+    curves = train_stacked(
+        params,
+        s["steps"],
+        s["seeds"],
+        s["batch_size"],
+        s["lr"],
+        s["min_len"],
+        s["max_len"],
+    )
+    half = s["n_ctx"] // 2
+    probe_tokens = repeated_random_tokens(
+        64, half, s["d_vocab"], s["probe_seed"]
+    )
+    scores = stacked_probe(params, probe_tokens, half)
+    rows = []
+    for r, seed in enumerate(s["seeds"]):
+        prev = float(scores["prev_L0"][r].max())
+        ind = float(scores["induction_L1"][r].max())
+        rows.append(
+            {
+                "seed": int(seed),
+                "prev": prev,
+                "induction": ind,
+                "loss_repeated": float(scores["loss_repeated"][r]),
+                "jump_step": phase_change_step(curves[:, r].numpy()),
+                "formed": bool(min(prev, ind) >= s["min_score"]),
+            }
+        )
+    return {
+        "settings": {
+            k: (list(v) if k == "seeds" else v) for k, v in s.items()
+        },
+        "rows": rows,
+    }
+
+
+def load_or_run_seed_check(settings: dict, path) -> tuple[dict, bool]:
+    """The :func:`seed_check` stored at ``path`` (JSON, written by
+    ``tools/induction_seeds.py``) when it was made with exactly these
+    ``settings``; otherwise run it (minutes on a laptop CPU). Returns
+    ``(result, from_file)``."""
+    import json
+    from pathlib import Path
+
+    want = {
+        k: (list(settings[k]) if k == "seeds" else settings[k])
+        for k in SEED_CHECK_KEYS
+    }
+    p = Path(path)
+    if p.exists():
+        stored = json.loads(p.read_text())
+        if stored["settings"] == want:
+            return stored, True
+    return seed_check(want), False

@@ -157,7 +157,8 @@ def switch_balancing_loss(probs, expert, alpha: float) -> torch.Tensor:
     """Switch's load-balancing loss ``alpha * E * sum_i f_i P_i``: ``f_i``
     the fraction of tokens routed to expert ``i`` (before dropping),
     ``P_i`` the mean router probability of expert ``i``. Equals ``alpha``
-    when both are uniform.
+    when both are uniform, but that is not its minimum (see
+    :func:`switch_loss_two_experts`).
 
     Args:
         probs: (T, E) router probabilities; expert: (T,) chosen experts;
@@ -168,6 +169,52 @@ def switch_balancing_loss(probs, expert, alpha: float) -> torch.Tensor:
     E = probs.shape[1]
     f = torch.bincount(expert, minlength=E).to(probs.dtype) / len(expert)
     return alpha * E * (f * probs.mean(0)).sum()
+
+
+def switch_loss_two_experts(q: float, eps: float = 0.0, n: int = 1000):
+    """A top-1 routing of ``n`` tokens over E = 2 experts that pushes the
+    Switch loss below its value at uniform routing (section scale-moe).
+
+    A share ``q`` of the tokens has router probabilities
+    (1/2 + ``eps``, 1/2 - ``eps``) and goes to expert 0; the rest has
+    (0, 1) and goes to expert 1. Then f = (q, 1 - q), P = (q/2 + q eps,
+    1 - q/2 - q eps) and, for eps -> 0, E sum_i f_i P_i -> q + 2 (1-q)^2,
+    smallest (7/8) at q = 3/4. Returns ``(probs, expert)`` for
+    :func:`switch_balancing_loss`.
+    """
+    q = float(q)
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must lie in [0, 1], got {q!r}")
+    if not 0.0 <= float(eps) <= 0.5:
+        raise ValueError(f"eps must lie in [0, 1/2], got {eps!r}")
+    n = positive_int("n", n)
+    n0 = round(q * n)
+    probs = torch.zeros(n, 2, dtype=torch.float64)
+    probs[:n0] = torch.tensor([0.5 + eps, 0.5 - eps], dtype=torch.float64)
+    probs[n0:] = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    expert = torch.zeros(n, dtype=torch.long)
+    expert[n0:] = 1
+    return probs, expert
+
+
+def switch_loss_infimum_two_experts() -> tuple[float, float]:
+    """``(q*, value)``: the share q* of tokens sent to the busier expert at
+    which the routings of :func:`switch_loss_two_experts` (eps -> 0) reach
+    the smallest E sum_i f_i P_i, found by ``scipy.optimize`` on
+    q + 2 (1-q)^2 over [1/2, 1]. A token sent to expert 0 can hold at most
+    P_0 = P_1 = 1/2, one sent to expert 1 at least p_1 = 1/2 and at best
+    (0, 1), so no top-1 routing of two experts goes lower (closed form:
+    q* = 3/4, value 7/8). Section scale-moe.
+    """
+    from scipy.optimize import minimize_scalar
+
+    res = minimize_scalar(
+        lambda q: q + 2 * (1 - q) ** 2,
+        bounds=(0.5, 1.0),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    return float(res.x), float(res.fun)
 
 
 class MoELayer(torch.nn.Module):
@@ -347,6 +394,52 @@ def train_regressor(
     return test, np.array(shares)
 
 
+def train_seeds(
+    make_ffn,
+    data,
+    seeds,
+    d_in: int,
+    d_model: int,
+    steps: int,
+    batch: int,
+    lr: float,
+) -> list[dict]:
+    """Train one :class:`RegressionNet` per seed around ``make_ffn()``
+    (its initial weights from ``torch.manual_seed(seed)``, its minibatches
+    from ``seed``) on ``data = (x, y, x_test, y_test)`` with
+    :func:`train_regressor`. Returns one dict per seed: ``seed``, ``net``,
+    ``test`` (test MSE) and ``shares`` (per-step expert shares, empty for
+    a dense layer). A loop: the capacity routing is sequential. Section
+    scale-moe."""
+    out = []
+    for s in seeds:
+        torch.manual_seed(int(s))
+        net = RegressionNet(d_in, d_model, make_ffn())
+        test, shares = train_regressor(net, *data, steps, batch, lr, int(s))
+        out.append(
+            {"seed": int(s), "net": net, "test": test, "shares": shares}
+        )
+    return out
+
+
+def runs_table(runs: dict, live_share: float) -> "pd.DataFrame":
+    """One row per model and seed from ``{model name: train_seeds(...)}``:
+    test MSE, and for an MoE the live experts (:func:`live_experts`) and
+    the largest token share (missing for dense models). Section
+    scale-moe."""
+    import pandas as pd
+
+    rows = []
+    for name, seed_runs in runs.items():
+        for r in seed_runs:
+            row = {"model": name, "seed": r["seed"], "test MSE": r["test"]}
+            if len(r["shares"]):
+                live, top = live_experts(r["shares"], live_share)
+                row.update({"live experts": live, "largest share": top})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def live_experts(shares, live_share: float, last: int = 20):
     """From per-step token shares (steps, E): the number of experts whose
     mean share over the ``last`` steps exceeds ``live_share``, and the
@@ -444,3 +537,74 @@ def gpt_oss_params(
     out["total"] = out["experts"] + router + attn + norms + 2 * V * d
     out["active"] = expert * k * L + router + attn + norms + V * d
     return out
+
+
+def context_attention_flop(
+    context: int,
+    n_layers: int,
+    n_heads: int,
+    d_head: int,
+    window: int | None = None,
+) -> int:
+    """FLOP per token of attention over the context, which no weight count
+    sees: the scores q K^T and the weighted sum P V cost 2 d_head FLOP each
+    per key and head, 4 ``context`` ``n_heads`` ``d_head`` per layer for a
+    token that attends to ``context`` earlier tokens (a decoded token at
+    that position; a prefill token attends to half the context on average,
+    as the causal mask halves the score matrix). With ``window``, every
+    second layer is banded (gpt-oss's alternation, starting with a banded
+    one) and attends to at most ``window`` tokens; the others see the whole
+    context. Section scale-moe."""
+    T = positive_int("context", context)
+    L, H = positive_int("n_layers", n_layers), positive_int("n_heads", n_heads)
+    dh = positive_int("d_head", d_head)
+    if window is None:
+        return 4 * T * H * dh * L
+    w = positive_int("window", window)
+    banded = (L + 1) // 2
+    return 4 * H * dh * ((L - banded) * T + banded * min(T, w))
+
+
+def dropped_fraction(net: RegressionNet, x, capacity_factors) -> list:
+    """Share of the rows of ``x`` (one routing batch) that the trained
+    Switch router of ``net.ffn`` sends to a full expert, for each capacity
+    factor (:func:`switch_route`). Section scale-moe."""
+    with torch.no_grad():
+        logits = net.inp(x) @ net.ffn.W_g
+    return [
+        1 - switch_route(logits, cf)[2].float().mean().item()
+        for cf in capacity_factors
+    ]
+
+
+def gpt_oss_summary(
+    counts: dict,
+    n_layers: int,
+    active_experts: int,
+    d_model: int,
+    bf16_bytes: float = 2.0,
+    mxfp4_bits: float = 4.25,
+) -> dict:
+    """What the chapter's gpt-oss table shows, from the ``counts`` of
+    :func:`gpt_oss_params`: totals in billions, the active share, the
+    experts' share, 2 x active GFLOP per token (the weights only; see
+    :func:`context_attention_flop`), weight bytes in bf16 and with the
+    experts in MXFP4 (GB), and the all-to-all bytes per token over all
+    layers (dispatch and combine of ``active_experts`` vectors of
+    ``d_model`` in bf16). Section scale-moe."""
+    c = counts
+    other = c["total"] - c["experts"]
+    a2a = 2 * active_experts * d_model * bf16_bytes
+    return {
+        "total (B)": c["total"] / 1e9,
+        "active (B)": c["active"] / 1e9,
+        "active / total": c["active"] / c["total"],
+        "experts' share": c["experts"] / c["total"],
+        "GFLOP per token": 2 * c["active"] / 1e9,
+        "weights, bf16 (GB)": c["total"] * bf16_bytes / 1e9,
+        "weights, MXFP4 experts (GB)": (
+            c["experts"] * mxfp4_bits / 8 + other * bf16_bytes
+        )
+        / 1e9,
+        "a2a bytes per token": a2a * n_layers,
+    }
