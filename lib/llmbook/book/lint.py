@@ -191,7 +191,8 @@ LONG_REF = re.compile(
 def glued_names(nb: dict) -> dict[str, list[str]]:
     """The names a notebook's code glues, found without running it.
 
-    Reads every ``glue("name", value)`` and ``glue({"name": value, ...})``
+    Reads every ``glue("name", value)``, ``glue({"name": value, ...})`` and
+    ``glue_verdict("name", ...)``
     call. A name held in a variable is resolved where a ``for`` loop runs it
     over literal tuples, or where it is a parameter of a function called with
     literal names (in any cell); an f-string name becomes a regular expression
@@ -219,7 +220,7 @@ def glued_names(nb: dict) -> dict[str, list[str]]:
             if not (
                 isinstance(call, ast.Call)
                 and isinstance(call.func, ast.Name)
-                and call.func.id == "glue"
+                and call.func.id in ("glue", "glue_verdict")
                 and call.args
             ):
                 continue
