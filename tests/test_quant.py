@@ -489,3 +489,25 @@ def test_weight_quantized_copy_leaves_model_and_k_means_matches():
     torch.testing.assert_close(q.backbone[0].weight, cb[lab])
     with pytest.raises(ValueError, match="scheme"):
         quant.fake_quantize_weight(before, 2, "nope")
+
+
+def test_distinct_values_and_scale_candidates_tables():
+    torch.manual_seed(0)
+    w = torch.randn(4, 3)  # 12 weights: 8 bits give 12 values, not 256
+    t = quant.distinct_values_table({"w": w}, [1, 2, 8])
+    assert t["distinct values"].tolist() == [2, 4, 12]
+    r = torch.tensor([-1.0, 0.0, 3.0])
+    q_min, q_max = quant.qrange(8)
+    cands = {
+        "right": lambda a, b: (b - a) / (q_max - q_min),
+        "max only": lambda a, b: b / q_max,
+    }
+    tab = quant.scale_candidates_table({"r": r}, cands)
+    err = tab["range error"].droplevel(0)
+    # the right S maps the range back within one step; r_max/q_max cannot
+    # reach r_min = -1 from Z = q_min + round(1 / S) without a miss > 0.2
+    assert err["right"] <= 1 / (q_max - q_min)
+    s = 3.0 / q_max
+    z = round(q_min + 1 / s)
+    want = max(abs(s * (q_min - z) + 1), abs(s * (q_max - z) - 3)) / 4
+    assert err["max only"] == pytest.approx(want) and want > 0.2

@@ -1092,3 +1092,54 @@ def int_pipeline_check(
         )
         q_in = out
     return pd.DataFrame(rows), outs[-1]
+
+
+def distinct_values_table(weights: dict, bits_range) -> "pd.DataFrame":
+    """For each named weight tensor and each bit width ``n``, the number of
+    distinct values its k-means quantization (:func:`kmeans_codebook`)
+    leaves, beside ``2^n`` and the number of weights (hw11-q7b-ii)."""
+    import pandas as pd
+
+    rows = []
+    for layer, w in weights.items():
+        for n in bits_range:
+            codebook, labels = kmeans_codebook(w, n)
+            rows.append(
+                {
+                    "layer": layer,
+                    "weights": w.numel(),
+                    "bits n": n,
+                    "2^n": 2**n,
+                    "distinct values": int(codebook[labels].unique().numel()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def scale_candidates_table(tensors: dict, candidates: dict, bits: int = 8):
+    """Each candidate formula ``S = f(r_min, r_max)`` on each tensor, with
+    ``Z = round(q_min - r_min / S)``: where ``[q_min, q_max]`` maps back to,
+    and the larger endpoint miss as a share of the range (hw11-q7b-iv).
+
+    Returns a table indexed by ``(tensor with its range, candidate)``.
+    """
+    import pandas as pd
+
+    q_min, q_max = qrange(bits)
+    rows = []
+    for tname, t in tensors.items():
+        a, b = float(t.min()), float(t.max())
+        for cname, f in candidates.items():
+            s = f(a, b)
+            z = round(q_min - a / s)
+            lo, hi = s * (q_min - z), s * (q_max - z)
+            rows.append(
+                {
+                    "tensor": f"{tname}: r in [{a:.3g}, {b:.3g}]",
+                    "candidate": cname,
+                    "S(q_min-Z)": lo,
+                    "S(q_max-Z)": hi,
+                    "range error": max(abs(lo - a), abs(hi - b)) / (b - a),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["tensor", "candidate"])
