@@ -208,3 +208,153 @@ def test_data_split_shapes_and_bad_args():
         cnn.mnist_subset(n_test=15)
     x, _, xt, _ = cnn.digits_subset()
     assert x.shape[1:] == (1, 8, 8) and len(xt) == 300
+
+
+def test_recalibrate_batchnorm_sets_the_inputs_mean_and_unbiased_var():
+    m = small_model()
+    bn = m.backbone[1]
+    seen = []
+    bn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    x = torch.randn(32, 1, 8, 8)
+    prune.recalibrate_batchnorm(m, x)
+    h = seen[0].detach()
+    torch.testing.assert_close(bn.running_mean, h.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(
+        bn.running_var, h.var(dim=(0, 2, 3), unbiased=True)
+    )
+    assert bn.momentum == 0.1 and not m.training
+    # the weights did not move, and the model now normalises x's statistics
+    assert torch.equal(m.backbone[0].weight, small_model().backbone[0].weight)
+    with pytest.raises(ValueError, match="x must be"):
+        prune.recalibrate_batchnorm(m, torch.randn(1, 1, 8, 8))
+
+
+def test_recalibration_undoes_stale_statistics_after_pruning():
+    # a pruned model's stale BN statistics differ from its inputs'; after
+    # recalibration on the same images the BN outputs have mean 0 (beta=0)
+    m = small_model()
+    for bn in m.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.bias.data.zero_()
+    prune.fine_grained_prune(m, {"backbone.0": 0.8, "backbone.3": 0.8})
+    x = torch.randn(64, 1, 8, 8)
+    out = []
+    m.backbone[1].register_forward_hook(
+        lambda mod, i, o: out.append(o.clone())
+    )
+    with torch.no_grad():
+        m(x)
+    stale = out[-1].mean(dim=(0, 2, 3)).abs().max()
+    prune.recalibrate_batchnorm(m, x)
+    with torch.no_grad():
+        m(x)
+    fresh = out[-1].mean(dim=(0, 2, 3)).abs().max()
+    assert fresh < 1e-5 < stale
+
+
+def test_short_finetune_keeps_masks_and_is_seeded():
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    runs = []
+    for seed in (0, 0, 1):
+        m = small_model()
+        masks = prune.fine_grained_prune(m, {"backbone.3": 0.7})
+        prune.short_finetune(
+            m, x, y, steps=2, batch=16, seed=seed, masks=masks
+        )
+        w = m.backbone[3].weight
+        assert torch.equal(w == 0, masks["backbone.3"] == 0)
+        runs.append(w.detach().clone())
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    with pytest.raises(ValueError, match="steps"):
+        prune.short_finetune(small_model(), x, y, steps=5, batch=16, seed=0)
+
+
+def test_recovery_arms_shapes_and_untouched_model():
+    x, y = torch.randn(80, 1, 8, 8), torch.randint(0, 10, (80,))
+    m = small_model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    out = prune.recovery_arms(
+        m, None, (x, y), (x[:20], y[:20]), range(3), bn_images=32, steps=1
+    )
+    assert [len(v) for v in out.values()] == [1, 3, 3]
+    assert out["as pruned"][0] == cnn.accuracy(small_model(), x[:20], y[:20])
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_accuracy_interval_covers_every_runs_binomial_interval():
+    from scipy.stats import binomtest
+
+    iv = prune.accuracy_interval([0.95, 0.97, 0.96], 1000)
+    lo = binomtest(950, 1000).proportion_ci(0.95, "exact").low
+    hi = binomtest(970, 1000).proportion_ci(0.95, "exact").high
+    assert iv["median"] == 0.96 and iv["n"] == 3
+    assert iv["lo"] == pytest.approx(lo) and iv["hi"] == pytest.approx(hi)
+    one = prune.accuracy_interval([0.5], 100)
+    assert one["lo"] < 0.5 < one["hi"]
+    with pytest.raises(ValueError, match="accuracies"):
+        prune.accuracy_interval([1.5], 10)
+
+
+def test_allocate_sparsity_meets_the_target_with_the_least_tolerance():
+    sp = [0.5, 0.9]
+    scan = {"a": [0.98, 0.90], "b": [0.99, 0.97]}  # base 0.99
+    sizes = {"a": 100, "b": 900}
+    # tolerance 0: a 0.0, b 0.5 -> kept (100 + 450) / 1000 = 0.55
+    got = prune.allocate_sparsity(scan, sp, 0.99, sizes, 0.6, 0.05)
+    assert got["sparsity"] == {"a": 0.0, "b": 0.5} and got["met"]
+    assert got["kept"] == pytest.approx(0.55) and got["tolerance"] == 0.0
+    # target 0.2 needs b at 0.9 (drop 0.02) and a at 0.5 (drop 0.01)
+    got = prune.allocate_sparsity(scan, sp, 0.99, sizes, 0.2, 0.05)
+    assert got["sparsity"] == {"a": 0.5, "b": 0.9}
+    assert got["kept"] == pytest.approx(0.14) and got["met"]
+    assert got["tolerance"] == pytest.approx(0.02)
+    # a target out of reach within max_drop is reported as missed
+    got = prune.allocate_sparsity(scan, sp, 0.99, sizes, 0.1, 0.015)
+    assert not got["met"] and got["sparsity"] == {"a": 0.5, "b": 0.5}
+    with pytest.raises(ValueError, match="size_target"):
+        prune.allocate_sparsity(scan, sp, 0.99, sizes, 0.0, 0.01)
+
+
+def test_weight_stats_kurtosis_against_scipy():
+    from scipy.stats import kurtosis
+
+    m = small_model()
+    stats = prune.weight_stats(prune.prunable_layers(m))
+    for name, layer in prune.prunable_layers(m).items():
+        w = layer.weight.detach().flatten().double().numpy()
+        assert stats.loc[name, "excess kurtosis"] == pytest.approx(
+            kurtosis(w), rel=1e-9
+        )
+    # a fresh (Kaiming uniform) layer is near the uniform's -1.2
+    big = nn.Linear(400, 400)
+    k = prune.weight_stats({"big": big}).loc["big", "excess kurtosis"]
+    assert k == pytest.approx(-1.2, abs=0.02)
+
+
+def test_figures_and_tables_of_the_lab():
+    m = small_model()
+    layers = prune.prunable_layers(m)
+    fig = prune.plot_weight_histograms(layers, layers, "t")
+    assert len([a for a in fig.axes if a.has_data()]) == len(layers)
+    rec = prune.recovery_table(
+        {0.5: {"x": [0.5], "y": [0.6, 0.7]}, 0.9: {"x": [0.1], "y": [0.2]}},
+        100,
+    )
+    assert rec.loc[0.5, ("y", "median")] == pytest.approx(0.65)
+    assert rec.loc[0.9, ("x", "lo")] < 0.1 < rec.loc[0.9, ("x", "hi")]
+    assert prune.plot_recovery(rec, 0.9, "t").axes[0].has_data()
+    scan = {"a": [0.9, 0.8], "b": [0.95, 0.9]}
+    fig = prune.plot_scan(scan, [0.5, 0.9], 0.97, {"a": 1, "b": 2}, "t")
+    assert len(fig.axes[0].get_lines()) == 3
+    assert [prune.speed_word(r) for r in (1.2, 1.05, 0.8)] == [
+        "faster",
+        "no faster",
+        "slower",
+    ]
+    parts = prune.time_by_type(
+        {"m": m, "again": m}, torch.zeros(2, 1, 8, 8), 2
+    )
+    assert list(parts.columns) == ["m", "again"] and "Conv2d" in parts.index
+    lat = prune.latency_table({"m": m}, torch.zeros(4, 1, 8, 8), [1, 4], 2)
+    assert list(lat.columns) == [1, 4] and (lat.values > 0).all()

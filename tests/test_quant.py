@@ -434,3 +434,80 @@ def test_new_quant_functions_reject_bad_arguments():
         quant.int8_matmul_decomposed(torch.ones(2, 2), torch.ones(2, 2), 0)
     with pytest.raises(ValueError, match="alpha"):
         quant.smoothquant_scales(torch.ones(2), torch.ones(2), 1.5)
+
+
+def test_fake_quantize_weight_levels_and_torch_cross_check():
+    torch.manual_seed(0)
+    w = torch.rand(6, 64, 3, 3) * 2 - 1  # every level gets weights
+    for bits in (2, 3, 4):
+        sym = quant.fake_quantize_weight(w, bits, "symmetric")
+        mm = quant.fake_quantize_weight(w, bits, "minmax")
+        for c in range(6):  # levels per channel: 2^b - 1 against 2^b
+            assert sym[c].unique().numel() == 2**bits - 1
+            assert mm[c].unique().numel() == 2**bits
+        # min-max equals torch's per-channel affine fake quantization
+        rows = w.reshape(6, -1)
+        lo, hi = rows.amin(1).clamp(max=0), rows.amax(1).clamp(min=0)
+        q_min, q_max = quant.qrange(bits)
+        s = (hi - lo) / (q_max - q_min)
+        z = torch.round(q_min - lo / s).to(torch.int32)
+        ref = torch.fake_quantize_per_channel_affine(w, s, z, 0, q_min, q_max)
+        torch.testing.assert_close(mm, ref)
+
+
+def test_mse_clipping_never_worse_than_minmax_and_beats_brute_force():
+    torch.manual_seed(1)
+    w = torch.randn(4, 200) ** 3  # heavy tails: clipping pays
+    err = {
+        s: (quant.fake_quantize_weight(w, 2, s) - w).pow(2).sum(1)
+        for s in ("minmax", "mse")
+    }
+    assert (err["mse"] <= err["minmax"] + 1e-6).all()
+    assert (err["mse"] < 0.8 * err["minmax"]).any()
+    # brute force over the same 100 clipping factors, channel by channel,
+    # with torch's fake quantization on each clipped range
+    q_min, q_max = quant.qrange(2)
+    for c in range(4):
+        errs = []
+        for a in torch.linspace(0.01, 1.0, 100):
+            lo, hi = a * w[c].min(), a * w[c].max()
+            s = (hi - lo) / (q_max - q_min)
+            z = int(torch.round(q_min - lo / s))
+            r = torch.fake_quantize_per_tensor_affine(
+                w[c], float(s), z, q_min, q_max
+            )
+            errs.append(float((r - w[c]).pow(2).sum()))
+        assert float(err["mse"][c]) == pytest.approx(min(errs), rel=1e-4)
+
+
+def test_weight_quantized_copy_leaves_model_and_k_means_matches():
+    m = cnn.VGG((4, "M", 8, "M")).eval()
+    before = m.backbone[0].weight.detach().clone()
+    q = quant.weight_quantized_copy(m, 2, "kmeans")
+    assert torch.equal(m.backbone[0].weight, before)
+    cb, lab = quant.kmeans_codebook(before, 2)
+    torch.testing.assert_close(q.backbone[0].weight, cb[lab])
+    with pytest.raises(ValueError, match="scheme"):
+        quant.fake_quantize_weight(before, 2, "nope")
+
+
+def test_distinct_values_and_scale_candidates_tables():
+    torch.manual_seed(0)
+    w = torch.randn(4, 3)  # 12 weights: 8 bits give 12 values, not 256
+    t = quant.distinct_values_table({"w": w}, [1, 2, 8])
+    assert t["distinct values"].tolist() == [2, 4, 12]
+    r = torch.tensor([-1.0, 0.0, 3.0])
+    q_min, q_max = quant.qrange(8)
+    cands = {
+        "right": lambda a, b: (b - a) / (q_max - q_min),
+        "max only": lambda a, b: b / q_max,
+    }
+    tab = quant.scale_candidates_table({"r": r}, cands)
+    err = tab["range error"].droplevel(0)
+    # the right S maps the range back within one step; r_max/q_max cannot
+    # reach r_min = -1 from Z = q_min + round(1 / S) without a miss > 0.2
+    assert err["right"] <= 1 / (q_max - q_min)
+    s = 3.0 / q_max
+    z = round(q_min + 1 / s)
+    want = max(abs(s * (q_min - z) + 1), abs(s * (q_max - z) - 3)) / 4
+    assert err["max only"] == pytest.approx(want) and want > 0.2

@@ -399,3 +399,405 @@ def time_by_layer_type(
     for i, (kind, _) in enumerate(steps):
         totals[kind] = totals.get(kind, 0.0) + medians[i]
     return totals
+
+
+# --- recovery after pruning: BatchNorm statistics, short fine-tune, seeds
+# --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean and variance on images
+    ``x`` ``(n, C, H, W)`` (training data, never test data), in place; no
+    weight changes.
+
+    Pruning changes what each convolution outputs, so the statistics a
+    BatchNorm stored during training no longer describe its input. One
+    forward pass in training mode over all of ``x`` with ``momentum=None``
+    (a cumulative average, here over one batch) sets each running mean to
+    the per-channel mean of the BatchNorm's input and each running variance
+    to its unbiased variance. Returns ``model``, in eval mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not bns:
+        raise ValueError("model has no BatchNorm2d layer to recalibrate")
+    if x.dim() != 4 or len(x) < 2:
+        raise ValueError(f"x must be (n >= 2, C, H, W), got {tuple(x.shape)}")
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()(x)
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+    return model.eval()
+
+
+def short_finetune(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    seed: int,
+    lr: float = 0.01,
+    batch: int = 64,
+    masks: dict | None = None,
+    callback=None,
+) -> nn.Module:
+    """Fine-tune ``model`` in place for ``steps`` SGD steps of ``batch``
+    images drawn (by ``seed``) from the pool ``x, y``; re-apply pruning
+    ``masks`` after every step so pruned weights stay zero, then call
+    ``callback(model)`` if given (e.g. the k-means QAT update).
+
+    The seed picks both which ``steps * batch`` images of the pool are used
+    and their order (:func:`llmbook.core.cnn.train`, one epoch, cosine
+    schedule). Returns ``model`` in eval mode.
+    """
+    from llmbook.core import cnn
+
+    n = steps * batch
+    if int(steps) != steps or steps < 1 or n > len(y):
+        raise ValueError(
+            f"steps must be a positive integer with steps * batch <= "
+            f"{len(y)} (the pool), got steps={steps}, batch={batch}"
+        )
+    pick = torch.randperm(
+        len(y), generator=torch.Generator().manual_seed(seed)
+    )
+    pick = pick[:n]
+
+    def after_step(m):
+        if masks is not None:
+            apply_masks(m, masks)
+        if callback is not None:
+            callback(m)
+
+    cnn.train(
+        model,
+        x[pick],
+        y[pick],
+        epochs=1,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        callback=after_step,
+    )
+    return model.eval()
+
+
+def recovery_arms(
+    pruned: nn.Module,
+    masks: dict | None,
+    train: tuple,
+    test: tuple,
+    seeds,
+    *,
+    bn_images: int,
+    steps: int,
+    lr: float = 0.01,
+) -> dict[str, list[float]]:
+    """Test accuracy of a pruned model as it is, after BatchNorm
+    recalibration, and after recalibration plus a short fine-tune.
+
+    Args:
+        pruned: the pruned model (left untouched; each arm works on a copy).
+        masks: its pruning masks (None for a channel-pruned model).
+        train, test: ``(x, y)`` pools; recalibration and fine-tuning see
+            only ``train``, accuracies only ``test``.
+        seeds: one run per seed; the seed draws the ``bn_images``
+            recalibration images and the fine-tune's images and order.
+        bn_images, steps, lr: :func:`recalibrate_batchnorm` and
+            :func:`short_finetune` settings.
+    Returns ``{"as pruned": [acc], "BN recalibrated": [acc per seed],
+    "recalibrated + fine-tuned": [acc per seed]}`` (fractions in [0, 1];
+    the first needs no seed: nothing random happens to it).
+    """
+    import copy
+
+    from llmbook.core import cnn
+
+    (x_tr, y_tr), (x_te, y_te) = train, test
+    out = {
+        "as pruned": [cnn.accuracy(pruned, x_te, y_te)],
+        "BN recalibrated": [],
+        "recalibrated + fine-tuned": [],
+    }
+    for seed in seeds:
+        g = torch.Generator().manual_seed(10_000 + seed)
+        pick = torch.randperm(len(y_tr), generator=g)[:bn_images]
+        m = recalibrate_batchnorm(copy.deepcopy(pruned), x_tr[pick])
+        out["BN recalibrated"].append(cnn.accuracy(m, x_te, y_te))
+        short_finetune(
+            m, x_tr, y_tr, steps=steps, seed=seed, lr=lr, masks=masks
+        )
+        out["recalibrated + fine-tuned"].append(cnn.accuracy(m, x_te, y_te))
+    return out
+
+
+def accuracy_interval(accuracies, n_test: int) -> dict[str, float]:
+    """Median over runs of accuracies measured on ``n_test`` images, with an
+    interval that covers every run's 95 % binomial (Clopper-Pearson)
+    interval: from the lowest run's lower bound to the highest run's upper
+    bound. One run gives its binomial interval.
+
+    So the interval holds both the test-set noise and the spread over seeds.
+    Returns ``{"median", "lo", "hi", "n"}`` (n: the number of runs), the
+    form :func:`llmbook.book.verdict.glue_verdict` takes.
+    """
+    import numpy as np
+
+    from llmbook.core.stats import binomial_interval
+
+    accs = np.asarray(accuracies, dtype=float)
+    if accs.ndim != 1 or accs.size < 1:
+        raise ValueError("accuracies must be a non-empty 1-D sequence")
+    if np.any((accs < 0) | (accs > 1)):
+        raise ValueError(f"accuracies must lie in [0, 1], got {accs}")
+    boxes = [binomial_interval(int(round(a * n_test)), n_test) for a in accs]
+    return {
+        "median": float(np.median(accs)),
+        "lo": min(b["lo"] for b in boxes),
+        "hi": max(b["hi"] for b in boxes),
+        "n": int(accs.size),
+    }
+
+
+def allocate_sparsity(
+    scan: dict,
+    sparsities,
+    base: float,
+    sizes: dict,
+    size_target: float,
+    max_drop: float,
+) -> dict:
+    """Per-layer sparsities from a sensitivity scan that meet a size target
+    with the least damage any single layer does alone.
+
+    For a tolerance ``d``, each layer gets the largest scanned sparsity
+    whose accuracy drop (``base`` minus its scanned accuracy) is at most
+    ``d``. The tolerances tried are the drops the scan measured, smallest
+    first, up to ``max_drop``; the first allocation that keeps at most
+    ``size_target`` of the weights wins.
+
+    Args:
+        scan: layer -> accuracies at ``sparsities`` (:func:`sensitivity_scan`).
+        base: the dense model's accuracy on the scan's images.
+        sizes: layer -> number of weights.
+        size_target: the fraction of the prunable weights to keep at most.
+        max_drop: the largest tolerance allowed.
+    Returns ``{"sparsity": layer -> sparsity, "kept": fraction kept,
+    "tolerance": d, "met": bool}``; when no tolerance up to ``max_drop``
+    meets the target, the allocation at ``max_drop`` with ``met=False``.
+    """
+    if not 0.0 < size_target <= 1.0:
+        raise ValueError(f"size_target must be in (0, 1], got {size_target}")
+    if max_drop < 0:
+        raise ValueError(f"max_drop must be >= 0, got {max_drop}")
+    drops = sorted(
+        {max(0.0, base - a) for accs in scan.values() for a in accs} | {0.0}
+    )
+    tolerances = [d for d in drops if d <= max_drop] + [max_drop]
+    total = sum(sizes[name] for name in scan)
+    for d in tolerances:
+        choice = {
+            name: max(
+                [s for s, a in zip(sparsities, accs) if base - a <= d],
+                default=0.0,
+            )
+            for name, accs in scan.items()
+        }
+        kept = sum(sizes[n] * (1 - s) for n, s in choice.items()) / total
+        if kept <= size_target:
+            return {
+                "sparsity": choice,
+                "kept": kept,
+                "tolerance": d,
+                "met": True,
+            }
+    return {"sparsity": choice, "kept": kept, "tolerance": d, "met": False}
+
+
+# --- weight statistics and figures of the pruning lab
+# --------------------------------------------------------------------------
+
+
+def weight_stats(layers: dict) -> "pd.DataFrame":
+    """One row per layer (name -> module with ``.weight``): number of
+    weights, mean / std, excess kurtosis, the share of weights below a
+    quarter of the largest magnitude, and the share of the squared norm
+    held by the smaller half of the magnitudes.
+
+    Excess kurtosis ``E[(w - mean)^4] / std^4 - 3`` (population moments,
+    as ``scipy.stats.kurtosis``) is 0 for a Gaussian, -1.2 for a uniform
+    distribution (light tails) and positive for a peaked, long-tailed one.
+    """
+    import pandas as pd
+
+    rows = []
+    for name, layer in layers.items():
+        w = layer.weight.detach().flatten().double()
+        c = w - w.mean()
+        a = w.abs().sort().values
+        rows.append(
+            {
+                "layer": name,
+                "weights": w.numel(),
+                "mean / std": float(w.mean() / w.std()),
+                "excess kurtosis": float(
+                    c.pow(4).mean() / c.pow(2).mean() ** 2 - 3
+                ),
+                "share |w| < max/4": float((a < a[-1] / 4).double().mean()),
+                "norm² in smallest half": float(
+                    a[: a.numel() // 2].pow(2).sum() / a.pow(2).sum()
+                ),
+            }
+        )
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def plot_weight_histograms(layers: dict, init_layers: dict, title: str):
+    """Histograms of each layer's trained weights (filled) over the same
+    layer at initialisation (outline), 2 x 4 panels; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(10, 5.6))
+    axes = axes.flatten()
+    for ax, (name, layer) in zip(axes, layers.items()):
+        w = layer.weight.detach().flatten().numpy()
+        w0 = init_layers[name].weight.detach().flatten().numpy()
+        _, edges, _ = ax.hist(w, bins=40, color="#0072B2", label="trained")
+        ax.hist(
+            w0,
+            bins=edges,
+            histtype="step",
+            color="#D55E00",
+            lw=1.2,
+            label="initial",
+        )
+        ax.set_title(f"{name} ({w.size:,})", fontsize=10)
+        ax.set_xlabel("weight value", fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[0].set_ylabel("count", fontsize=9)
+    axes[4].set_ylabel("count", fontsize=9)
+    axes[0].legend(fontsize=8)
+    for ax in axes[len(layers) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_recovery(
+    table: "pd.DataFrame",
+    dense: float,
+    title: str,
+    xlabel: str = "sparsity of every layer (fraction)",
+    dense_label: str = "dense",
+):
+    """Test accuracy against sparsity, one line per recovery arm, with the
+    interval of each point as an error bar.
+
+    ``table`` rows are sparsities, columns ``(arm, "median" | "lo" |
+    "hi")`` (a pandas MultiIndex); ``dense`` is drawn as a dashed line.
+    """
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(xlabel, "test accuracy (fraction)", title)
+    for i, arm in enumerate(table.columns.get_level_values(0).unique()):
+        t = table[arm]
+        ax.errorbar(
+            t.index,
+            t["median"],
+            yerr=[t["median"] - t["lo"], t["hi"] - t["median"]],
+            fmt="os^vD"[i % 5] + "-",
+            capsize=3,
+            color=f"C{i}",
+            label=arm,
+        )
+    ax.axhline(dense, color="grey", ls="--", lw=1, label=dense_label)
+    ax.legend(fontsize=9)
+    return fig
+
+
+def recovery_table(arms: dict, n_test: int) -> "pd.DataFrame":
+    """The results of :func:`recovery_arms` for several pruned models
+    (key -> arms) as one table: rows the keys, columns ``(arm, "median" |
+    "lo" | "hi")`` from :func:`accuracy_interval` on ``n_test`` images."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            key: {
+                (arm, stat): v
+                for arm, accs in runs.items()
+                for stat, v in accuracy_interval(accs, n_test).items()
+                if stat != "n"
+            }
+            for key, runs in arms.items()
+        }
+    ).T
+
+
+def plot_scan(scan: dict, sparsities, base: float, sizes: dict, title: str):
+    """The sensitivity scan: accuracy against the sparsity of the one pruned
+    layer, one line per layer (legend: name and number of weights), the
+    dense model dashed. Returns the figure."""
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(
+        "sparsity of the one pruned layer (fraction)",
+        "test accuracy (fraction)",
+        title,
+    )
+    for i, (name, accs) in enumerate(scan.items()):
+        ax.plot(
+            sparsities,
+            accs,
+            marker="os^vD<>"[i % 7],
+            label=f"{name} ({sizes[name]:,})",
+        )
+    ax.axhline(base, color="grey", ls="--", lw=1, label="dense")
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def latency_table(models: dict, x: torch.Tensor, batches, repeats: int):
+    """Milliseconds per forward pass of each model (rows) at each batch size
+    (columns) on the first ``b`` images of ``x``, medians of
+    :func:`interleaved_latency` rounds."""
+    import pandas as pd
+
+    return 1e3 * pd.DataFrame(
+        {
+            b: interleaved_latency(
+                {k: (lambda m=m, xb=x[:b]: m(xb)) for k, m in models.items()},
+                repeats,
+            )
+            for b in batches
+        }
+    )
+
+
+def time_by_type(models: dict, x: torch.Tensor, repeats: int):
+    """Seconds each kind of layer takes in each model's forward pass on
+    ``x`` (rows layer types, columns models), every layer of every model
+    timed on its own in the same interleaved rounds (:func:`layer_steps`)."""
+    import pandas as pd
+
+    steps, kinds = {}, {}
+    for label, model in models.items():
+        for i, (kind, fn) in enumerate(layer_steps(model, x)):
+            steps[(label, i)], kinds[(label, i)] = fn, kind
+    med = interleaved_latency(steps, repeats)
+    parts = pd.Series({(k[0], kinds[k], k[1]): t for k, t in med.items()})
+    return parts.groupby(level=[0, 1]).sum().unstack(0)[list(models)]
+
+
+def speed_word(ratio: float, tol: float = 0.1) -> str:
+    """Words for a measured speed-up ratio: "faster" above ``1 + tol``,
+    "slower" below ``1 - tol``, else "no faster" (a machine-noise rule for
+    timings, which have no seeds)."""
+    if ratio > 1 + tol:
+        return "faster"
+    return "slower" if ratio < 1 - tol else "no faster"

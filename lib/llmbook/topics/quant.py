@@ -985,3 +985,161 @@ class NF4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(x, self.dequantized_weight(), self.bias)
+
+
+# --- weight-only baselines for the lab: linear schemes against k-means
+# --------------------------------------------------------------------------
+
+WEIGHT_SCHEMES = ("symmetric", "minmax", "mse", "kmeans")
+
+
+def fake_quantize_weight(
+    weight: torch.Tensor, bits: int, scheme: str, grid: int = 100
+) -> torch.Tensor:
+    """``weight`` ``(C_out, ...)`` rounded onto a ``bits``-bit grid and back
+    to float (weight-only quantization), per output channel.
+
+    Schemes:
+        ``"symmetric"``: ``Z = 0``, ``S = max|w| / q_max``: the levels
+            ``-q_max .. q_max``, so ``2^bits - 1`` of them (3 at 2 bits;
+            ``q_min`` is never used), as :func:`quantize_weight`.
+        ``"minmax"``: asymmetric, ``(S, Z)`` from the channel's min and max
+            (:func:`scale_zero_point`): all ``2^bits`` levels.
+        ``"mse"``: asymmetric with all ``2^bits`` levels over the clipped
+            range ``[a min, a max]``, ``a`` from ``grid`` evenly spaced
+            factors in (0, 1] chosen per channel to minimise the squared
+            error (weights outside the range are clamped to its ends).
+        ``"kmeans"``: one k-means codebook of ``2^bits`` values for the
+            whole tensor (:func:`kmeans_codebook`), for comparison.
+    Returns a float32 tensor of ``weight``'s shape.
+    """
+    bits = _check_bits(bits)
+    if scheme not in WEIGHT_SCHEMES:
+        raise ValueError(
+            f"scheme must be one of {WEIGHT_SCHEMES}, got {scheme!r}"
+        )
+    w = weight.detach().to(torch.float32)
+    if scheme == "kmeans":
+        codebook, labels = kmeans_codebook(w, bits)
+        return codebook[labels]
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    if scheme == "symmetric":
+        q, s = quantize_weight(w, bits)
+        return linear_dequantize(q, s.reshape(shape), 0)
+    rows = w.reshape(w.shape[0], -1)  # (C, K)
+    factors = (
+        torch.linspace(1.0 / grid, 1.0, grid)
+        if scheme == "mse"
+        else torch.ones(1)
+    )
+    lo = (factors[:, None] * rows.amin(1)).clamp(max=0)  # (A, C)
+    hi = (factors[:, None] * rows.amax(1)).clamp(min=0)
+    q_min, q_max = qrange(bits)
+    s = torch.where(hi > lo, (hi - lo) / (q_max - q_min), torch.ones_like(hi))
+    z = torch.round(q_min - lo / s).clamp(q_min, q_max)
+    q = (torch.round(rows / s[..., None]) + z[..., None]).clamp(q_min, q_max)
+    r = s[..., None] * (q - z[..., None])  # (A, C, K)
+    best = (r - rows).pow(2).sum(-1).argmin(0)  # (C,)
+    return r[best, torch.arange(rows.shape[0])].reshape(w.shape)
+
+
+@torch.no_grad()
+def weight_quantized_copy(model: nn.Module, bits: int, scheme: str):
+    """A copy of ``model`` with every conv and linear weight replaced by
+    :func:`fake_quantize_weight` (activations stay float)."""
+    from llmbook.topics.prune import prunable_layers
+
+    m = copy.deepcopy(model)
+    for layer in prunable_layers(m).values():
+        layer.weight.copy_(fake_quantize_weight(layer.weight, bits, scheme))
+    return m
+
+
+def int_pipeline_check(
+    model: nn.Module, qstages: list, q_x: torch.Tensor, x: torch.Tensor
+):
+    """Run the integer-only CNN on ``q_x`` (the quantized ``x``) and compare
+    each stage with what it should produce from its own integer input
+    (:func:`dequantized_stage_reference`, clamped to the output range) and
+    with the float model on ``x``.
+
+    Returns ``(table, logits_q)``: one row per stage (kind, dtype, ``S_y``,
+    ``Z_y``, the largest error in output steps, the largest error against
+    the float model relative to its largest value), and the int8 logits.
+    """
+    import pandas as pd
+
+    outs = int_forward(qstages, q_x, keep_all=True)
+    rows, q_in, h = [], q_x, x
+    for st_f, q, out in zip(float_stages(model), qstages, outs):
+        lo, hi = qrange(q["bits"])
+        ref = dequantized_stage_reference(q, q_in).clamp(
+            q["s_y"] * (lo - q["z_y"]), q["s_y"] * (hi - q["z_y"])
+        )
+        got = linear_dequantize(out, q["s_y"], q["z_y"])
+        h = float_stage(st_f, h)  # the float model, end to end
+        rows.append(
+            {
+                "stage": q["kind"],
+                "dtype": str(out.dtype),
+                "S_y": q["s_y"],
+                "Z_y": q["z_y"],
+                "max error (steps)": float((got - ref).abs().max() / q["s_y"]),
+                "error vs float model (rel.)": float(
+                    (got - h).abs().max() / h.abs().max()
+                ),
+            }
+        )
+        q_in = out
+    return pd.DataFrame(rows), outs[-1]
+
+
+def distinct_values_table(weights: dict, bits_range) -> "pd.DataFrame":
+    """For each named weight tensor and each bit width ``n``, the number of
+    distinct values its k-means quantization (:func:`kmeans_codebook`)
+    leaves, beside ``2^n`` and the number of weights (hw11-q7b-ii)."""
+    import pandas as pd
+
+    rows = []
+    for layer, w in weights.items():
+        for n in bits_range:
+            codebook, labels = kmeans_codebook(w, n)
+            rows.append(
+                {
+                    "layer": layer,
+                    "weights": w.numel(),
+                    "bits n": n,
+                    "2^n": 2**n,
+                    "distinct values": int(codebook[labels].unique().numel()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def scale_candidates_table(tensors: dict, candidates: dict, bits: int = 8):
+    """Each candidate formula ``S = f(r_min, r_max)`` on each tensor, with
+    ``Z = round(q_min - r_min / S)``: where ``[q_min, q_max]`` maps back to,
+    and the larger endpoint miss as a share of the range (hw11-q7b-iv).
+
+    Returns a table indexed by ``(tensor with its range, candidate)``.
+    """
+    import pandas as pd
+
+    q_min, q_max = qrange(bits)
+    rows = []
+    for tname, t in tensors.items():
+        a, b = float(t.min()), float(t.max())
+        for cname, f in candidates.items():
+            s = f(a, b)
+            z = round(q_min - a / s)
+            lo, hi = s * (q_min - z), s * (q_max - z)
+            rows.append(
+                {
+                    "tensor": f"{tname}: r in [{a:.3g}, {b:.3g}]",
+                    "candidate": cname,
+                    "S(q_min-Z)": lo,
+                    "S(q_max-Z)": hi,
+                    "range error": max(abs(lo - a), abs(hi - b)) / (b - a),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["tensor", "candidate"])
