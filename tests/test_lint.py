@@ -223,3 +223,14 @@ def test_parameters_comments_align_in_one_column():
     assert got[5] == "y = 1"
     assert align_parameters(src) == align_parameters(align_parameters(src))
     assert align_parameters("x = (  # open\n") == "x = (  # open\n"
+
+
+def test_parameters_alignment_never_pushes_a_line_past_the_page():
+    from llmbook.book.notebooks import LINE_LENGTH, align_parameters
+
+    long_comment = "# " + "w" * 68
+    src = f"abc_def_ghi = 1  # sets the column\nb = 2  {long_comment}\n"
+    got = align_parameters(src).splitlines()
+    assert got[0] == "abc_def_ghi = 1  # sets the column"
+    assert got[1] == f"b = 2  {long_comment}"  # column 17 would pass 79
+    assert all(len(line) <= LINE_LENGTH for line in got)

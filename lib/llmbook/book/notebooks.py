@@ -125,12 +125,14 @@ def ruff_format_cells(notebooks: list[dict], config: Path) -> list[dict]:
 # Widest code part a parameters cell aligns its comments after; longer lines
 # keep two spaces before their comment.
 ALIGN_MAX = 34
+LINE_LENGTH = 79  # the book's code width (pyproject's ruff line-length)
 
 
 def align_parameters(source: str) -> str:
     """A parameters cell with its inline comments in one column: two spaces
     after the longest code part (of at most :data:`ALIGN_MAX` characters),
-    each line's code left as it is. Comments are found with ``tokenize``,
+    each line's code left as it is; a line the column would push past
+    :data:`LINE_LENGTH` keeps two spaces before its comment. Comments are found with ``tokenize``,
     so a ``#`` inside a string is not one; a cell that does not tokenize is
     returned unchanged.
     """
@@ -152,8 +154,11 @@ def align_parameters(source: str) -> str:
     fits = [len(c) for c in codes.values() if len(c) <= ALIGN_MAX]
     column = max(fits, default=0) + 2
     for i, code in codes.items():
+        rest = lines[i][at[i] :]
         pad = column - len(code) if len(code) <= ALIGN_MAX else 2
-        lines[i] = code + " " * pad + lines[i][at[i] :]
+        if len(code) + pad + len(rest.rstrip("\n")) > LINE_LENGTH:
+            pad = 2  # the column would push this line past the page
+        lines[i] = code + " " * pad + rest
     return "".join(lines)
 
 
