@@ -259,3 +259,27 @@ def test_seed_check_reads_matching_file_only(tmp_path):
     assert from_file and got["rows"] == [{"seed": 99}]
     got, from_file = ind.load_or_run_seed_check(dict(settings, lr=2e-2), path)
     assert not from_file and len(got["rows"]) == 2
+
+
+def test_stored_seed_check_is_what_the_code_computes():
+    """The notebook reads lib/llmbook/data/induction_seeds.json (five seeds
+    take minutes); rerun seed 0 alone and compare with its stored row, so
+    the file cannot drift from the code."""
+    import json
+
+    from llmbook.book.data import data_dir
+    from llmbook.topics import induction as ind
+
+    stored = json.loads((data_dir() / "induction_seeds.json").read_text())
+    settings = {**stored["settings"], "seeds": [0]}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the tool stores it
+    try:
+        got = ind.seed_check(settings)["rows"][0]
+    finally:
+        torch.set_num_threads(threads)
+    want = next(r for r in stored["rows"] if r["seed"] == 0)
+    for key in ("prev", "induction", "loss_repeated"):
+        assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
+    assert abs(got["jump_step"] - want["jump_step"]) <= 5
+    assert got["formed"] == want["formed"]
