@@ -27,7 +27,7 @@ ASKS_TO_SET = re.compile(
 
 
 def test_every_parameter_exercise_is_a_variant():
-    listed = {label for label, _, _ in VARIANTS}
+    listed = {v[0] for v in VARIANTS}
     asking = {
         m.group(1)
         for path in CHAPTERS
@@ -133,22 +133,27 @@ def _stderr(nb: dict) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "label, notebook, parameters", VARIANTS, ids=[v[0] for v in VARIANTS]
+    "label, notebook, parameters, stops",
+    [(*v, None)[:4] for v in VARIANTS],
+    ids=[v[0] for v in VARIANTS],
 )
 def test_exercise_variant_keeps_prose_true(
-    built_book, tmp_path, label, notebook, parameters
+    built_book, tmp_path, label, notebook, parameters, stops
 ):
     source = ROOT / "notebooks" / f"{notebook}.ipynb"
     out = tmp_path / f"{label}.ipynb"
-    pm.execute_notebook(
-        str(source),
-        str(out),
+    run = dict(
         parameters=parameters,
         cwd=str(source.parent),
         kernel_name="python3",
         progress_bar=False,
         log_output=False,
     )
+    if stops:  # the exercise's answer: the notebook stops at its check
+        with pytest.raises(pm.PapermillExecutionError, match=stops):
+            pm.execute_notebook(str(source), str(out), **run)
+        return
+    pm.execute_notebook(str(source), str(out), **run)
     nb = json.loads(out.read_text())
     assert not _stderr(nb), f"{label}: stderr in the rerun: {_stderr(nb)}"
     glued = read_glued(nb)

@@ -511,3 +511,17 @@ def test_distinct_values_and_scale_candidates_tables():
     z = round(q_min + 1 / s)
     want = max(abs(s * (q_min - z) + 1), abs(s * (q_max - z) - 3)) / 4
     assert err["max only"] == pytest.approx(want) and want > 0.2
+
+
+@pytest.mark.parametrize(
+    "ratio, more, less, want",
+    [
+        (4.0, "coarser than", "finer than", "4.0 times coarser than"),
+        (0.25, "coarser than", "finer than", "4.0 times finer than"),
+        (1.0, "coarser than", "finer than", "the same as"),
+        (1.004, "", "", "the same as"),
+        (1.1, "", "", "1.1 times"),
+    ],
+)
+def test_times_phrase(ratio, more, less, want):
+    assert quant.times_phrase(ratio, more, less) == want

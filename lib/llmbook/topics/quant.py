@@ -1143,3 +1143,22 @@ def scale_candidates_table(tensors: dict, candidates: dict, bits: int = 8):
                 }
             )
     return pd.DataFrame(rows).set_index(["tensor", "candidate"])
+
+
+def times_phrase(
+    ratio: float, more: str = "", less: str = "", digits: int = 2
+) -> str:
+    """A ratio in words for a sentence "... is <phrase> the other": ``"4.0
+    times coarser than"`` (``more``), ``"4.0 times finer than"`` (``less``,
+    for a ratio below 1, given as its inverse), or ``"the same as"`` when
+    the ratio rounds to 1 at ``digits`` figures. Without ``more`` and
+    ``less``: ``"1.1 times"`` or ``"the same as"``.
+    """
+    from llmbook.book import fmt
+
+    r = positive("ratio", ratio)
+    if fmt.sig(r, digits) == fmt.sig(1.0, digits):
+        return "the same as"
+    if r < 1 and less:
+        return f"{fmt.sig(1 / r, digits)} times {less}"
+    return f"{fmt.sig(r, digits)} times" + (f" {more}" if more else "")
