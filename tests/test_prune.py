@@ -4,13 +4,14 @@ MACs against the formula and torch.utils.flop_counter, and the CNN training scri
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 from torch.utils.flop_counter import FlopCounterMode
 
-from llmbook.core import cnn
+from llmbook.core import cnn, stats
 from llmbook.topics import prune
 
 SMALL_PLAN = (8, 12, "M", 16, 16, "M")
@@ -358,3 +359,27 @@ def test_figures_and_tables_of_the_lab():
     assert list(parts.columns) == ["m", "again"] and "Conv2d" in parts.index
     lat = prune.latency_table({"m": m}, torch.zeros(4, 1, 8, 8), [1, 4], 2)
     assert list(lat.columns) == [1, 4] and (lat.values > 0).all()
+    rounds = prune.latency_rounds({"m": m}, torch.zeros(4, 1, 8, 8), [4], 3)
+    assert rounds[4].shape == (3, 1) and (rounds[4].values > 0).all()
+
+
+def test_speedup_pairs_the_rounds():
+    import pandas as pd
+
+    # a slow spell in round 3 hits both models; the paired ratio ignores it
+    base = np.array([2.0, 2.1, 2.0, 9.0, 2.0, 2.2, 2.1, 2.0, 2.0, 2.1])
+    rounds = pd.DataFrame({"dense": base, "slim": base / 1.5})
+    sp = prune.speedup(rounds, "dense", "slim")
+    assert sp["median"] == pytest.approx(1.5)
+    assert sp["lo"] == pytest.approx(1.5) and sp["hi"] == pytest.approx(1.5)
+    noisy = pd.DataFrame({"a": base, "b": base[::-1]})
+    iv = prune.speedup(noisy, "a", "b")
+    assert iv["lo"] < 1 < iv["hi"]  # the same times in another order
+    assert stats.compare(sp, (1, 1)) == "better"
+    assert stats.compare(iv, (1, 1)) == "within noise"
+    assert prune.SPEED_WORDS["better"] == "faster"
+    calls = []
+    t = prune.interleaved_times(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 4, 1
+    )
+    assert calls == ["a", "b"] * 5 and t["a"].shape == (4,)

@@ -78,3 +78,16 @@ def test_loglog_slope_recovers_a_power_law_and_its_interval():
         stats.loglog_slope(w, w**-0.5, level=1.5)
     with pytest.raises(ValueError, match="x and y"):
         stats.loglog_slope(w[:2], w[:2] ** -0.5)
+
+
+@pytest.mark.parametrize("n", [6, 7, 10, 25, 26, 101])
+def test_median_interval_matches_scipy_quantile_test(n):
+    from scipy import stats as sps
+
+    x = np.random.default_rng(n).lognormal(size=n)
+    got = stats.median_interval(x)
+    want = sps.quantile_test(x, q=np.median(x), p=0.5).confidence_interval()
+    assert (got["lo"], got["hi"]) == (want.low, want.high)
+    assert got["median"] == np.median(x) and got["n"] == n
+    with pytest.raises(ValueError, match="too few"):
+        stats.median_interval(x[:5])

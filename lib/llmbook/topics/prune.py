@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -337,15 +338,16 @@ def median_latency(
 
 
 @torch.no_grad()
-def interleaved_latency(
+def interleaved_times(
     fns: dict, repeats: int = 20, warmup: int = 2
-) -> dict[str, float]:
-    """Median wall-clock seconds of each zero-argument callable in ``fns``,
-    timed in rounds.
+) -> dict[str, np.ndarray]:
+    """Wall-clock seconds of each zero-argument callable in ``fns`` in each
+    of ``repeats`` rounds (after ``warmup`` untimed rounds).
 
     Each round runs every callable once, in turn, so a slow spell of a shared
     machine hits all of them alike instead of whichever happened to be measured
-    then. Returns name -> seconds.
+    then, and the times of one round can be compared pairwise. Returns
+    name -> array of seconds, one per round.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -356,7 +358,17 @@ def interleaved_latency(
             fn()
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: np.array(t) for name, t in times.items()}
+
+
+def interleaved_latency(
+    fns: dict, repeats: int = 20, warmup: int = 2
+) -> dict[str, float]:
+    """Median wall-clock seconds of each zero-argument callable in ``fns``
+    over the rounds of :func:`interleaved_times`. Returns name -> seconds.
+    """
+    times = interleaved_times(fns, repeats, warmup)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 @torch.no_grad()
@@ -545,8 +557,6 @@ def accuracy_interval(accuracies, n_test: int) -> dict[str, float]:
     Returns ``{"median", "lo", "hi", "n"}`` (n: the number of runs), the
     form :func:`llmbook.book.verdict.glue_verdict` takes.
     """
-    import numpy as np
-
     from llmbook.core.stats import binomial_interval
 
     accs = np.asarray(accuracies, dtype=float)
@@ -762,21 +772,55 @@ def plot_scan(scan: dict, sparsities, base: float, sizes: dict, title: str):
     return fig
 
 
-def latency_table(models: dict, x: torch.Tensor, batches, repeats: int):
-    """Milliseconds per forward pass of each model (rows) at each batch size
-    (columns) on the first ``b`` images of ``x``, medians of
-    :func:`interleaved_latency` rounds."""
+def latency_rounds(
+    models: dict, x: torch.Tensor, batches, repeats: int
+) -> dict:
+    """Milliseconds per forward pass of each model on the first ``b`` images
+    of ``x``, per round of :func:`interleaved_times`: ``{b: DataFrame}``
+    with one row per round and one column per model."""
     import pandas as pd
 
-    return 1e3 * pd.DataFrame(
-        {
-            b: interleaved_latency(
+    return {
+        b: 1e3
+        * pd.DataFrame(
+            interleaved_times(
                 {k: (lambda m=m, xb=x[:b]: m(xb)) for k, m in models.items()},
                 repeats,
             )
-            for b in batches
-        }
-    )
+        )
+        for b in batches
+    }
+
+
+def latency_table(models: dict, x: torch.Tensor, batches, repeats: int):
+    """Median milliseconds per forward pass of each model (rows) at each
+    batch size (columns), over the rounds of :func:`latency_rounds`."""
+    import pandas as pd
+
+    rounds = latency_rounds(models, x, batches, repeats)
+    return pd.DataFrame({b: r.median() for b, r in rounds.items()})
+
+
+#: Words for :func:`llmbook.book.verdict.glue_verdict` on a speed-up
+#: interval against no speed-up, ``(1, 1)``.
+SPEED_WORDS = {
+    "better": "faster",
+    "worse": "slower",
+    "within noise": "not measurably faster",
+}
+
+
+def speedup(rounds, base: str, other: str, level: float = 0.95) -> dict:
+    """Speed-up of model ``other`` over ``base`` from one batch size's
+    :func:`latency_rounds` table: the median over rounds of base's time
+    over other's in the same round, with its distribution-free ``level``
+    interval (:func:`llmbook.core.stats.median_interval`): ``{"median",
+    "lo", "hi", "n"}``. Pairing the rounds cancels a busy machine's slow
+    spells; the interval is the evidence for "faster" (above 1), "slower"
+    (below 1) or neither."""
+    from llmbook.core.stats import median_interval
+
+    return median_interval((rounds[base] / rounds[other]).to_numpy(), level)
 
 
 def time_by_type(models: dict, x: torch.Tensor, repeats: int):

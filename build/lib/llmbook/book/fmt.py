@@ -1,0 +1,125 @@
+"""Number formatting for glued prose: scientific notation, money, bytes,
+durations.
+
+Every number in the book's prose is produced by one of these functions from a
+computed value, so the rounding rules live in one place.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llmbook.core.validate import as_float, positive_int
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def sig(x: float, digits: int = 3) -> str:
+    """Round ``x`` to ``digits`` significant figures and print it plainly, with
+    thousands separators.
+
+    >>> sig(1234.5678, 3)
+    '1,230'
+    >>> sig(0.0012345, 2)
+    '0.0012'
+    """
+    x = as_float("x", x)
+    digits = positive_int("digits", digits)
+    if x == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(x)))
+    places = (
+        digits - 1 - exponent
+    )  # may be negative: round(66182, -2) == 66200
+    rounded = round(x, places)
+    # Rounding can carry into a new power of ten (9.99 -> 10.0): one decimal
+    # fewer then.
+    if rounded != 0 and math.floor(math.log10(abs(rounded))) != exponent:
+        places -= 1
+        rounded = round(x, places)
+    decimals = max(places, 0)
+    rounded = int(rounded) if decimals == 0 else rounded
+    return f"{rounded:,.{decimals}f}"
+
+
+def sci(x: float, digits: int = 2) -> str:
+    """Scientific notation with a Unicode exponent, e.g. ``sci(1.7e15) == '1.7
+    × 10¹⁵'``.
+
+    Numbers between 0.01 and 10 000 are printed plainly (``sig``), which reads
+    better in prose.
+    """
+    x = as_float("x", x)
+    digits = positive_int("digits", digits)
+    if x == 0 or 1e-2 <= abs(x) < 1e4:
+        return sig(x, digits)
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    exp = str(int(exponent)).translate(_SUPERSCRIPT)
+    if float(mantissa) in (1.0, -1.0) and digits <= 2:
+        return f"{'-' if x < 0 else ''}10{exp}"
+    return f"{mantissa} × 10{exp}"
+
+
+_SCALES = [(1e12, "trillion"), (1e9, "billion"), (1e6, "million")]
+
+
+def words(x: float, digits: int = 3) -> str:
+    """Large counts in words: ``words(2.1e11) == '210 billion'``; small ones
+    via ``sig``.
+    """
+    x = as_float("x", x)
+    for scale, name in _SCALES:
+        if abs(x) >= scale:
+            if abs(x) >= 1000 * _SCALES[0][0]:
+                return sci(x, digits)
+            return f"{sig(x / scale, digits)} {name}"
+    return sig(x, digits)
+
+
+def usd(x: float, digits: int = 3) -> str:
+    """US dollars in words: ``usd(2.1e11) == '210 billion USD'``,
+    ``usd(18.18) == '18.2 USD'``.
+    """
+    return f"{words(x, digits)} USD"
+
+
+_BYTE_UNITS = [
+    (1e18, "EB"),
+    (1e15, "PB"),
+    (1e12, "TB"),
+    (1e9, "GB"),
+    (1e6, "MB"),
+    (1e3, "kB"),
+]
+
+
+def nbytes(x: float, digits: int = 3) -> str:
+    """Bytes with decimal SI prefixes (1 GB = 10⁹ B, as GPU and disk vendors
+    count).
+    """
+    x = as_float("x", x)
+    for scale, unit in _BYTE_UNITS:
+        if abs(x) >= scale:
+            return f"{sig(x / scale, digits)} {unit}"
+    return f"{sig(x, digits)} B"
+
+
+def duration(seconds: float, digits: int = 3) -> str:
+    """A duration in the largest unit that keeps the number >= 1 (s, min, h,
+    days, years).
+    """
+    s = as_float("seconds", seconds)
+    for scale, unit in [
+        (365.25 * 86400, "years"),
+        (86400, "days"),
+        (3600, "hours"),
+        (60, "minutes"),
+    ]:
+        if abs(s) >= scale:
+            return f"{sig(s / scale, digits)} {unit}"
+    return f"{sig(s, digits)} s"
+
+
+def pct(x: float, digits: int = 2) -> str:
+    """A fraction as a percentage: ``pct(0.0103) == '1.0 %'``."""
+    return f"{sig(100 * as_float('x', x), digits)} %"

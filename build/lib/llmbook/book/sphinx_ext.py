@@ -1,0 +1,244 @@
+"""Sphinx extension: the ``{n}`` role for glued values; serve MathJax from the
+built site instead of a CDN; drop duplicate scripts; the problems-only edition.
+
+In a chapter, ``{n}`lora-basics:ts_loss_k1``` pastes the value that the
+notebook ``notebooks/lora-basics.ipynb`` glued as ``ts_loss_k1``: the role is
+``{glue:text}`` with the path and the format spec ``s`` filled in. Another
+format spec may follow: ``{n}`lora-basics:ts_loss_k1:.2f```.
+
+The book builds and is tested offline, and the site should render maths without
+a network. MathJax 3 comes from the ``django-static-mathjax`` wheel (pinned in
+requirements.txt); its ``es5`` folder is copied to ``_static/mathjax``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+SHORT_GLUE = re.compile(
+    r"(?P<stem>[A-Za-z0-9_.-]+):(?P<name>[A-Za-z0-9_]+)(?::(?P<spec>[^:`]+))?"
+)
+
+
+def short_glue_target(text: str) -> str:
+    """The ``{glue:text}`` target that ``{n}`text``` stands for.
+
+    Args:
+        text: ``stem:name`` or ``stem:name:spec``: a notebook's file name
+            without ``.ipynb`` (in ``notebooks/``), the name it glues, and an
+            optional format spec (default ``s``, the string as glued).
+
+    Returns ``/notebooks/<stem>.ipynb::<name>:<spec>``. Raises ``ValueError``
+    naming the expected form for any other ``text``.
+    """
+    match = SHORT_GLUE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"text must be notebook:name or notebook:name:format (as in "
+            f"lora-basics:ts_loss_k1), got {text!r}"
+        )
+    stem, name, spec = match.group("stem", "name", "spec")
+    return f"/notebooks/{stem}.ipynb::{name}:{spec or 's'}"
+
+
+def _short_glue_role():
+    """A ``{glue:text}`` role that reads ``{n}`stem:name```."""
+    from myst_nb.ext.glue.roles import PasteTextRole
+    from myst_nb.ext.glue.utils import glue_warning
+
+    class ShortGlueRole(PasteTextRole):
+        def run(self):
+            short = self.text
+            try:
+                self.text = short_glue_target(short)
+            except ValueError as exc:
+                return [], [
+                    glue_warning(f"{{n}}: {exc}", self.document, self.line)
+                ]
+            env = self.document.settings.env
+            notebook = self.text.split("::")[0]
+            _, path = env.relfn2path(notebook, env.docname)
+            if env.path2doc(path) not in env.found_docs:
+                return [], [
+                    glue_warning(
+                        f"{{n}}`{short}`: no notebook {notebook.lstrip('/')} "
+                        f"in the book",
+                        self.document,
+                        self.line,
+                    )
+                ]
+            return super().run()
+
+    return ShortGlueRole()
+
+
+def _mathjax_es5() -> Path | None:
+    try:
+        import mathjax  # the django-static-mathjax package
+    except ImportError:
+        return None
+    folder = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    return folder if (folder / "tex-mml-chtml.js").is_file() else None
+
+
+def _use_local(app, config) -> None:
+    # pydata-sphinx-theme logs a console error when no colour mode is set.
+    config.html_context.setdefault("default_mode", "light")
+    if _mathjax_es5() is not None:
+        config.mathjax_path = "mathjax/tex-mml-chtml.js"
+
+
+def _copy(app, exception) -> None:
+    source = _mathjax_es5()
+    if (
+        exception is None
+        and source is not None
+        and app.builder.format == "html"
+    ):
+        target = Path(app.outdir) / "_static" / "mathjax"
+        # The speech-rule engine (sre) is only loaded on demand by the
+        # accessibility menu.
+        shutil.copytree(source, target, dirs_exist_ok=True)
+
+
+def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
+    # Jupyter Book 1 registers sphinx-thebe's inline config script twice; the
+    # second `const THEBE_JS_URL` declaration is a console error on every page.
+    seen, unique = set(), []
+    for script in context.get("script_files", []):
+        key = (
+            getattr(script, "filename", None) or "",
+            tuple(sorted(getattr(script, "attributes", {}).items())),
+        )
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"][:] = (
+        unique  # in place: later handlers (sphinx.ext.mathjax) append to it
+    )
+
+
+PROBLEMS_NOTE = (
+    "This is the problems-only edition: the "
+    "computations behind the answers are left out. "
+    "The full edition shows this notebook with its results."
+)
+
+
+TAKEAWAYS_TITLE = "Key takeaways"
+TAKEAWAYS_NOTE = (
+    "The key takeaways are left out of the problems-only edition: they state "
+    "the answers."
+)
+
+
+def _keep_only_title(section, note: str) -> None:
+    """Empty a section except for its title, and add a one-paragraph note."""
+    from docutils import nodes
+
+    title = next(iter(section.findall(nodes.title)), None)
+    title = title.deepcopy() if title is not None else None
+    section.clear()
+    if title is not None:
+        section += (
+            title  # ``+=`` sets the parent, which Sphinx's indexer reads
+        )
+    section += nodes.paragraph(text=note)
+
+
+def _strip_answers_in_problems_edition(app, doctree, docname) -> None:
+    # With `hide_solutions`, sphinx-exercise drops every solution block. The
+    # notebook pages are all solution, so only their title and a note remain;
+    # on chapter pages the key takeaways, which sum up the answers, go too.
+    if not getattr(app.config, "hide_solutions", False):
+        return
+    from docutils import nodes
+
+    if docname.startswith("notebooks/"):
+        section = next(iter(doctree.findall(nodes.section)), None)
+        if section is None:
+            return
+        _keep_only_title(section, PROBLEMS_NOTE)
+        for other in list(doctree.children):
+            if other is not section:
+                doctree.remove(other)
+        return
+    for section in list(doctree.findall(nodes.section)):
+        title = next(iter(section.findall(nodes.title)), None)
+        if title is not None and title.astext() == TAKEAWAYS_TITLE:
+            _keep_only_title(section, TAKEAWAYS_NOTE)
+
+
+def _no_buttons_in_problems_edition(app, config) -> None:
+    # A Colab launch or an .ipynb download would open the full notebook, with
+    # the answers: the problems-only edition offers neither.
+    if not getattr(config, "hide_solutions", False):
+        return
+    options = dict(config.html_theme_options or {})
+    options["use_download_button"] = False
+    options["launch_buttons"] = {}
+    config.html_theme_options = options
+
+
+def _no_page_toc_on_stubs(app, pagename, templatename, context, doctree):
+    # The "on this page" list is collected before the notebook pages are
+    # reduced to their titles: in the problems-only edition it would point at
+    # sections that are no longer there.
+    if getattr(app.config, "hide_solutions", False) and pagename.startswith(
+        "notebooks/"
+    ):
+        context["theme_secondary_sidebar_items"] = []
+        context.pop("toc", None)  # the print edition's contents list too
+
+
+def _svg_cross_document_glue() -> None:
+    # myst-nb pastes a figure glued in another document only from
+    # PNG/JPEG/GIF/PDF data; an SVG figure falls through to its text/plain repr
+    # ("<Figure size ...>"). Treat SVG like PNG: the notebook page has already
+    # written it to _images under the same hash name.
+    import hashlib
+    import os
+
+    from docutils import nodes
+    from myst_nb.ext.glue import crossref
+
+    original = crossref.generate_any_nodes
+    if getattr(original, "_llmbook_svg", False):
+        return
+
+    def generate_any_nodes(node, output, priority_list, builder, env):
+        data = output["data"]
+        first = next((m for m in priority_list if m in data), None)
+        if first != "image/svg+xml":
+            return original(node, output, priority_list, builder, env)
+        text = (
+            data[first]
+            if isinstance(data[first], str)
+            else "".join(data[first])
+        )
+        digest = hashlib.sha256(
+            os.linesep.join(text.splitlines()).encode("utf-8")
+        ).hexdigest()
+        outdir = Path(builder.outdir)
+        target = outdir / builder.imagedir / f"{digest}.svg"
+        uri = os.path.relpath(target, (outdir / env.docname).parent)
+        image = nodes.image(uri=uri)
+        image["candidates"] = {"*": uri}
+        return [image]
+
+    generate_any_nodes._llmbook_svg = True
+    crossref.generate_any_nodes = generate_any_nodes
+
+
+def setup(app):
+    _svg_cross_document_glue()
+    app.add_role("n", _short_glue_role())
+    app.connect("doctree-resolved", _strip_answers_in_problems_edition)
+    app.connect("html-page-context", _dedupe_scripts, priority=100)
+    app.connect("html-page-context", _no_page_toc_on_stubs, priority=100)
+    app.connect("config-inited", _use_local)
+    app.connect("config-inited", _no_buttons_in_problems_edition)
+    app.connect("build-finished", _copy)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
