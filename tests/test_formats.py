@@ -471,3 +471,79 @@ def test_plot_lr_sweep_draws_median_and_range():
     assert (2.0, 0.6) in ys and (2.0, 0.5) in ys  # medians of a and b
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B"]
     plt.close(fig)
+
+
+def test_short_names_and_properties_table():
+    assert set(formats.SHORT_NAMES) == set(formats.FORMATS)
+    rows = [formats.format_properties(n) for n in ("float16", "float8_e4m3fn")]
+    t = formats.properties_table(rows)
+    assert list(t.columns) == ["float16", "e4m3fn"]  # one column per format
+    # float16: largest 65504, eps 2^-10; E4M3 (OCP): largest 448
+    assert t.loc["max", "float16"] == "6.55e+04"
+    assert t.loc["eps", "float16"] == "0.000977"
+    assert t.loc["max", "e4m3fn"] == "448"
+    assert t.loc["bits", "float16"] == 16 and t.loc["man_bits", "e4m3fn"] == 3
+
+
+def test_plot_spacing_draws_the_gap_of_each_format():
+    import matplotlib.pyplot as plt
+
+    fig = formats.plot_spacing(["float16", "float8_e4m3fn"], 2.0**-4, 4.0)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["fp16", "e4m3", "x 2^-7 (bf16's relative step)"]
+    fp16 = ax.get_lines()[0]
+    x, y = np.asarray(fp16.get_xdata()), np.asarray(fp16.get_ydata())
+    assert x.min() >= 2.0**-4 and x.max() <= 4.0
+    assert y[x == 1.0][0] == 2.0**-10  # float16's gap above 1: 2^-M
+    plt.close(fig)
+    with pytest.raises(ValueError, match="lo < hi"):
+        formats.plot_spacing(["float16"], 1.0, 0.5)
+
+
+def test_plot_running_sums_draws_three_sums_and_the_exact_line():
+    import matplotlib.pyplot as plt
+
+    adds = np.full(1000, 0.1)
+    runs = {n: formats.running_sum(adds, n) for n in ("float16", "float32")}
+    mixed = formats.running_sum(adds.astype(np.float16), "float32")
+    fig = formats.plot_running_sums(runs, mixed, 0.1)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4
+    k = np.asarray(lines[3].get_xdata())
+    assert k[0] == 1 and k[-1] == 1000
+    assert np.allclose(lines[3].get_ydata(), 0.1 * k)  # the exact sums
+    assert np.array_equal(lines[0].get_ydata(), runs["float16"][k - 1])
+    plt.close(fig)
+
+
+def test_plot_loss_curves_median_of_the_sliding_mean():
+    import matplotlib.pyplot as plt
+
+    loss = torch.tensor(
+        [[9.0, 1.0, 3.0], [9.0, 2.0, 4.0], [9.0, 3.0, 5.0], [9.0, 4.0, 6.0]]
+    )
+    out = {"a": {"lr": [0.1, 0.5, 0.5], "loss": loss}}
+    fig = formats.plot_loss_curves(out, {"a": "A"}, 0.5, 2, "t")
+    (line,) = fig.axes[0].get_lines()
+    # windows of 2: run 1 gives 1.5, 2.5, 3.5 and run 2 gives 3.5, 4.5, 5.5;
+    # torch's median of two is the lower one; the lr=0.1 run is left out
+    assert list(line.get_xdata()) == [2, 3, 4]
+    assert line.get_ydata().tolist() == [1.5, 2.5, 3.5]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="lr"):
+        formats.plot_loss_curves(out, {"a": "A"}, 1.0, 2, "t")
+
+
+def test_plot_gradient_range_marks_the_format_limits():
+    import matplotlib.pyplot as plt
+
+    grads = {"w": torch.tensor([2.0**-3, 2.0**-3]), "a": torch.tensor([1e-7])}
+    fig = formats.plot_gradient_range(grads, "w", 2.0**4)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["w", "a", "w x 16"]
+    assert len(ax.patches) == 3  # two histograms and the scaled one
+    # float16: smallest subnormal 2^-24, smallest normal 2^-14
+    assert [ln.get_xdata()[0] for ln in ax.get_lines()] == [-24.0, -14.0]
+    plt.close(fig)

@@ -370,3 +370,34 @@ def test_quiet_filters_known_noise_by_logger_and_message(caplog):
         noisy.warning("something a reader should see")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["something a reader should see"]
+
+
+def test_matrix_and_vector_as_prose():
+    assert fmt.matrix([[1, -2], [0, 3]]) == "(1, -2), (0, 3)"
+    assert fmt.matrix([["01", "10"]]) == "(01, 10)"
+    got = fmt.vector([0.5, 2e-5, float("nan"), 0.0])
+    assert got == "[0.500, 2.0 × 10⁻⁵, NaN, 0]"
+
+
+def test_heatmap_grid_shares_one_scale_and_labels_the_edges():
+    import matplotlib.pyplot as plt
+
+    panels = {
+        "a": [[1.0, -2.0]],
+        "b": [[0.5, 0.0]],
+        "c": [[0.0, 1.0]],
+        "d": [[-1.0, 1.0]],
+    }
+    fig = plotting.heatmap_grid(panels, ncols=3, xlabel="col", ylabel="row")
+    axes = fig.axes
+    assert len(axes) == 6  # 2 rows of 3, the last two panels empty
+    assert [ax.get_title() for ax in axes[:4]] == ["a", "b", "c", "d"]
+    assert all(ax.get_xlabel() == "col" for ax in axes)
+    assert [ax.get_ylabel() for ax in axes] == ["row", "", "", "row", "", ""]
+    # the scale is +-max|first panel| = 2 on every panel
+    assert all(ax.images[0].get_clim() == (-2.0, 2.0) for ax in axes[:4])
+    plt.close(fig)
+    with pytest.raises(ValueError, match="panels"):
+        plotting.heatmap_grid({}, ncols=2, xlabel="x", ylabel="y")
+    with pytest.raises(ValueError, match="ncols"):
+        plotting.heatmap_grid(panels, ncols=0, xlabel="x", ylabel="y")

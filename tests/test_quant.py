@@ -525,3 +525,77 @@ def test_distinct_values_and_scale_candidates_tables():
 )
 def test_times_phrase(ratio, more, less, want):
     assert quant.times_phrase(ratio, more, less) == want
+
+
+def test_storage_kb_sums_storage_bits():
+    ws = [torch.zeros(4, 3), torch.zeros(2, 5)]
+    # 2 bits a weight plus one 32-bit scale per row: 24 + 128 + 20 + 64 bits
+    assert quant.storage_kb(ws, 2, "linear") == pytest.approx(236 / 8e3)
+    # k-means: a codebook of min(4, n) float32 entries per tensor
+    assert quant.storage_kb(ws, 2, "kmeans") == pytest.approx(
+        (24 + 128 + 20 + 128) / 8e3
+    )
+
+
+def test_group_size_table_one_group_per_row_is_per_channel():
+    import matplotlib.pyplot as plt
+
+    torch.manual_seed(0)
+    w = torch.randn(4, 8)
+    t = quant.group_size_table(w, 4, [2, 8], scale_bits=16)
+    q, s = quant.symmetric_quantize(w, 4, "channel")
+    want = quant.quantization_error(w, q * s) / float(w.norm())
+    assert t.loc[8, "relative error"] == pytest.approx(want)
+    assert t["scale bits per weight"].tolist() == [8.0, 2.0]
+    fig = quant.plot_group_sizes(t, 0.2, "t")
+    ax, ax2 = fig.axes  # error, and the overhead on a twin axis
+    assert ax.get_ylim()[1] == pytest.approx(0.2 * 1.15)
+    assert [x.get_text() for x in ax.get_xticklabels()] == ["2", "8"]
+    assert list(ax2.get_lines()[0].get_ydata()) == [8.0, 2.0]
+    plt.close(fig)
+
+
+def test_kmeans_linear_table_hand_values():
+    torch.manual_seed(0)
+    w = torch.randn(4, 3)  # 12 weights: 8-bit k-means keeps every one
+    t = quant.kmeans_linear_table(w, [8])
+    assert t.loc[8, "k-means error"] == pytest.approx(0.0, abs=1e-7)
+    assert t.loc[8, "k-means bits/weight"] == 8 + 32  # 12 entries of 32 bits
+    assert t.loc[8, "linear bits/weight"] == pytest.approx(8 + 32 * 4 / 12)
+    q, s = quant.symmetric_quantize(w, 8, "channel")
+    want = quant.quantization_error(w, q * s) / float(w.norm())
+    assert t.loc[8, "linear error"] == pytest.approx(want)
+
+
+def test_outlier_table_decomposition_at_its_extremes():
+    import matplotlib.pyplot as plt
+
+    g = torch.Generator().manual_seed(0)
+    x0, w = torch.randn(6, 8, generator=g), torch.randn(8, 5, generator=g)
+    cols = torch.tensor([1, 4])
+    # a threshold above every |x|: nothing in 16 bits, as vector-wise int8
+    t = quant.outlier_table(x0, w, cols, [1, 10], threshold=1e6)
+    assert list(t.columns) == [
+        "per tensor",
+        "vector-wise",
+        "decomposed",
+        "16-bit columns",
+        "fp16 only",
+    ]
+    assert t["16-bit columns"].tolist() == [0, 0]
+    assert t["decomposed"].tolist() == t["vector-wise"].tolist()
+    # a threshold below every |x|: every column in 16 bits, as fp16 only
+    t = quant.outlier_table(x0, w, cols, [10], threshold=1e-9)
+    assert t.loc[10, "16-bit columns"] == 8
+    assert t.loc[10, "decomposed"] == pytest.approx(t.loc[10, "fp16 only"])
+    fig = quant.plot_outlier_errors(t, "t")
+    assert len(fig.axes[0].get_lines()) == 4
+    assert fig.axes[0].get_xscale() == "log"
+    plt.close(fig)
+
+
+def test_zero_point_candidates_table_hand_values():
+    t = quant.zero_point_candidates_table(-1.0, 0.5, {"a": 2, "b": 2.5})
+    assert t["r_min -> q"].tolist() == [0.0, 0.5]  # -1 / 0.5 + Z
+    assert t["0 -> q"].tolist() == [2.0, 2.5]
+    assert t["integer"].tolist() == [True, False]

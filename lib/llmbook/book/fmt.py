@@ -152,3 +152,34 @@ def duration(seconds: float, digits: int = 3) -> str:
 def pct(x: float, digits: int = 2) -> str:
     """A fraction as a percentage: ``pct(0.0103) == '1.0 %'``."""
     return f"{sig(100 * as_float('x', x), digits)} %"
+
+
+def matrix(m) -> str:
+    """A small matrix as prose: its rows in parentheses, each entry as
+    ``str`` writes it: ``matrix([[1, -2], [0, 3]]) == "(1, -2), (0, 3)"``.
+
+    Args:
+        m: rows, each a sequence of numbers or strings (e.g.
+            ``tensor.tolist()``). Used for the 4 x 4 example of
+            formats-linear.
+    """
+    return ", ".join("(" + ", ".join(str(v) for v in r) + ")" for r in m)
+
+
+def vector(values) -> str:
+    """A short vector of non-negative values as prose, in brackets: zero and
+    entries above 10^-3 at 3 significant figures (:func:`sig`), smaller ones
+    in powers of ten (:func:`sci`, 2 figures), NaN as ``"NaN"``.
+
+    Example: ``vector([0.5, 2e-5, float("nan")])`` is
+    ``"[0.500, 2.0 × 10⁻⁵, NaN]"``.
+    Used for the float16 softmax of formats-mixed-precision.
+    """
+    return (
+        "["
+        + ", ".join(
+            "NaN" if v != v else sig(v, 3) if v == 0 or v > 1e-3 else sci(v, 2)
+            for v in values
+        )
+        + "]"
+    )

@@ -162,6 +162,47 @@ def heatmap(
     return im
 
 
+def heatmap_grid(
+    panels: dict,
+    *,
+    ncols: int,
+    xlabel: str,
+    ylabel: str,
+    vmax: float | None = None,
+    figsize: tuple[float, float] | None = None,
+):
+    """Matrices side by side on one colour scale: one :func:`heatmap` panel
+    per entry of ``panels`` (title -> 2-D matrix), ``ncols`` to a row, the
+    x label under every panel and the y label on the first of each row.
+
+    ``vmax`` (default: the largest ``|value|`` of the first panel) bounds the
+    shared scale ``[-vmax, vmax]``. Returns the figure. Used for the
+    reconstructions of the 4 x 4 example in formats-linear.
+    """
+    import math
+
+    if not panels:
+        raise ValueError("panels must hold at least one matrix")
+    if int(ncols) != ncols or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+    if vmax is None:
+        vmax = float(
+            np.nanmax(np.abs(np.asarray(next(iter(panels.values())))))
+        )
+    use_style()
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    axes = axes.ravel()
+    for ax, (title, m) in zip(axes, panels.items()):
+        heatmap(ax, m, title=title, vmin=-vmax, vmax=vmax)
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+    for ax in axes[::ncols]:
+        ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
 # Importing the plotting module sets the book style (and SVG output in a
 # kernel).
 use_style()

@@ -65,6 +65,16 @@ FORMATS: dict[str, FloatFormat] = {
     )
 }
 
+SHORT_NAMES: dict[str, str] = {
+    "float64": "fp64",
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "float8_e5m2": "e5m2",
+    "float8_e4m3fn": "e4m3",
+}
+"""The short name of each format in glued names and legends (fp16, e4m3)."""
+
 _INT_VIEW = {64: torch.int64, 32: torch.int32, 16: torch.int16, 8: torch.uint8}
 
 
@@ -179,6 +189,24 @@ def format_properties(name) -> dict:
         "eps": math.ldexp(1.0, -f.man_bits),
         "digits": int(math.floor(f.man_bits * math.log10(2))),
     }
+
+
+def properties_table(rows: list) -> "pd.DataFrame":
+    """The table of formats as the page shows it: one column per format
+    (``float8_`` dropped from the name), one row per property of
+    :func:`format_properties`; ``max``, ``min_normal``, ``min_subnormal``
+    and ``eps`` written at 3 significant figures (``.3g``).
+
+    Args:
+        rows: :func:`format_properties` dicts, one per format, in order.
+    Used in formats-floats (the table of the number-formats lecture).
+    """
+    import pandas as pd
+
+    table = pd.DataFrame(rows).set_index("format")
+    for col in ("max", "min_normal", "min_subnormal", "eps"):
+        table[col] = [f"{v:.3g}" for v in table[col]]
+    return table.rename(index=lambda n: n.replace("float8_", "")).T
 
 
 def representable_values(name) -> torch.Tensor:
@@ -606,6 +634,170 @@ def plot_lr_sweep(table, recipes, labels):
     axes[0].legend(fontsize=8)
     fig.suptitle("Median and range over seeds")
     fig.tight_layout()
+    return fig
+
+
+def plot_spacing(names, lo: float, hi: float, slope_bits: int = 7):
+    """Gap from each representable number to the next against its
+    magnitude, for formats ``names`` (8- or 16-bit, see
+    :func:`representable_values`), on log-log axes between ``lo`` and
+    ``hi``, with the line ``x 2^-slope_bits`` (bfloat16's relative step).
+    Legends use :data:`SHORT_NAMES`. Returns the figure (formats-floats).
+    """
+    from llmbook.book.plotting import new_axes
+
+    if not 0 < lo < hi:
+        raise ValueError(f"need 0 < lo < hi, got lo={lo!r}, hi={hi!r}")
+    fig, ax = new_axes(
+        "magnitude x",
+        "gap to the next number (same units)",
+        "Spacing of representable numbers",
+        logx=True,
+        logy=True,
+        figsize=(7, 4.2),
+    )
+    for n in names:
+        v = representable_values(n)
+        g = torch.diff(v)
+        keep = (v[:-1] >= lo) & (v[:-1] <= hi)
+        ax.step(v[:-1][keep], g[keep], where="post", label=SHORT_NAMES[n])
+    ax.plot(
+        [lo, hi],
+        [lo * 2.0**-slope_bits, hi * 2.0**-slope_bits],
+        ":",
+        color="grey",
+        label=f"x 2^-{slope_bits} (bf16's relative step)",
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_running_sums(runs: dict, mixed, increment: float):
+    """A running sum of ``increment`` against the number of terms, on a
+    log-spaced sample of 300 term counts.
+
+    Args:
+        runs: format name -> partial sums (:func:`running_sum`); its
+            ``"float16"`` and ``"float32"`` entries are drawn.
+        mixed: partial sums of float16 addends in a float32 accumulator.
+        increment: the addend, for the exact line ``k * increment``.
+    Returns the figure (formats-floats, the long sum in float16).
+    """
+    from llmbook.book.plotting import new_axes
+
+    n = len(mixed)
+    fig, ax = new_axes(
+        "number of terms added",
+        "running sum",
+        f"Summing {increment} again and again",
+        figsize=(6.5, 3.8),
+    )
+    idx = np.unique(np.geomspace(1, n, 300).astype(int)) - 1
+    for name in ("float16", "float32"):
+        ax.plot(idx + 1, runs[name][idx], label=f"{name} accumulator")
+    ax.plot(
+        idx + 1, mixed[idx], "--", label="float16 addends, float32 accumulator"
+    )
+    ax.plot(idx + 1, (idx + 1) * increment, ":", color="grey", label="exact")
+    ax.legend()
+    return fig
+
+
+def plot_loss_curves(out: dict, labels: dict, lr: float, last: int, title):
+    """Training loss against the SGD step: for each recipe, the median over
+    the runs trained at rate ``lr`` of the loss averaged over a sliding
+    window of ``last`` steps; log loss axis.
+
+    Args:
+        out: recipe -> result of :func:`train_precision_runs`.
+        labels: recipe -> legend name, in drawing order.
+    Returns the figure (formats-mixed-precision).
+    """
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(
+        "SGD step",
+        "training loss (cross-entropy, nats)",
+        title,
+        figsize=(7, 4),
+    )
+    for j, (k, label) in enumerate(labels.items()):
+        cols = [i for i, a in enumerate(out[k]["lr"]) if a == lr]
+        if not cols:
+            raise ValueError(f"no run of {k!r} at lr={lr!r}")
+        loss = out[k]["loss"]
+        med = loss[:, cols].unfold(0, last, 1).mean(-1).median(1).values
+        ax.plot(
+            range(last, len(loss) + 1),
+            med,
+            label=label,
+            marker="osd^v<"[j % 6],
+            markevery=(j * 23, 150),
+            ms=4,
+            lw=1,
+        )
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_gradient_range(
+    grads: dict, scaled: str, loss_scale: float, name="float16"
+):
+    """Histogram of log2 gradient magnitudes (share of entries per bin of
+    width 1, from 2^-34 to 2^7) against format ``name``'s smallest
+    subnormal and smallest normal (dotted lines).
+
+    Args:
+        grads: legend label -> 1-D tensor of positive magnitudes.
+        scaled: the label of ``grads`` drawn again, dashed, times
+            ``loss_scale`` (where loss scaling moves it).
+    Returns the figure (formats-mixed-precision, gradients that underflow).
+    """
+    import math
+
+    from llmbook.book.plotting import new_axes
+
+    p = format_properties(name)
+    fig, ax = new_axes(
+        "log2 of gradient magnitude",
+        "share of nonzero entries (fraction per bin)",
+        f"Gradients against the {name} range",
+        figsize=(7, 4),
+    )
+    bins = np.arange(-34, 8)
+    for label, v in grads.items():
+        ax.hist(
+            np.log2(v.numpy()),
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            weights=np.full(v.numel(), 1 / v.numel()),
+            label=label,
+        )
+    g = grads[scaled]
+    ax.hist(
+        np.log2(g.numpy()) + math.log2(loss_scale),
+        bins=bins,
+        histtype="step",
+        ls="--",
+        weights=np.full(g.numel(), 1 / g.numel()),
+        label=f"{scaled} x {int(loss_scale):,}",
+    )
+    for val, lab in (
+        (p["min_subnormal"], "smallest subnormal"),
+        (p["min_normal"], "smallest normal"),
+    ):
+        ax.axvline(math.log2(val), color="grey", ls=":")
+        ax.text(
+            math.log2(val) + 0.3,
+            ax.get_ylim()[1] * 0.45,
+            lab,
+            fontsize=8,
+            rotation=90,
+            va="top",
+        )
+    ax.legend(fontsize=8, loc="upper left")
     return fig
 
 

@@ -1162,3 +1162,182 @@ def times_phrase(
     if r < 1 and less:
         return f"{fmt.sig(1 / r, digits)} times {less}"
     return f"{fmt.sig(r, digits)} times" + (f" {more}" if more else "")
+
+
+def storage_kb(weights, bits: int, scheme: str) -> float:
+    """Kilobytes (10^3 bytes) to store the weight tensors ``weights``, each
+    by :func:`storage_bits` with ``scheme`` (one channel per row,
+    ``w.shape[0]``). Used in quantization-lab (hw11-q7b-vii)."""
+    return (
+        sum(storage_bits(w.numel(), bits, scheme, w.shape[0]) for w in weights)
+        / 8e3
+    )
+
+
+def group_size_table(
+    w: torch.Tensor, bits: int, group_sizes, scale_bits: int = 16
+) -> "pd.DataFrame":
+    """Symmetric ``bits``-bit quantization of ``w`` (``(rows, cols)``) in
+    groups of each size in ``group_sizes`` (each must divide ``cols``):
+    ``relative error`` (Frobenius, :func:`quantization_error` over
+    ``||w||_F``) and ``scale bits per weight``
+    (:func:`scale_overhead_bits`), indexed by ``group size``.
+    Used in formats-linear (granularity on a trained layer).
+    """
+    import pandas as pd
+
+    rows = []
+    for g in group_sizes:
+        qg, sg = symmetric_quantize(w, bits, "group", group_size=g)
+        rel = quantization_error(w, qg * sg) / float(w.norm())
+        rows.append(
+            {
+                "group size": g,
+                "relative error": rel,
+                "scale bits per weight": scale_overhead_bits(g, scale_bits),
+            }
+        )
+    return pd.DataFrame(rows).set_index("group size")
+
+
+def plot_group_sizes(
+    table, per_tensor: float, title: str, scale_bits: int = 16
+):
+    """The error of :func:`group_size_table` against the group size (log
+    axis, circles), the per-tensor error as a dotted line, and the scale
+    overhead in bits per weight on a second y axis (squares). Returns the
+    figure (formats-linear)."""
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(
+        "group size (weights per scale)",
+        "relative Frobenius error (fraction)",
+        title,
+        logx=True,
+        figsize=(6.5, 3.8),
+    )
+    ax.plot(table.index, table["relative error"], "o-", label="per group")
+    ax.axhline(per_tensor, ls=":", color="grey", label="per tensor")
+    ax.set_xticks(list(table.index), [str(g) for g in table.index])
+    ax2 = ax.twinx()
+    ax2.plot(
+        table.index,
+        table["scale bits per weight"],
+        "s--",
+        color="C1",
+        label="scale bits per weight",
+    )
+    ax2.set_ylabel(f"overhead (bits per weight, {scale_bits}-bit scales)")
+    ax.set_ylim(0, per_tensor * 1.15)
+    ax.legend(loc="center", bbox_to_anchor=(0.55, 0.75), fontsize=8)
+    ax2.legend(loc="center", bbox_to_anchor=(0.55, 0.58), fontsize=8)
+    return fig
+
+
+def kmeans_linear_table(w: torch.Tensor, bits_list) -> "pd.DataFrame":
+    """k-means (:func:`kmeans_codebook`) against symmetric per-channel
+    linear quantization of ``w`` (``(rows, cols)``) at each bit width of
+    ``bits_list``: relative Frobenius errors and bits per weight with the
+    side information of :func:`storage_bits`, indexed by ``bits``.
+    Used in formats-linear (k-means against linear on a trained layer).
+    """
+    import pandas as pd
+
+    rows = []
+    n_w, n_c = w.numel(), w.shape[0]
+    for bits in bits_list:
+        cb, lab = kmeans_codebook(w, bits)
+        e_k = quantization_error(w, cb[lab]) / float(w.norm())
+        ql, sl = symmetric_quantize(w, bits, "channel")
+        e_l = quantization_error(w, ql * sl) / float(w.norm())
+        rows.append(
+            {
+                "bits": bits,
+                "k-means error": e_k,
+                "linear error": e_l,
+                "k-means bits/weight": storage_bits(n_w, bits, "kmeans") / n_w,
+                "linear bits/weight": storage_bits(n_w, bits, "linear", n_c)
+                / n_w,
+            }
+        )
+    return pd.DataFrame(rows).set_index("bits")
+
+
+def outlier_table(
+    x0: torch.Tensor,
+    w: torch.Tensor,
+    cols,
+    magnitudes,
+    threshold: float = 6.0,
+) -> "pd.DataFrame":
+    """Relative error of ``X W`` when the feature columns ``cols`` of ``x0``
+    (``(n, k)``; ``w`` is ``(k, m)``) are scaled by each of ``magnitudes``:
+    int8 per tensor and vector-wise (:func:`int8_matmul`), the LLM.int8()
+    decomposition at ``threshold`` (:func:`int8_matmul_decomposed`, with
+    its number of 16-bit columns) and float16 inputs alone; errors are
+    Frobenius norms relative to the float64 product. Indexed by ``outlier
+    magnitude``. Used in formats-outliers.
+    """
+    import pandas as pd
+
+    rows = []
+    for m in magnitudes:
+        x = x0.clone()
+        x[:, cols] *= m
+        ref = x.double() @ w.double()
+        dec, found = int8_matmul_decomposed(x, w, threshold)
+        outs = {
+            "per tensor": int8_matmul(x, w, vectorwise=False),
+            "vector-wise": int8_matmul(x, w, vectorwise=True),
+            "decomposed": dec,
+            "fp16 only": x.half().float() @ w.half().float(),
+        }
+        row = {"outlier magnitude": m, "16-bit columns": int(found.numel())}
+        for k, y in outs.items():
+            row[k] = float((y.double() - ref).norm()) / float(ref.norm())
+        rows.append(row)
+    columns = [*outs][:3] + ["16-bit columns", "fp16 only"]
+    return pd.DataFrame(rows).set_index("outlier magnitude")[columns]
+
+
+def plot_outlier_errors(table, title: str):
+    """The four error columns of :func:`outlier_table` against the outlier
+    magnitude, log-log. Returns the figure (formats-outliers)."""
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(
+        "outlier magnitude (times a typical feature)",
+        "relative error of X W (fraction)",
+        title,
+        logx=True,
+        logy=True,
+        figsize=(6.5, 4),
+    )
+    for col in ("per tensor", "vector-wise", "decomposed", "fp16 only"):
+        ax.plot(table.index, table[col], "o-", label=col)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def zero_point_candidates_table(
+    r_min: float, scale: float, candidates: dict
+) -> "pd.DataFrame":
+    """Each candidate zero point ``Z`` (name -> value) with scale ``S``:
+    whether it is an integer, and where ``r_min`` and 0 land,
+    ``r / S + Z`` (the right ``Z`` sends ``r_min`` to ``q_min``).
+    Used in quantization-lab (hw11-q7b-v).
+    """
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "candidate": k,
+                "Z": v,
+                "integer": float(v).is_integer(),
+                "r_min -> q": r_min / scale + v,
+                "0 -> q": 0 / scale + v,
+            }
+            for k, v in candidates.items()
+        ]
+    )
