@@ -777,7 +777,8 @@ def latency_rounds(
 ) -> dict:
     """Milliseconds per forward pass of each model on the first ``b`` images
     of ``x``, per round of :func:`interleaved_times`: ``{b: DataFrame}``
-    with one row per round and one column per model."""
+    with one row per round and one column per model; their medians are the
+    latencies the pages report."""
     import pandas as pd
 
     return {
@@ -790,15 +791,6 @@ def latency_rounds(
         )
         for b in batches
     }
-
-
-def latency_table(models: dict, x: torch.Tensor, batches, repeats: int):
-    """Median milliseconds per forward pass of each model (rows) at each
-    batch size (columns), over the rounds of :func:`latency_rounds`."""
-    import pandas as pd
-
-    rounds = latency_rounds(models, x, batches, repeats)
-    return pd.DataFrame({b: r.median() for b, r in rounds.items()})
 
 
 #: Words for :func:`llmbook.book.verdict.glue_verdict` on a speed-up
@@ -836,12 +828,3 @@ def time_by_type(models: dict, x: torch.Tensor, repeats: int):
     med = interleaved_latency(steps, repeats)
     parts = pd.Series({(k[0], kinds[k], k[1]): t for k, t in med.items()})
     return parts.groupby(level=[0, 1]).sum().unstack(0)[list(models)]
-
-
-def speed_word(ratio: float, tol: float = 0.1) -> str:
-    """Words for a measured speed-up ratio: "faster" above ``1 + tol``,
-    "slower" below ``1 - tol``, else "no faster" (a machine-noise rule for
-    timings, which have no seeds)."""
-    if ratio > 1 + tol:
-        return "faster"
-    return "slower" if ratio < 1 - tol else "no faster"
