@@ -348,3 +348,101 @@ def test_peak_memory_sees_a_known_allocation():
     assert 60 * 2**20 < got < 72 * 2**20
     with pytest.raises(ValueError, match="fn"):
         measure.peak_memory_increase(3)
+
+
+# --- the notebooks' helpers (tables and figures) ---------------------------
+
+
+def test_torch_weights_reproduce_torch_modules():
+    torch.manual_seed(0)
+    X = rand(2, 5, 8, seed=4)
+    mha = torch.nn.MultiheadAttention(
+        8, 2, bias=False, batch_first=True
+    ).double()
+    W_Q, W_K, W_V, W_O = at.torch_mha_weights(mha)
+    assert W_Q.shape == W_O.shape == (8, 8)
+    want = mha(X, X, X, need_weights=False)[0].detach()
+    got = at.multi_head_attention(X, W_Q, W_K, W_V, W_O, 2)
+    torch.testing.assert_close(got, want)
+    layer = torch.nn.TransformerEncoderLayer(
+        8, 2, 12, dropout=0.0, batch_first=True, bias=False
+    )
+    layer = layer.double().eval()
+    params = at.encoder_layer_params(layer)
+    assert params["W_1"].shape == (8, 12) and params["W_2"].shape == (12, 8)
+    with torch.no_grad():
+        want = layer(X)
+    torch.testing.assert_close(at.transformer_block(X, params, 2), want)
+
+
+def test_kv_cache_table_hand_values():
+    t = at.kv_cache_table(2, {"MHA": 4, "MQA": 1}, 8, 2, 1000)
+    # K and V, 2 layers, H_kv heads of 8 values, 2 bytes each
+    assert list(t["bytes per token"]) == [2 * 2 * 4 * 8 * 2, 2 * 2 * 8 * 2]
+    assert list(t.index) == ["MHA", "MQA"]
+    assert list(t["K/V heads"]) == [4, 1]
+    assert "1000 tokens" in t.columns
+
+
+def test_softmax_scaling_table():
+    gen = torch.Generator().manual_seed(0)
+    t = at.softmax_scaling_table([4, 64], 2048, 16, gen)
+    assert list(t["d"]) == [4, 64]
+    # dividing the scores by sqrt(d) divides their variance by d
+    torch.testing.assert_close(
+        torch.tensor(t["Var(q·k)"] / t["d"]),
+        torch.tensor(t["Var(q·k/√d)"]),
+    )
+    assert abs(t["Var(q·k)"].iloc[1] / 64 - 1) < 0.15
+    # raw scores at d = 64 put most weight on one key; scaled ones do not
+    raw, scaled = t["mean top weight, raw"], t["mean top weight, scaled"]
+    assert raw.iloc[1] > 0.8 and scaled.iloc[1] < 0.5
+    assert ((1 / 16 < scaled) & (scaled <= 1)).all()
+
+
+def test_hbm_traffic_tables_match_closed_forms():
+    gen = torch.Generator().manual_seed(0)
+    by_n = at.hbm_traffic_by_length([16, 32, 64], 4, 64, 32, gen)
+    assert list(by_n.index) == [16, 32, 64]
+    done = by_n.dropna()
+    assert list(done.index) == [16, 32]  # counted only up to count_max_n
+    assert (done["standard counted"] == done["standard"]).all()
+    assert (done["flash counted"] == done["flash"]).all()
+    assert by_n.loc[64, "standard"] == at.standard_hbm_elements(64, 64, 4)
+    by_m = at.hbm_traffic_by_buffer(32, 4, [64, 256], gen)
+    assert list(by_m["B_c"]) == [
+        at.flash_block_sizes(M, 4)[1] for M in (64, 256)
+    ]
+    assert (by_m["flash counted"] == by_m["flash"]).all()
+    assert (by_m["standard"] == at.standard_hbm_elements(32, 32, 4)).all()
+    s, f = at.counted_hbm_elements(16, 4, 64, gen)
+    assert s == at.standard_hbm_elements(16, 16, 4)
+    assert f == at.flash_hbm_elements(
+        16, 16, 4, at.flash_block_sizes(64, 4)[1]
+    )
+
+
+def test_hbm_and_cpu_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    gen = torch.Generator().manual_seed(0)
+    by_n = at.hbm_traffic_by_length([16, 32, 64], 4, 64, 32, gen)
+    by_m = at.hbm_traffic_by_buffer(32, 4, [64, 256], gen)
+    fig = at.plot_hbm_traffic(by_n, by_m, 4, 64, 32)
+    ax1, ax2 = fig.axes
+    assert len(ax1.lines) == 6 and len(ax2.lines) == 4
+    assert list(ax1.lines[0].get_ydata()) == list(by_n["standard"])
+    assert ax1.get_xscale() == ax2.get_yscale() == "log"
+    plt.close(fig)
+    cpu = at.cpu_attention_table([16, 32], 8, 1)
+    assert list(cpu.index) == [16, 32]
+    assert cpu.loc[32, "N² float32 MB"] == 32 * 32 * 4 / 1e6
+    assert (cpu[["naive ms", "SDPA ms"]] > 0).all().all()
+    fig = at.plot_cpu_memory(cpu, 8)
+    (ax,) = fig.axes
+    assert len(ax.lines) == 3 and "d = 8" in ax.get_title()
+    assert list(ax.lines[2].get_ydata()) == list(2 * cpu["N² float32 MB"])
+    plt.close(fig)

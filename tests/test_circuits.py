@@ -319,3 +319,28 @@ def test_induction_steps_and_figures():
     qk = np.asarray(fig.axes[0].images[0].get_array())
     np.testing.assert_allclose(qk, c.previous_token_head(2.0)[0])
     plt.close(fig)
+
+
+def test_wqk_grid_and_width_sweep_figures():
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    names = ["a", "b"]
+    values = {f"case {k}": np.array([[k, -k], [0.0, 1.0]]) for k in range(4)}
+    fig = c.plot_wqk_grid(values, names, "score", signed=True, vmin=-3, vmax=3)
+    assert len(fig.axes) == 5  # four panels and the colour bar
+    for ax, (name, M) in zip(fig.axes, values.items()):
+        assert ax.get_title() == f"W_QK = {name}"
+        np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), M)
+    assert fig.axes[4].get_ylabel() == "score"
+    plt.close(fig)
+    sweep = pd.Series([0.5, 1e-3, 0.0], index=[1, 2, 3])
+    fig = c.plot_width_sweep(sweep, n_vocab=3, floor=1e-9)
+    (ax,) = fig.axes
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.5, 1e-3, 1e-9])
+    assert ax.lines[1].get_xdata()[0] == 2  # the line at n_vocab - 1
+    assert len(ax.texts) == 1  # the zero is drawn at the floor, and says so
+    plt.close(fig)

@@ -356,6 +356,22 @@ def test_extras_read_their_ranges_from_the_package_metadata():
     assert extras.missing_modules("mup") == []
 
 
+def test_online_sees_a_listening_port_and_a_closed_one():
+    import socket
+
+    from llmbook.book.extras import online
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        assert online("127.0.0.1", port, timeout=1.0)
+    finally:
+        server.close()
+    assert not online("127.0.0.1", port, timeout=1.0)  # nobody listens
+
+
 def test_quiet_filters_known_noise_by_logger_and_message(caplog):
     import logging
 

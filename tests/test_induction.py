@@ -283,3 +283,102 @@ def test_stored_seed_check_is_what_the_code_computes():
         assert got[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
     assert abs(got["jump_step"] - want["jump_step"]) <= 5
     assert got["formed"] == want["formed"]
+
+
+# ---- the induction-trained notebook's tables and figures ----
+
+
+@pytest.fixture(scope="module")
+def trained():
+    m = ind.attn_only_model(
+        2, n_heads=2, d_model=16, d_head=8, n_ctx=12, d_vocab=10, seed=3
+    )
+    probe_tokens = ind.repeated_random_tokens(8, 6, 10, 1)
+    history = ind.train_induction(
+        m, 4, 8, 1e-2, 2, 4, 0, 2, probe_tokens=probe_tokens
+    )
+    return m, history, probe_tokens
+
+
+def test_copy_split_groups_partition_the_positions(trained):
+    m, _, _ = trained
+    g = torch.Generator().manual_seed(0)
+    tokens, mask = ind.repeated_segment_batch(32, 12, 10, 2, 4, g)
+    split, inside = ind.copy_split(m, tokens, mask, 10)
+    assert split["share of positions"].sum() == pytest.approx(1.0)
+    # a repeated position has copy candidates; a new token has none
+    rep = split.loc["repeated (copy predictable)"]
+    assert rep["candidates' share when guessing"] > 0
+    new = split.loc["other, token new"]
+    assert new["probability on copy candidates"] == 0.0
+    assert 0 < inside <= 1
+    # the loss of the repeated group is the mean over its positions
+    with torch.no_grad():
+        losses = ind.next_token_losses(m(tokens), tokens)
+    assert rep["loss (nats)"] == pytest.approx(
+        float(losses[mask[:, :-1]].mean())
+    )
+    assert ind.repeated_loss(m, tokens, mask) == pytest.approx(
+        rep["loss (nats)"]
+    )
+
+
+def test_ablation_and_controls_tables(trained):
+    m, history, probe_tokens = trained
+    intact = ind.probe(m, probe_tokens, 6)
+    ablated = ind.ablated_probe(m, probe_tokens, 6, [0, 1])
+    assert ablated["loss_repeated"] != pytest.approx(intact["loss_repeated"])
+    t = ind.probe_table({"intact": intact, "ablated": ablated})
+    assert list(t.columns) == ["intact", "ablated"]
+    assert t.loc["loss, fresh half", "intact"] == intact["loss_fresh"]
+    assert t.loc["best induction score", "ablated"] == pytest.approx(
+        float(ablated["induction_L1"].max())
+    )
+    g = torch.Generator().manual_seed(0)
+    tokens, mask = ind.repeated_segment_batch(16, 12, 10, 2, 4, g)
+    c = ind.controls_table({"two": (m, history)}, tokens, mask, 6)
+    assert (
+        c.loc["two", "loss on repeats, probe (offset 6)"]
+        == (history[-1]["loss_repeated"])
+    )
+    assert c.loc["two", "loss on repeats, random offsets"] == pytest.approx(
+        ind.repeated_loss(m, tokens, mask)
+    )
+
+
+def test_top_heads_by_hand():
+    scores = np.array([[0.1, 0.9], [0.5, 0.2], [0.95, 0.0]])
+    assert ind.top_heads(scores, 3) == [(2, 0), (0, 1), (1, 0)]
+
+
+def test_induction_figures(trained):
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    m, history, probe_tokens = trained
+    curves = pd.DataFrame(
+        [{k: v for k, v in h.items() if np.isscalar(v)} for h in history]
+    ).set_index("step")
+    fig = ind.plot_training(curves, history, 0, 2, 10)
+    assert len(fig.axes) == 4
+    assert len(fig.axes[1].lines) == 2 + 1  # two heads and the jump line
+    plt.close(fig)
+    fig = ind.plot_attention_patterns(m, probe_tokens)
+    assert len(fig.axes) == 2 * 2 + 1  # layers x heads and the colour bar
+    plt.close(fig)
+    kc = history[-1]["k_comp"]
+    fig = ind.plot_k_composition(history[0]["k_comp"], kc, "step 4")
+    np.testing.assert_allclose(
+        np.asarray(fig.axes[1].images[0].get_array()), kc
+    )
+    assert fig.axes[1].get_title() == "K-composition, step 4"
+    plt.close(fig)
+    fig = ind.plot_ov_spectra(m, 0)
+    (ax,) = fig.axes
+    sv = torch.linalg.svdvals(ind.head_matrices(m, 0, 1)[1]).numpy()
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), np.maximum(sv, 1e-12))
+    assert "(previous-token)" in ax.lines[0].get_label()
+    plt.close(fig)

@@ -78,3 +78,19 @@ def require(extra: str) -> None:
         check=True,
     )
     importlib.invalidate_caches()
+
+
+def online(
+    host: str = "huggingface.co", port: int = 443, timeout: float = 3.0
+) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout``
+    seconds: the test a notebook makes before an optional download (the
+    induction-trained notebook's GPT-2 small), so an offline build skips
+    it instead of failing."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False

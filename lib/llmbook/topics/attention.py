@@ -498,3 +498,343 @@ def naive_attention(Q, K, V) -> torch.Tensor:
     fused ``scaled_dot_product_attention``)."""
     S = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
     return torch.softmax(S, dim=-1) @ V
+
+
+# ---------------------------------------------------------------------------
+# The notebooks' tables and figures (attention-mha, attention-flash)
+# ---------------------------------------------------------------------------
+
+
+def torch_mha_weights(mha) -> tuple:
+    """The weights of a bias-free ``torch.nn.MultiheadAttention`` in the
+    lecture's convention (``Q = X W_Q``, output ``concat(heads) W_O``):
+    ``(W_Q, W_K, W_V, W_O)``, each (d_model, d_model), detached. PyTorch
+    stores them transposed and stacked in ``in_proj_weight``. Used in the
+    attention-mha notebook (section "dls-attention")."""
+    W = mha.in_proj_weight.detach()
+    d = W.shape[1]
+    W_O = mha.out_proj.weight.detach().T
+    return W[:d].T, W[d : 2 * d].T, W[2 * d :].T, W_O
+
+
+def encoder_layer_params(layer) -> dict:
+    """The ``params`` of :func:`transformer_block` read from a bias-free
+    ``torch.nn.TransformerEncoderLayer``: ``W_Q``, ``W_K``, ``W_V``,
+    ``W_O`` (d_model, d_model), ``W_1`` (d_model, d_ff), ``W_2``
+    (d_ff, d_model), LayerNorm gains ``ln1``, ``ln2`` (d_model,), all
+    detached. Used in the attention-mha notebook ("dls-attention")."""
+    W_Q, W_K, W_V, W_O = torch_mha_weights(layer.self_attn)
+    return {
+        "W_Q": W_Q,
+        "W_K": W_K,
+        "W_V": W_V,
+        "W_O": W_O,
+        "W_1": layer.linear1.weight.detach().T,
+        "W_2": layer.linear2.weight.detach().T,
+        "ln1": layer.norm1.weight.detach(),
+        "ln2": layer.norm2.weight.detach(),
+    }
+
+
+def kv_cache_table(
+    n_layers: int,
+    kv_heads: dict,
+    d_head: int,
+    bytes_per_value: int,
+    context: int,
+):
+    """KV-cache bytes of one sequence for each attention variant.
+
+    Args:
+        n_layers: layers of the model.
+        kv_heads: ``{variant name: key/value heads}``, e.g. MHA, GQA, MQA.
+        d_head: width of one head.
+        bytes_per_value: bytes of one cached number (2 for fp16).
+        context: tokens held in the cache.
+
+    Returns a DataFrame indexed by ``attention`` (the names) with the
+    columns ``K/V heads``, ``bytes per token`` (int, from
+    :func:`llmbook.core.accounting.kv_cache_bytes_per_token`), and the
+    same as text per token and for ``context`` tokens. Used in the
+    attention-mha notebook (section "dls-attention", KV-cache bytes).
+    """
+    import pandas as pd
+
+    from llmbook.book import fmt
+    from llmbook.core import accounting
+
+    rows = []
+    for name, n_kv in kv_heads.items():
+        b = accounting.kv_cache_bytes_per_token(
+            n_layers, n_kv, d_head, bytes_per_value
+        )
+        rows.append(
+            {
+                "attention": name,
+                "K/V heads": n_kv,
+                "bytes per token": int(b),
+                "per token": fmt.nbytes(b),
+                f"{context} tokens": fmt.nbytes(b * context),
+            }
+        )
+    return pd.DataFrame(rows).set_index("attention")
+
+
+def softmax_scaling_table(
+    dims, n_queries: int, n_keys: int, generator, dtype=torch.float64
+):
+    """Why divide by sqrt(d): for each head width ``d`` in ``dims``, draw
+    ``n_queries`` queries with unit-variance entries in groups of
+    ``n_keys`` that share one draw of ``n_keys`` keys (queries then keys,
+    from ``generator``), and measure the variance of the raw scores
+    ``q.k`` (about ``d``) and of ``q.k/sqrt(d)`` (about 1), and the mean
+    largest softmax weight over the keys for both.
+
+    Returns a DataFrame with the columns ``d``, ``Var(q·k)``,
+    ``Var(q·k/√d)``, ``mean top weight, raw``, ``mean top weight,
+    scaled``, one row per width. Used in the attention-mha notebook
+    (section "dls-attention", why divide by sqrt(d)).
+    """
+    import pandas as pd
+
+    def top(scores):  # mean over queries of the largest softmax weight
+        return torch.softmax(scores, -1).max(-1).values.mean().item()
+
+    groups = n_queries // n_keys
+    rows = []
+    for d in dims:
+        q = torch.randn(groups, n_keys, d, generator=generator, dtype=dtype)
+        k = torch.randn(groups, n_keys, d, generator=generator, dtype=dtype)
+        s = (q @ k.transpose(1, 2)).reshape(-1, n_keys)  # raw scores
+        scaled = s / math.sqrt(d)
+        rows.append(
+            {
+                "d": d,
+                "Var(q·k)": s.var().item(),
+                "Var(q·k/√d)": scaled.var().item(),
+                "mean top weight, raw": top(s),
+                "mean top weight, scaled": top(scaled),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def counted_hbm_elements(
+    n: int, d: int, M: int, generator, dtype=torch.float64
+) -> tuple[int, int]:
+    """Run standard attention and FlashAttention's forward pass (tiles from
+    :func:`flash_block_sizes` for a buffer of ``M`` elements) on random
+    ``Q, K, V`` of shape (n, d) drawn from ``generator``, and return the
+    elements each moved to or from HBM, ``(standard, flash)``, as counted
+    by :class:`HBMCounter`. Used in the attention-flash notebook."""
+    Q, K, V = (
+        torch.randn(n, d, generator=generator, dtype=dtype) for _ in range(3)
+    )
+    bq, bk = flash_block_sizes(M, d)
+    cs, cf = HBMCounter(), HBMCounter()
+    standard_attention(Q, K, V, counter=cs)
+    flash_attention_forward(Q, K, V, bq, bk, counter=cf)
+    return cs.total, cf.total
+
+
+def hbm_traffic_by_length(
+    ns, d: int, M: int, count_max_n: int, generator, dtype=torch.float64
+):
+    """Forward-pass HBM elements against sequence length ``N`` (square
+    attention, head width ``d``, buffer ``M``): the closed forms
+    ``standard`` and ``flash`` for every ``N`` in ``ns``, and the counts
+    of the running code (:func:`counted_hbm_elements`) as ``standard
+    counted`` and ``flash counted`` for ``N <= count_max_n`` (NaN above).
+    Returns a DataFrame indexed by ``N``. Used in the attention-flash
+    notebook (section "cme295-flash-attention")."""
+    import pandas as pd
+
+    bk = flash_block_sizes(M, d)[1]
+    rows = []
+    for n in ns:
+        row = {
+            "N": n,
+            "standard": standard_hbm_elements(n, n, d),
+            "flash": flash_hbm_elements(n, n, d, bk),
+        }
+        if n <= count_max_n:
+            row["standard counted"], row["flash counted"] = (
+                counted_hbm_elements(n, d, M, generator, dtype)
+            )
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("N")
+
+
+def hbm_traffic_by_buffer(
+    n: int, d: int, m_values, generator, dtype=torch.float64
+):
+    """FlashAttention's forward-pass HBM elements against the buffer size
+    ``M`` at sequence length ``n`` and head width ``d``: for each ``M`` in
+    ``m_values`` the tiles ``B_r``, ``B_c``, the counted (``flash
+    counted``) and closed-form (``flash``) elements, and standard
+    attention's counted elements (``standard``, independent of ``M``).
+    Returns a DataFrame indexed by ``M``. Used in the attention-flash
+    notebook (section "cme295-flash-attention")."""
+    import pandas as pd
+
+    rows = []
+    for M in m_values:
+        bq, bk = flash_block_sizes(M, d)
+        s, f = counted_hbm_elements(n, d, M, generator, dtype)
+        rows.append(
+            {
+                "M": M,
+                "B_r": bq,
+                "B_c": bk,
+                "flash counted": f,
+                "flash": flash_hbm_elements(n, n, d, bk),
+                "standard": s,
+            }
+        )
+    return pd.DataFrame(rows).set_index("M")
+
+
+def plot_hbm_traffic(by_n, by_m, d: int, M: int, n: int):
+    """Two log-log panels of HBM traffic: against sequence length
+    (``by_n`` from :func:`hbm_traffic_by_length`, buffer ``M``) and
+    against the buffer size (``by_m`` from :func:`hbm_traffic_by_buffer`,
+    length ``n``), head width ``d``; closed forms as lines, counts as
+    markers, the paper's Theta scaled to meet the closed form at one end
+    as dotted lines. Returns the figure (attention-flash notebook)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from llmbook.book.plotting import use_style
+
+    use_style()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 4.2))
+    ns = np.array(by_n.index, dtype=float)
+    done = by_n.dropna()
+    ax1.plot(ns, by_n["standard"], "-", label="standard, closed form")
+    ax1.plot(ns, by_n["flash"], "-", label="FlashAttention, closed form")
+    ax1.plot(
+        done.index, done["standard counted"], "o", color="C0", label="counted"
+    )
+    ax1.plot(
+        done.index, done["flash counted"], "s", color="C1", label="counted"
+    )
+    theta_s = ns * d + ns**2
+    theta_f = ns**2 * d**2 / M
+    ax1.plot(
+        ns,
+        theta_s * by_n["standard"].iloc[-1] / theta_s[-1],
+        ":",
+        color="C0",
+        label="Θ(Td + T²), scaled",
+    )
+    ax1.plot(
+        ns,
+        theta_f * by_n["flash"].iloc[-1] / theta_f[-1],
+        ":",
+        color="C1",
+        label="Θ(T²d²/M), scaled",
+    )
+    ax1.set_xlabel("sequence length T")
+    ax1.set_title(f"Forward pass, d = {d}, M = {M}")
+    ax1.legend(fontsize=8)
+    ms = np.array(by_m.index, dtype=float)
+    ax2.plot(
+        ms, by_m["flash"], "-", color="C1", label="FlashAttention, closed form"
+    )
+    ax2.plot(ms, by_m["flash counted"], "s", color="C1", label="counted")
+    ax2.plot(ms, by_m["standard"], "-", color="C0", label="standard")
+    theta_m = n**2 * d**2 / ms
+    ax2.plot(
+        ms,
+        theta_m * by_m["flash"].iloc[0] / theta_m[0],
+        ":",
+        color="C1",
+        label="Θ(T²d²/M), scaled",
+    )
+    ax2.set_xlabel("on-chip buffer M (elements)")
+    ax2.set_title(f"Forward pass, T = {n}, d = {d}")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylabel("elements moved to/from HBM")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cpu_attention_table(ns, d: int, repeats: int):
+    """Naive attention (:func:`naive_attention`) against PyTorch's fused
+    ``scaled_dot_product_attention`` on this CPU: one head, float32, random
+    ``q, k, v`` of shape (1, 1, N, d) from torch's global generator, for
+    each ``N`` in ``ns``. For each kernel, after one warm-up call, the peak
+    resident memory a call adds (``... MB``,
+    :func:`llmbook.core.measure.peak_memory_increase`) and the best time
+    of ``repeats`` calls (``... ms``); and ``N² float32 MB``, the size of
+    one score matrix. Returns a DataFrame indexed by ``N`` (the
+    attention-flash notebook, "cme295-flash-attention")."""
+    import time
+
+    import pandas as pd
+    import torch.nn.functional as F
+
+    from llmbook.core import measure
+
+    rows = []
+    for n in ns:
+        q, k, v = (torch.randn(1, 1, n, d) for _ in range(3))
+        row = {"N": n}
+        for name, fn in [
+            ("naive", naive_attention),
+            ("SDPA", F.scaled_dot_product_attention),
+        ]:
+            fn(q, k, v)  # warm-up
+            row[f"{name} MB"] = measure.peak_memory_increase(fn, q, k, v) / 1e6
+            best = math.inf
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn(q, k, v)
+                best = min(best, time.perf_counter() - t0)
+            row[f"{name} ms"] = best * 1e3
+        row["N² float32 MB"] = n * n * 4 / 1e6
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("N")
+
+
+def plot_cpu_memory(cpu, d: int):
+    """Peak memory added by naive attention and by PyTorch's fused kernel
+    against sequence length (``cpu`` from :func:`cpu_attention_table`,
+    head width ``d``), log-log, values below 0.01 MB drawn at 0.01, with
+    two T x T float32 matrices (S and P) for reference. Returns the
+    figure (attention-flash notebook)."""
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(
+        "sequence length T",
+        "peak memory added (MB)",
+        f"One head, d = {d}, float32, this CPU",
+        logx=True,
+        logy=True,
+    )
+    ax.plot(
+        cpu.index,
+        cpu["naive MB"].clip(lower=1e-2),
+        "o-",
+        label="naive (materialises T × T)",
+    )
+    ax.plot(
+        cpu.index,
+        cpu["SDPA MB"].clip(lower=1e-2),
+        "s-",
+        label="torch SDPA (fused)",
+    )
+    ax.plot(
+        cpu.index,
+        2 * cpu["N² float32 MB"],
+        ":",
+        color="gray",
+        label="2 T² float32 (S and P)",
+    )
+    ax.set_xticks(cpu.index, [f"{n:,}" for n in cpu.index])
+    ax.minorticks_off()
+    ax.legend()
+    return fig

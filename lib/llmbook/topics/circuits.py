@@ -508,3 +508,75 @@ def zero_layer_loss(counts, W_E, W_U):
     losses = -(counts * logp).sum(axis=(1, 2)) / n
     d_logits = (counts.sum(axis=1, keepdims=True) * np.exp(logp) - counts) / n
     return losses, logits, d_logits
+
+
+def plot_wqk_grid(values: dict, names: list, label: str, **style):
+    """Four example ``W_QK`` side by side (hw11-q2c): a 2 x 2 grid of heat
+    maps, one per entry of ``values`` (``{case name: (n, n) matrix}``,
+    rows query tokens, columns key tokens, both labelled by ``names``),
+    with one colour bar labelled ``label``. ``style`` goes to
+    :func:`llmbook.book.plotting.heatmap` (pass the same ``vmin``/``vmax``
+    so the panels share one scale). Used in the circuits-proofs notebook
+    for the scores and for the attention patterns. Returns the figure."""
+    from matplotlib import pyplot as plt
+
+    from llmbook.book.plotting import heatmap, use_style
+
+    use_style()
+    fig, axes = plt.subplots(2, 2, figsize=(7, 6.6), layout="constrained")
+    for ax, (name, M) in zip(axes.flat, values.items()):
+        im = heatmap(
+            ax,
+            M,
+            xlabels=names,
+            ylabels=names,
+            title=f"W_QK = {name}",
+            **style,
+        )
+        ax.tick_params(axis="x", labelrotation=90)
+        for t in ax.texts:
+            t.set_fontsize(9)
+    fig.colorbar(im, ax=axes, shrink=0.8, label=label)
+    fig.supxlabel("key token j")
+    fig.supylabel("query token i")
+    return fig
+
+
+def plot_width_sweep(sweep, n_vocab: int, floor: float = 1e-9):
+    """Excess loss of the zero-layer model over the bigram optimum against
+    ``d_model`` (``sweep``: a Series indexed by width, nats per token), on
+    a log axis where values below ``floor`` are drawn at ``floor`` (and a
+    note says so), with a dashed line at ``n_vocab - 1``, the width from
+    which the table is learned exactly (hw11-q2a, circuits-proofs
+    notebook). Returns the figure."""
+    import numpy as np
+
+    from llmbook.book import fmt
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(
+        "d_model (width of the residual stream)",
+        "excess loss over the bigram optimum (nats)",
+        "The table is learned exactly only from d_model = n_vocab − 1 on",
+        logy=True,
+    )
+    ax.plot(sweep.index, np.maximum(sweep.values, floor), "o-")
+    ax.axvline(
+        n_vocab - 1,
+        color="grey",
+        ls="--",
+        lw=1,
+        label=f"n_vocab − 1 = {n_vocab - 1}",
+    )
+    if (sweep.values < floor).any():
+        ax.text(
+            0.98,
+            0.95,
+            f"values below {fmt.sci(floor)} drawn at {fmt.sci(floor)}",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=9,
+        )
+    ax.legend()
+    return fig

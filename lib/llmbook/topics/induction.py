@@ -542,3 +542,316 @@ def load_or_run_seed_check(settings: dict, path) -> tuple[dict, bool]:
         if stored["settings"] == want:
             return stored, True
     return seed_check(want), False
+
+
+# ---- The trained-model notebook's tables and figures (induction-trained) --
+
+
+def plot_training(curves, history: list, best_prev: int, jump: int, d_vocab):
+    """The phase change in four panels: training loss on repeated and other
+    positions (with ln ``d_vocab``, guessing), the previous-token score of
+    every layer-0 head, the induction score of every layer-1 head, and the
+    K-composition of layer-0 head ``best_prev`` with every layer-1 head,
+    against the training step, with a dashed line at step ``jump``.
+
+    Args:
+        curves: DataFrame indexed by step with ``train_repeated`` and
+            ``train_other`` (the scalar entries of ``history``).
+        history: :func:`train_induction`'s history of a two-layer model.
+        best_prev: the layer-0 head whose K-composition is drawn.
+        jump: the step of the phase change.
+        d_vocab: vocabulary size.
+
+    Returns the figure (induction-trained notebook, chapter "Transformer
+    circuits and induction heads").
+    """
+    import matplotlib.pyplot as plt
+
+    from llmbook.book.plotting import use_style
+
+    prev = np.stack([h["prev_L0"] for h in history])  # (evals, heads)
+    induct = np.stack([h["induction_L1"] for h in history])
+    kc = np.stack([h["k_comp"][best_prev] for h in history])
+    use_style()
+    fig, axes = plt.subplots(
+        2, 2, figsize=(8, 6.4), sharex=True, layout="constrained"
+    )
+    ax = axes[0, 0]
+    ax.plot(curves.index, curves["train_repeated"], label="repeated positions")
+    ax.plot(curves.index, curves["train_other"], label="other positions")
+    ax.axhline(
+        np.log(d_vocab),
+        color="grey",
+        ls=":",
+        lw=1,
+        label="ln(vocab): guessing",
+    )
+    ax.set_ylabel("training loss (nats / token)")
+    ax.set_title("The phase change")
+    for h in range(prev.shape[1]):
+        axes[0, 1].plot(curves.index, prev[:, h], label=f"L0H{h}")
+        axes[1, 0].plot(curves.index, induct[:, h], label=f"L1H{h}")
+    axes[0, 1].set_ylabel("previous-token score")
+    axes[0, 1].set_title("Layer 0: previous-token heads")
+    axes[1, 0].set_ylabel("induction score")
+    axes[1, 0].set_title("Layer 1: induction heads")
+    for h in range(kc.shape[1]):
+        axes[1, 1].plot(
+            curves.index, kc[:, h], label=f"L0H{best_prev} → L1H{h}"
+        )
+    axes[1, 1].set_ylabel("K-composition score")
+    axes[1, 1].set_title("Layer 1 keys read layer 0")
+    for ax in axes.flat:
+        ax.axvline(jump, color="grey", lw=1, ls="--")
+        ax.legend(fontsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("training step")
+    return fig
+
+
+def copy_split(model, tokens: torch.Tensor, mask: torch.Tensor, d_vocab):
+    """Why the loss on unpredictable positions rises above guessing: split
+    the positions of ``tokens`` (batch, n_ctx) into those inside a repeat
+    (``mask``, as from :func:`repeated_segment_batch`) and the others, the
+    others by whether their current token occurred earlier, and measure for
+    each group its share of positions, its loss (nats), the probability the
+    model puts on the copy candidates (:func:`copy_candidates`) and the
+    candidates' share of the vocabulary.
+
+    Returns ``(split, inside)``: a DataFrame with one row per group
+    (``other, token new``, ``other, token seen before``, ``repeated (copy
+    predictable)``), and the fraction of seen-before positions that lie in
+    a repeat. Used in the induction-trained notebook.
+    """
+    import pandas as pd
+
+    with torch.no_grad():
+        logits = model(tokens)
+    losses = next_token_losses(logits, tokens)  # (batch, n_ctx - 1)
+    probs = torch.softmax(logits[:, :-1].float(), dim=-1)
+    cand = copy_candidates(tokens, d_vocab)[:, :-1]  # (.., n_ctx - 1, d_vocab)
+    seen, rep = cand.any(-1), mask[:, :-1]
+    groups = {
+        "other, token new": ~rep & ~seen,
+        "other, token seen before": ~rep & seen,
+        "repeated (copy predictable)": rep,
+    }
+    split = pd.DataFrame(
+        {
+            name: {
+                "share of positions": float(m.float().mean()),
+                "loss (nats)": float(losses[m].mean()),
+                "probability on copy candidates": float(
+                    (probs * cand).sum(-1)[m].mean()
+                ),
+                "candidates' share when guessing": float(
+                    cand.sum(-1)[m].float().mean() / d_vocab
+                ),
+            }
+            for name, m in groups.items()
+        }
+    ).T
+    inside = float((rep & seen).sum() / seen.sum())
+    return split, inside
+
+
+def plot_attention_patterns(model, tokens: torch.Tensor):
+    """Every head's attention pattern on the first sequence of ``tokens``
+    (rows query positions, columns keys), one row of panels per layer, on
+    one colour scale [0, 1]. Returns the figure (induction-trained
+    notebook)."""
+    import matplotlib.pyplot as plt
+
+    from llmbook.book.plotting import heatmap
+
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens[:1])
+    fig, axes = plt.subplots(
+        n_layers,
+        n_heads,
+        figsize=(8, 4.6),
+        layout="constrained",
+        squeeze=False,
+    )
+    for layer in range(n_layers):
+        for h in range(n_heads):
+            im = heatmap(
+                axes[layer, h],
+                cache[f"blocks.{layer}.attn.hook_pattern"][0, h].numpy(),
+                annotate=False,
+                signed=False,
+                title=f"L{layer}H{h}",
+                vmin=0,
+                vmax=1,
+            )
+            axes[layer, h].set_xticks([])
+            axes[layer, h].set_yticks([])
+    fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
+    fig.supxlabel("key position")
+    fig.supylabel("query position")
+    return fig
+
+
+def plot_k_composition(kc_first: np.ndarray, kc_final: np.ndarray, when):
+    """K-composition of every layer-0 head (rows) with every layer-1 head
+    (columns), as from :func:`k_composition_table`, at initialisation and
+    at the end of training (``when``, the panel's label), on one colour
+    scale. Returns the figure (induction-trained notebook)."""
+    import matplotlib.pyplot as plt
+
+    from llmbook.book.plotting import heatmap
+
+    top = max(kc_first.max(), kc_final.max())
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.9), layout="constrained")
+    labels0 = [f"L0H{h}" for h in range(kc_first.shape[0])]
+    labels1 = [f"L1H{h}" for h in range(kc_first.shape[1])]
+    for ax, M, title in zip(
+        axes, [kc_first, kc_final], ["initialisation", when]
+    ):
+        im = heatmap(
+            ax,
+            M,
+            xlabels=labels1,
+            ylabels=labels0,
+            title=f"K-composition, {title}",
+            signed=False,
+            vmin=0,
+            vmax=top,
+        )
+        for t in ax.texts:
+            t.set_fontsize(9)
+    fig.colorbar(im, ax=axes, shrink=0.9, label="K-composition score")
+    return fig
+
+
+def ablated_probe(model, tokens: torch.Tensor, half: int, heads, layer=0):
+    """:func:`probe` with the outputs of ``heads`` of ``layer`` zeroed
+    (:func:`ablate_head_hook` on ``blocks.{layer}.attn.hook_z``), to test
+    whether the induction circuit needs them (induction-trained
+    notebook)."""
+    hooks = [
+        (f"blocks.{layer}.attn.hook_z", ablate_head_hook(h)) for h in heads
+    ]
+    with model.hooks(fwd_hooks=hooks):
+        return probe(model, tokens, half)
+
+
+def probe_table(runs: dict):
+    """One column per :func:`probe` result in ``runs`` (``{name: probe}``
+    of a two-layer model): the best layer-1 induction score and the loss
+    on the repeated and on the fresh half. Returns the DataFrame
+    (induction-trained notebook, the ablation)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            name: [
+                r["induction_L1"].max(),
+                r["loss_repeated"],
+                r["loss_fresh"],
+            ]
+            for name, r in runs.items()
+        },
+        index=[
+            "best induction score",
+            "loss, repeated half",
+            "loss, fresh half",
+        ],
+    )
+
+
+def repeated_loss(model, tokens: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean next-token loss (nats) of ``model`` over the positions of
+    ``tokens`` (batch, n_ctx) whose next token is inside a repeat
+    (``mask`` from :func:`repeated_segment_batch`)."""
+    with torch.no_grad():
+        per_position = next_token_losses(model(tokens), tokens)
+    return float(per_position[mask[:, :-1]].mean())
+
+
+def controls_table(runs: dict, tokens, mask, probe_offset: int):
+    """The controls side by side: for each ``{name: (model, history)}`` in
+    ``runs`` (from :func:`train_induction`), the best induction score of
+    the model's last layer on the probe, the loss on the probe's repeats
+    (at offset ``probe_offset``), and the loss on repeats at random
+    offsets (:func:`repeated_loss` on ``tokens``, ``mask``). Returns a
+    DataFrame indexed by name (induction-trained notebook)."""
+    import pandas as pd
+
+    models = [m for m, _ in runs.values()]
+    ends = [h[-1] for _, h in runs.values()]
+    best = [
+        e[f"induction_L{m.cfg.n_layers - 1}"].max()
+        for m, e in zip(models, ends)
+    ]
+    return pd.DataFrame(
+        {
+            "best induction score (probe)": best,
+            f"loss on repeats, probe (offset {probe_offset})": [
+                e["loss_repeated"] for e in ends
+            ],
+            "loss on repeats, random offsets": [
+                repeated_loss(m, tokens, mask) for m in models
+            ],
+        },
+        index=list(runs),
+    )
+
+
+def plot_ov_spectra(model, highlight: int, floor: float = 1e-12):
+    """Singular values of every layer-0 head's ``W_OV``
+    (:func:`head_matrices`) on a log axis, values below ``floor`` drawn at
+    ``floor`` (and a note says so), with a dashed line after index
+    ``d_head``: at most ``d_head`` are nonzero. Head ``highlight`` is
+    labelled as the previous-token head. Returns the figure
+    (induction-trained notebook, hw11-q2e)."""
+    import matplotlib.pyplot as plt
+
+    from llmbook.book import fmt
+
+    d_head = model.cfg.d_head
+    spectra = [
+        torch.linalg.svdvals(head_matrices(model, 0, h)[1]).numpy()
+        for h in range(model.cfg.n_heads)
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    for h, sv in enumerate(spectra):
+        name = f"L0H{h}" + (" (previous-token)" if h == highlight else "")
+        ax.semilogy(
+            np.arange(1, sv.size + 1),
+            np.maximum(sv, floor),
+            "o-",
+            ms=3,
+            label=name,
+        )
+    ax.axvline(
+        d_head + 0.5, color="grey", ls="--", lw=1, label=f"d_head = {d_head}"
+    )
+    if any((sv < floor).any() for sv in spectra):
+        ax.text(
+            0.98,
+            0.5,
+            f"values below {fmt.sci(floor)}\ndrawn at {fmt.sci(floor)}",
+            transform=ax.transAxes,
+            ha="right",
+            fontsize=9,
+        )
+    ax.set_xlabel("singular value index k")
+    ax.set_ylabel("singular value σ_k of W_OV")
+    ax.set_title(
+        f"Each layer-0 W_OV has at most d_head = {d_head} nonzero singular "
+        "values"
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def top_heads(scores: np.ndarray, k: int = 5) -> list[tuple[int, int]]:
+    """The ``(layer, head)`` pairs of the ``k`` largest entries of
+    ``scores`` (layers x heads), largest first (induction-trained
+    notebook: GPT-2 small's induction heads)."""
+    flat = np.argsort(-scores, axis=None)[:k]
+    return [
+        (int(l), int(h)) for l, h in zip(*np.unravel_index(flat, scores.shape))
+    ]
