@@ -165,3 +165,17 @@ def test_llama_65b_count_and_recipes_by_hand():
         for r in ("mixed", "mixed_no_master", "fp32", "bf16")
     }
     assert per == {"mixed": 16, "mixed_no_master": 12, "fp32": 16, "bf16": 8}
+
+
+def test_attention_and_mlp_terms_split_the_layer():
+    """Attention, MLP, the two norms and the residual adds are every term of
+    a layer, each once; the MLP terms of Llama-2-7B's layer are 6 t h i for
+    the matmuls plus 5 t i elementwise (swish 4, gate product 1)."""
+    layer = accounting.llama_layer_flops(1, 8, 16, 2, 24)
+    groups = (*accounting.ATTENTION_TERMS, *accounting.MLP_TERMS)
+    assert len(set(groups)) == len(groups)
+    rest = {"RMSNorm (two)", "residual adds"}
+    assert set(groups) | rest == set(layer)
+    t, h, i = 8, 16, 24
+    mlp = sum(layer[k] for k in accounting.MLP_TERMS)
+    assert mlp == 6 * t * h * i + 5 * t * i

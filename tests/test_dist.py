@@ -327,3 +327,40 @@ def test_plan_counts_activations_split_by_tensor_parallelism():
     assert fit["total"] <= 80e9 and fit["act"] == 40e9 / fit["tp"]
     with pytest.raises(ValueError):
         Z.plan(1e9, 8, 1, act_bytes=-1)
+
+
+def test_measured_comm_volume_counts_all_reduce_twice():
+    # psi = 100 fp32 values: an all-reduce of 400 bytes is 2 units, a
+    # reduce-scatter and an all-gather of 400 bytes each 1 unit
+    assert Z.measured_comm_volume({"allreduce": 400}, 100) == 2.0
+    both = {"reduce_scatter_base": 400, "allgather_base": 400}
+    assert Z.measured_comm_volume(both, 100) == 2.0
+    assert Z.measured_comm_volume({"broadcast": 200}, 100, 2) == 1.0
+
+
+def test_idle_fraction_and_bubble_table_hand_values():
+    # two stages, span 0..3 s: stage 0 busy 2 s, stage 1 busy 1 s -> 1 - 1.5/3
+    ev = [[("F", 0.0, 1.0), ("B", 2.0, 3.0)], [("F", 1.0, 2.0)]]
+    assert D.idle_fraction(ev) == pytest.approx(0.5)
+    bub = D.bubble_table({(2, "gpipe", 1): ev, (2, "1f1b", 2): ev})
+    assert bub[["p", "schedule", "m"]].values.tolist() == [
+        [2, "gpipe", 1],
+        [2, "1f1b", 2],
+    ]
+    assert bub["idle measured"].tolist() == pytest.approx([0.5, 0.5])
+    assert bub["(p-1)/(m+p-1)"].tolist() == pytest.approx([1 / 2, 1 / 3])
+
+
+def test_bubble_and_timeline_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ev = [[("F", 0.0, 1.0), ("B", 2.0, 3.0)], [("F", 1.0, 2.0)]]
+    pipe = {(2, s, m): ev for s in ("gpipe", "1f1b") for m in (1, 2)}
+    fig = D.plot_bubble(D.bubble_table(pipe), [2], [1, 2])
+    # one formula line and a marker line per schedule for the one depth
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 3
+    fig = D.plot_pipeline_timeline(pipe, 2, 2)
+    assert len(fig.axes) == 2
+    assert [len(ax.patches) for ax in fig.axes] == [3, 3]  # one bar per event
+    assert [t.get_text() for t in fig.axes[0].texts] == ["F0", "B0", "F0"]

@@ -313,3 +313,19 @@ def test_plots_have_labels_and_marks():
     assert "10" in fig4.axes[0].get_title()
     for f in (fig, fig2, fig3, fig4):
         plt.close(f)
+
+
+def test_plot_two_fits_lines_and_mark():
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    c = np.array([1e20, 1e24])
+    fig = fermi.plot_two_fits(c, (c, 2 * c), (3 * c, 4 * c), 1e22, "GPT-6")
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(fig.axes) == 1 and len(lines) == 5  # 4 curves and the mark
+    assert lines[1].get_linestyle() == "--" and lines[0].get_linestyle() == "-"
+    assert list(lines[3].get_ydata()) == [4e20, 4e24]  # D, direct fit
+    assert lines[4].get_label() == "budget of GPT-6"
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    plt.close(fig)

@@ -80,3 +80,8 @@ def test_optima_hand_values_and_figures():
     assert len(fig.axes[0].lines) == 2 * 4 + 1
     fits = {k: {"coef": 1.0, "slope": 0.5} for k in ("N_opt", "D_opt")}
     assert len(isoflop.plot_isoflop_laws(opt, fits).axes) == 2
+
+
+def test_slope_text_hand_value():
+    fit = {"slope": 0.4712, "lo": 0.4123, "hi": 0.5349, "coef": 2.0}
+    assert isoflop.slope_text(fit) == "0.47 [0.41, 0.53]"

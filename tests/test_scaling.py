@@ -284,3 +284,31 @@ def test_single_epoch_regime_matches_the_optimum_it_names():
             else "above"
         )
         assert scaling.single_epoch_regime(c, D) == want
+
+
+def test_style_chinchilla_table_short_headers_flag_first():
+    """The styler shows the flag column first under the short headers and
+    leaves the numbers as they are; one hand-formatted cell."""
+    import pandas as pd
+
+    cols = [
+        "N",
+        "C listed",
+        "Gopher units listed",
+        "D",
+        "6ND",
+        "6ND / listed - 1",
+        "D / N",
+        "C at 20 tokens/param",
+        "Gopher units recomputed",
+        "flag",
+    ]
+    row = [67e9, 5.76e23, 1.0, 1.5e12, 6.03e23, 0.0469, 22.4, 5.4e23, 1.0]
+    table = pd.DataFrame([row + ["6ND differs"]], columns=cols)
+    styler = scaling.style_chinchilla_table(table)
+    shown = styler.data
+    assert list(shown.columns[:3]) == ["flag", "N", "C"]
+    assert "6ND/C-1" in shown.columns and "Gopher (ours)" in shown.columns
+    assert shown["C"].item() == 5.76e23
+    html = styler.to_html()
+    assert "+4.7%" in html and "6.7e+10" in html

@@ -156,6 +156,25 @@ MATMUL_TERMS = (
 )
 
 
+# The terms of :func:`llama_layer_flops` that belong to the attention block
+# and to the SwiGLU MLP, in the lecture's order (the norms, the residual adds
+# and the output head are neither). Section dls-flops.
+ATTENTION_TERMS = (
+    "q, k, v projections",
+    "RoPE on q and k",
+    "scores q k^T",
+    "softmax",
+    "P v",
+    "output projection",
+)
+MLP_TERMS = (
+    "gate and up projections",
+    "swish",
+    "gate product",
+    "down projection",
+)
+
+
 def llama_forward_flops(
     b: int,
     s: int,

@@ -34,6 +34,43 @@ def counted_flops(
     return out
 
 
+def formula_vs_counter(shapes):
+    """The FLOP formula against PyTorch's counter, one row per shape.
+
+    ``shapes``: tuples ``(b, s, h, n_heads, i, v, n_layers)``. For each, a
+    :class:`~llmbook.core.models.TinyLlama` of that shape runs on ``b x s``
+    random tokens (the global torch generator) under
+    :func:`counted_flops`. Returns a DataFrame with the columns
+    ``"b, s, h, n, i, v, L"`` (the shape), ``"formula (matmuls)"``
+    (:func:`~llmbook.core.accounting.matmul_total` of
+    :func:`~llmbook.core.accounting.llama_forward_flops`), ``"counted
+    forward"``, ``"counted backward"`` and ``"backward / forward"``.
+    Section dls-flops.
+    """
+    import pandas as pd
+
+    from llmbook.core import accounting, models
+
+    rows = []
+    for b, s, h, n, i, v, layers in shapes:
+        model = models.TinyLlama(h, n, i, v, layers)
+        counted = counted_flops(model, torch.randint(v, (b, s)))
+        f = accounting.llama_forward_flops(b, s, h, n, i, v, layers)
+        rows.append(
+            {
+                "b, s, h, n, i, v, L": (b, s, h, n, i, v, layers),
+                "formula (matmuls)": accounting.matmul_total(f),
+                "counted forward": counted["forward"],
+                "counted backward": counted["backward"],
+            }
+        )
+    checks = pd.DataFrame(rows)
+    checks["backward / forward"] = (
+        checks["counted backward"] / checks["counted forward"]
+    )
+    return checks
+
+
 def tensor_bytes(tensors) -> int:
     """Total bytes of the tensors in ``tensors`` (``None`` entries skipped):
     numel times element size; of a distributed tensor, the local shard this

@@ -729,6 +729,143 @@ def pipeline_worker(rank, world_size, runs, width, batch, t_fwd, t_bwd):
     return out
 
 
+def idle_fraction(stage_events) -> float:
+    """Measured idle fraction of a pipeline step: ``1 - busy / span``,
+    averaged over stages. ``stage_events``: one list per stage of
+    ``(kind, start, end)`` events in seconds (``pipeline_worker``'s
+    ``"events"``); the span runs from the first start to the last end over
+    all stages. Section cme295-model-parallel.
+    """
+    import numpy as np
+
+    starts = [e[1] for ev in stage_events for e in ev]
+    ends = [e[2] for ev in stage_events for e in ev]
+    span = max(ends) - min(starts)
+    busy = [sum(b - a for _, a, b in ev) for ev in stage_events]
+    return 1 - np.mean(busy) / span
+
+
+def bubble_table(pipe: dict):
+    """Measured idle fraction beside the formula, one row per run.
+
+    ``pipe``: ``{(p, schedule, m): stage_events}`` (one event list per
+    stage, as for :func:`idle_fraction`). Returns a DataFrame with the
+    columns ``p``, ``schedule``, ``m``, ``idle measured`` and
+    ``(p-1)/(m+p-1)`` (:func:`llmbook.topics.zero.pipeline_bubble`), in the
+    order of ``pipe``. Section cme295-model-parallel.
+    """
+    import pandas as pd
+
+    from llmbook.topics.zero import pipeline_bubble
+
+    rows = []
+    for (p, sched, m), ev in pipe.items():
+        rows.append(
+            {
+                "p": p,
+                "schedule": sched,
+                "m": m,
+                "idle measured": idle_fraction(ev),
+                "(p-1)/(m+p-1)": pipeline_bubble(p, m),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_bubble(bub, stages, micro):
+    """Figure: idle fraction against the number of microbatches (log axis),
+    the formula as a line per pipeline depth in ``stages`` and the measured
+    GPipe (o) and 1F1B (x) runs of ``bub`` (from :func:`bubble_table`) as
+    markers; ticks at ``micro``. Returns the figure. Section
+    cme295-model-parallel.
+    """
+    import numpy as np
+
+    from llmbook.book.plotting import PALETTE, new_axes
+    from llmbook.topics.zero import pipeline_bubble
+
+    fig, ax = new_axes(
+        "microbatches $n_\\mu$",
+        "idle fraction of each stage",
+        "Pipeline bubble: measured and formula",
+        logx=True,
+    )
+    for j, p in enumerate(stages):
+        mm = np.array(micro)
+        ax.plot(
+            mm,
+            [pipeline_bubble(p, m) for m in mm],
+            "-",
+            color=PALETTE[j],
+            label=f"formula, $n_p$ = {p}",
+        )
+        for sched, mk in (("gpipe", "o"), ("1f1b", "x")):
+            sel = bub[(bub.p == p) & (bub.schedule == sched)]
+            ax.plot(
+                sel.m,
+                sel["idle measured"],
+                mk,
+                color=PALETTE[j],
+                label=f"{sched}, $n_p$ = {p}",
+            )
+    ax.set_xticks(micro, [str(m) for m in micro])
+    ax.minorticks_off()
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_pipeline_timeline(pipe: dict, n_stages: int, n_micro: int):
+    """Figure, two panels (GPipe above, 1F1B below): one row per stage, a bar
+    per forward (F, first colour) and backward (B, second colour) of each
+    microbatch, numbered in the order the stage ran them, in ms since the
+    first event of either run. ``pipe``: ``{(p, schedule, m):
+    stage_events}`` holding both schedules at ``(n_stages, n_micro)``.
+    Returns the figure. Section cme295-model-parallel.
+    """
+    import matplotlib.pyplot as plt
+
+    from llmbook.book.plotting import PALETTE, use_style
+
+    fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True)
+    use_style()
+    t0 = min(
+        e[1]
+        for s in ("gpipe", "1f1b")
+        for ev in pipe[(n_stages, s, n_micro)]
+        for e in ev
+    )
+    for ax, sched in zip(axes, ("gpipe", "1f1b")):
+        for st, ev in enumerate(pipe[(n_stages, sched, n_micro)]):
+            count = {"F": 0, "B": 0}
+            for kind, a, b in ev:
+                colour = PALETTE[0] if kind == "F" else PALETTE[1]
+                ax.barh(
+                    st,
+                    (b - a) * 1e3,
+                    left=(a - t0) * 1e3,
+                    color=colour,
+                    edgecolor="white",
+                    height=0.8,
+                )
+                ax.text(
+                    (a + b) / 2 * 1e3 - t0 * 1e3,
+                    st,
+                    f"{kind}{count[kind]}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white",
+                )
+                count[kind] += 1
+        ax.set_yticks(range(n_stages))
+        ax.invert_yaxis()
+        ax.set_ylabel("stage")
+        label = {"gpipe": "GPipe", "1f1b": "1F1B"}[sched]
+        ax.set_title(f"{label}: $n_p$ = {n_stages}, $n_\\mu$ = {n_micro}")
+    axes[-1].set_xlabel("time since the step began (ms)")
+    return fig
+
+
 # ------------------------------------ sequence, context, expert parallelism
 
 

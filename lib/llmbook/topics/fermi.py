@@ -325,3 +325,28 @@ def plot_landauer(floor_w: float, actual_w: float, tflops: float):
     )
     ax.grid(axis="y", visible=False)
     return fig
+
+
+def plot_two_fits(budgets, closed: tuple, direct: tuple, c_mark, label: str):
+    """Compute-optimal N and D against the budget C, log-log: the closed
+    form of the loss fit (``closed = (N, D)`` at ``budgets``, solid) and the
+    direct fit (``direct = (N, D)``, dashed), with a vertical line at
+    ``c_mark`` labelled "budget of ``label``". Part (b). Returns the figure.
+    """
+    from llmbook.book.plotting import new_axes
+
+    (n3, d3), (nd, dd) = closed, direct
+    fig, ax = new_axes(
+        "training compute C (FLOP)",
+        "parameters N or tokens D",
+        "Compute-optimal N and D: two fits diverge",
+        logx=True,
+        logy=True,
+    )
+    ax.plot(budgets, n3, label="N_opt, closed form (approach 3)")
+    ax.plot(budgets, nd, "--", label="N_opt, direct fit")
+    ax.plot(budgets, d3, label="D_opt, closed form (approach 3)")
+    ax.plot(budgets, dd, "--", label="D_opt, direct fit")
+    ax.axvline(c_mark, color="grey", lw=1, label=f"budget of {label}")
+    ax.legend(fontsize=9)
+    return fig

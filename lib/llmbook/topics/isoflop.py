@@ -265,6 +265,16 @@ def isoflop_optima(runs, fit_points: int = 5) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def slope_text(fit: dict) -> str:
+    """A fitted exponent with its interval as prose, ``'0.47 [0.41, 0.53]'``:
+    ``fit`` as :func:`llmbook.core.stats.loglog_slope` returns it (``slope``,
+    ``lo``, ``hi``), two significant figures. Section scale-chinchilla.
+    """
+    from llmbook.topics.batchsize import with_interval
+
+    return with_interval(fit["slope"], fit["lo"], fit["hi"])
+
+
 def plot_isoflop(runs, optima, entropy: float):
     """Figure: loss against N per budget (markers), each budget's fitted
     parabola over the sizes it used (line) and its vertex (star); sizes

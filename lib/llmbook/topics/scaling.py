@@ -349,3 +349,45 @@ def single_epoch_regime(
     c_lo, c_hi = single_epoch_window(unique_tokens, fit, c0)
     c = positive("C", C)
     return "below" if c < c_lo else "once" if c <= c_hi else "above"
+
+
+# Short headers of the CME 295 Chinchilla table as the page shows it
+_CHINCHILLA_SHORT = {
+    "C listed": "C",
+    "Gopher units listed": "Gopher",
+    "6ND / listed - 1": "6ND/C-1",
+    "C at 20 tokens/param": "C(20N)",
+    "Gopher units recomputed": "Gopher (ours)",
+}
+_CHINCHILLA_FORMATS = {
+    "N": "{:.3g}",
+    "C": "{:.3g}",
+    "D": "{:.3g}",
+    "6ND": "{:.3g}",
+    "6ND/C-1": "{:+.1%}",
+    "D / N": "{:.1f}",
+    "C(20N)": "{:.3g}",
+    "Gopher": "{:.4g}",
+    "Gopher (ours)": "{:.4g}",
+}
+
+
+def style_chinchilla_table(table):
+    """The CME 295 Chinchilla table ready to display: ``table`` (a DataFrame
+    with the columns ``N``, ``C listed``, ``Gopher units listed``, ``D``,
+    ``6ND``, ``6ND / listed - 1``, ``D / N``, ``C at 20 tokens/param``,
+    ``Gopher units recomputed`` and ``flag``) with short headers, the
+    ``flag`` column first, no index, tight padding and three or four
+    significant figures. Returns a pandas ``Styler``; the data are not
+    changed. Section lecture-training-cost (the Chinchilla table).
+    """
+    short = _CHINCHILLA_SHORT
+    cols = ["flag", *[short.get(k, k) for k in table.columns if k != "flag"]]
+    return (
+        table.rename(columns=short)[cols]
+        .style.hide(axis="index")
+        .set_table_styles(
+            [{"selector": "td, th", "props": "padding: 0 0.5em"}]
+        )
+        .format(_CHINCHILLA_FORMATS)
+    )

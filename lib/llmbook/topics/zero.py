@@ -83,6 +83,22 @@ def zero_comm_volume(stage: int) -> float:
     return 3.0 if _stage(stage) == 3 else 2.0
 
 
+def measured_comm_volume(
+    comm_bytes: dict, psi: int, bytes_per_value: int = 4
+) -> float:
+    """Bytes of one step's collectives in units of ``psi`` parameters, the
+    unit of :func:`zero_comm_volume`: ``comm_bytes`` maps a collective's name
+    (as ``CommCounter`` records it) to the bytes of its whole messages; an
+    ``"allreduce"`` counts twice (reduce-scatter plus all-gather), every
+    other collective once; ``bytes_per_value`` bytes per element (4: fp32).
+    Section cme295-zero.
+    """
+    return sum(
+        (2 if k == "allreduce" else 1) * v / (bytes_per_value * psi)
+        for k, v in comm_bytes.items()
+    )
+
+
 def plan(
     n_params: float,
     n_gpus: int,
