@@ -230,6 +230,35 @@ def test_byte_counts_hand_worked():
     assert 96 * per_layer == 37_748_736
 
 
+def test_memory_table_hand_row():
+    # the hand-worked m = 1000, ℓ = 500, k = 8 above, as the table prints it
+    table = lora.memory_table({"w": (1000, 500)}, [1, 8])
+    row = table.loc["w"]
+    assert row["m × ℓ"] == "1000 × 500"
+    assert row["full ΔW"] == "2.00 MB"
+    assert row["A, B at k=8"] == "48.0 kB"
+    assert row["ratio k=8"] == "2.40%"
+    assert row["ratio k=1"] == "0.30%"
+    assert row["break-even k*"] == "333.3"
+
+
+def test_plot_memory_ratio_lines_and_marks():
+    import matplotlib.pyplot as plt
+
+    fig = lora.plot_memory_ratio({"a": (64, 64), "b": (100, 50)})
+    (ax,) = fig.axes
+    labelled = [
+        ln for ln in ax.get_lines() if not ln.get_label().startswith("_")
+    ]
+    assert [ln.get_label() for ln in labelled] == ["a", "b"]
+    # for m = ℓ = 64 the ratio is k (64 + 64) / 64² = k / 32: 1 at k* = 32
+    k, ratio = labelled[0].get_data()
+    assert k[0] == 1 and 32 < k[-1] <= 64
+    assert list(ratio) == pytest.approx([v / 32 for v in k])
+    assert len(ax.get_lines()) == 5  # 2 curves, 2 k* marks, ratio = 1
+    plt.close(fig)
+
+
 def test_xavier_ratio_formula_matches_sampling():
     m, ell, k = 64, 48, 4
     g = torch.Generator().manual_seed(0)

@@ -311,3 +311,74 @@ def test_gpt_oss_summary_by_hand():
     assert got["weights, bf16 (GB)"] == 20.0
     assert got["weights, MXFP4 experts (GB)"] == pytest.approx(4 + 4)
     assert got["a2a bytes per token"] == 2 * 2 * 100 * 2 * 4
+
+
+def test_routing_table_hand_example():
+    logits = torch.tensor([[2.0, 0], [1, 0], [0, 3], [5, 0], [1, 0], [4, 0]])
+    expert, gate, kept, _ = moe.switch_route(logits, 1.0)
+    table = moe.routing_table(logits, expert, gate, kept)
+    assert list(table.columns) == [
+        "logit 0",
+        "logit 1",
+        "expert",
+        "gate",
+        "kept",
+    ]
+    assert table["expert"].tolist() == [0, 0, 1, 0, 0, 0]
+    assert table["kept"].tolist() == [True, True, True, True, False, False]
+    # token 2: softmax of (0, 3) gives expert 1 the gate 1 / (1 + e^-3)
+    assert table["gate"][2] == pytest.approx(1 / (1 + math.exp(-3)), abs=5e-4)
+
+
+def test_plot_expert_shares_panels():
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sh = np.full((5, 4), 0.25)
+    fig = moe.plot_expert_shares({"a": sh, "b": sh}, 4)
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    assert len(fig.axes[0].collections) == 4  # one stacked band per expert
+    assert fig.axes[0].get_ylabel() and fig.axes[1].get_legend()
+    assert fig.axes[0].get_xlim() == (1, 5)
+    plt.close(fig)
+
+
+def test_plot_dropped_median_and_band():
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    d = np.array([[0.5, 0.1, 0.0], [0.3, 0.3, 0.0], [0.4, 0.2, 0.0]])
+    fig = moe.plot_dropped([0.5, 1.0, 2.0], {"r": d}, "t")
+    (ax,) = fig.axes
+    (line,) = ax.get_lines()
+    assert line.get_label() == "r"
+    assert list(line.get_ydata()) == pytest.approx([0.4, 0.2, 0.0])
+    assert len(ax.collections) == 1 and ax.get_title() == "t"
+    plt.close(fig)
+
+
+def test_gpt_oss_table_rows_match_the_summary():
+    arch = (4, 2880, 2880, 64, 8, 64, 201088)
+    counts = {
+        "big": moe.gpt_oss_params(36, 128, *arch),
+        "small": moe.gpt_oss_params(24, 32, *arch),
+    }
+    table = moe.gpt_oss_table(
+        counts, [36, 24], [128, 32], [(117, 5.1), (21, 3.6)], 4, 2880
+    )
+    assert table.index.tolist() == ["big", "small"]
+    small = table.loc["small"]
+    assert small["layers"] == 24 and small["published active"] == 3.6
+    want = moe.gpt_oss_summary(counts["small"], 24, 4, 2880)
+    for key, value in want.items():
+        assert small[key] == value
+
+
+def test_context_flop_table_hand_row():
+    table = moe.context_flop_table({"m": 2.0}, [36], [4096], 64, 64, 128)
+    row = table.loc[("m", 4096)]
+    # 4 * 64 * 64 * (18 * 4096 + 18 * 128) FLOP, the review's hand value
+    attn = 4 * 64 * 64 * (18 * 4096 + 18 * 128) / 1e9
+    assert row["context (GFLOP)"] == pytest.approx(attn)
+    assert row["weights (GFLOP)"] == 2.0
+    assert row["context / weights"] == pytest.approx(attn / 2.0)

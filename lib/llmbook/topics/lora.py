@@ -257,6 +257,65 @@ def break_even_rank(m: int, ell: int) -> float:
     return m * ell / (m + ell)
 
 
+def memory_table(shapes: dict, ranks):
+    """Homework 11, Problem 1(d) as a table, one row per weight of
+    ``shapes`` (name -> ``(m, ℓ)``): the shape, the fp32 bytes of a full
+    ``ΔW`` (:func:`full_bytes`), of ``A`` and ``B`` at each rank of
+    ``ranks`` (:func:`lora_bytes`) and their share of the full update, and
+    the break-even rank ``k*`` (:func:`break_even_rank`). Every entry is
+    text as the page prints it. Section hw11-q1d (notebook
+    lora-student-check)."""
+    import pandas as pd
+
+    from llmbook.book import fmt
+
+    rows = []
+    for name, (mm, ll) in shapes.items():
+        row = {
+            "weight": name,
+            "m × ℓ": f"{mm} × {ll}",
+            "full ΔW": fmt.nbytes(full_bytes(mm, ll)),
+        }
+        for k in ranks:
+            row[f"A, B at k={k}"] = fmt.nbytes(lora_bytes(mm, ll, k))
+            row[f"ratio k={k}"] = (
+                f"{lora_bytes(mm, ll, k) / full_bytes(mm, ll):.2%}"
+            )
+        row["break-even k*"] = fmt.sig(break_even_rank(mm, ll), 4)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("weight")
+
+
+def plot_memory_ratio(shapes: dict):
+    """Bytes of ``A`` and ``B`` over bytes of ``ΔW`` against the rank ``k``
+    (1 to ``min(m, ℓ)``, log-log), one line per weight of ``shapes`` (name
+    -> ``(m, ℓ)``), each break-even rank marked on the line ratio = 1.
+    Section hw11-q1d (notebook lora-student-check). Returns the figure.
+    """
+    import numpy as np
+
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes(
+        "rank k",
+        "bytes of A and B / bytes of ΔW",
+        "LoRA pays off until k reaches mℓ/(m + ℓ)",
+        logx=True,
+        logy=True,
+    )
+    for name, (mm, ll) in shapes.items():
+        ks = np.unique(np.logspace(0, np.log10(min(mm, ll)), 60).astype(int))
+        ax.plot(
+            ks,
+            [lora_bytes(mm, ll, k) / full_bytes(mm, ll) for k in ks],
+            label=name,
+        )
+        ax.plot(break_even_rank(mm, ll), 1, "k|", ms=10)
+    ax.axhline(1, color="k", lw=0.8)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def xavier_product_ratio(m: int, ell: int, k: int, w0_var: float) -> float:
     """Expected ``‖A B‖_F / ‖W0‖_F`` at Xavier init of both factors (hw11-q1c).
 

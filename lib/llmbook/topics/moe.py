@@ -608,3 +608,130 @@ def gpt_oss_summary(
         / 1e9,
         "a2a bytes per token": a2a * n_layers,
     }
+
+
+def routing_table(logits, expert, gate, kept) -> "pd.DataFrame":
+    """The routing of :func:`switch_route` as a table, one row per token:
+    its router logits (one column per expert), the chosen expert, its gate
+    (three decimals) and whether it was kept. ``logits`` (T, E); the rest
+    (T,) as :func:`switch_route` returns them. Section scale-moe (the hand
+    example of notebook moe-routing)."""
+    import pandas as pd
+
+    columns = {f"logit {e}": logits[:, e] for e in range(logits.shape[1])}
+    columns.update(
+        {"expert": expert, "gate": gate.numpy().round(3), "kept": kept}
+    )
+    return pd.DataFrame(columns)
+
+
+def plot_expert_shares(shares: dict, n_experts: int):
+    """Each expert's share of a batch's tokens over training, stacked, one
+    panel per entry of ``shares`` (panel title -> per-step shares (steps,
+    ``n_experts``) of one run, as :func:`train_seeds` records them), the
+    panels side by side with a shared y axis. Section scale-moe (notebook
+    moe-routing). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from llmbook.book.plotting import use_style
+
+    use_style()
+    fig, axes = plt.subplots(1, len(shares), figsize=(8, 3.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, (title, sh) in zip(axes, shares.items()):
+        ax.stackplot(
+            np.arange(1, len(sh) + 1),
+            sh.T,
+            labels=[f"expert {e}" for e in range(n_experts)],
+        )
+        ax.set_xlabel("training step")
+        ax.set_title(title)
+        ax.set_xlim(1, len(sh))
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("share of the batch's tokens (stacked)")
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_dropped(capacity_factors, drop: dict, title: str):
+    """Fraction of tokens dropped against the capacity factor: per router
+    (name -> array (runs, len(capacity_factors)) of :func:`dropped_fraction`)
+    the median over runs as a line and the range as a band. Section
+    scale-moe (notebook moe-routing). Returns the figure."""
+    from llmbook.book.plotting import new_axes
+
+    fig, ax = new_axes("capacity factor", "fraction of tokens dropped", title)
+    for name, d in drop.items():
+        (line,) = ax.plot(capacity_factors, np.median(d, 0), "o-", label=name)
+        ax.fill_between(
+            capacity_factors,
+            d.min(0),
+            d.max(0),
+            color=line.get_color(),
+            alpha=0.2,
+        )
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    return fig
+
+
+def gpt_oss_table(
+    counts: dict,
+    layers,
+    experts,
+    published,
+    active_experts: int,
+    d_model: int,
+    bf16_bytes: float = 2.0,
+    mxfp4_bits: float = 4.25,
+) -> "pd.DataFrame":
+    """The chapter's gpt-oss table, one row per model of ``counts`` (name ->
+    :func:`gpt_oss_params`, in order): its ``layers`` and ``experts``, the
+    ``published`` (total, active) parameters in billions, and what
+    :func:`gpt_oss_summary` computes from the counts. Section scale-moe
+    (notebook moe-routing)."""
+    import pandas as pd
+
+    rows = {}
+    for (name, c), L, E, (pub_t, pub_a) in zip(
+        counts.items(), layers, experts, published
+    ):
+        rows[name] = {
+            "layers": L,
+            "experts": E,
+            "published total": pub_t,
+            "published active": pub_a,
+            **gpt_oss_summary(
+                c, L, active_experts, d_model, bf16_bytes, mxfp4_bits
+            ),
+        }
+    return pd.DataFrame(rows).T
+
+
+def context_flop_table(
+    weight_gflop: dict,
+    layers,
+    contexts,
+    n_heads: int,
+    d_head: int,
+    window: int | None = None,
+) -> "pd.DataFrame":
+    """Per decoded token, the GFLOP of the weights against the GFLOP of
+    attention over the context (:func:`context_attention_flop`), one row
+    per (model, context length): ``weight_gflop`` maps each model to its
+    weights' GFLOP per token (a dict or Series, in the order of
+    ``layers``, its layer counts); ``contexts`` in tokens. Section
+    scale-moe (notebook moe-routing)."""
+    import pandas as pd
+
+    rows = {}
+    for (name, weights), L in zip(weight_gflop.items(), layers):
+        for T in contexts:
+            attn = context_attention_flop(T, L, n_heads, d_head, window) / 1e9
+            rows[name, T] = {
+                "weights (GFLOP)": weights,
+                "context (GFLOP)": attn,
+                "context / weights": attn / weights,
+            }
+    return pd.DataFrame(rows).T
