@@ -105,6 +105,14 @@ def record_clean_build(seconds: float) -> None:
     write_build_seconds(BUILD, seconds)
 
 
+def pytest_collection_modifyitems(items):
+    """A test that needs the built book is a "book" test, marked or not, so
+    that ``pytest -m "not book"`` never starts the full build."""
+    for item in items:
+        if "built_book" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.book)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print the per-notebook execution-time table after any run that built the book."""
     if not _build_report:

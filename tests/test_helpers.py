@@ -417,3 +417,8 @@ def test_heatmap_grid_shares_one_scale_and_labels_the_edges():
         plotting.heatmap_grid({}, ncols=2, xlabel="x", ylabel="y")
     with pytest.raises(ValueError, match="ncols"):
         plotting.heatmap_grid(panels, ncols=0, xlabel="x", ylabel="y")
+
+
+def test_span_of_an_interval():
+    assert fmt.span({"lo": 0.8761, "hi": 1.204, "median": 1}) == "0.88 to 1.2"
+    assert fmt.span((12.34, 56.78), 3) == "12.3 to 56.8"

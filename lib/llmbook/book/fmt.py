@@ -154,6 +154,18 @@ def pct(x: float, digits: int = 2) -> str:
     return f"{sig(100 * as_float('x', x), digits)} %"
 
 
+def span(interval, digits: int = 2) -> str:
+    """An interval as prose, both ends to ``digits`` significant figures:
+    ``span({"lo": 0.8761, "hi": 1.204}) == "0.88 to 1.2"``; takes the dicts
+    of :mod:`llmbook.core.stats` or a ``(lo, hi)`` pair."""
+    lo, hi = (
+        (interval["lo"], interval["hi"])
+        if isinstance(interval, dict)
+        else interval
+    )
+    return f"{sig(lo, digits)} to {sig(hi, digits)}"
+
+
 def matrix(m) -> str:
     """A small matrix as prose: its rows in parentheses, each entry as
     ``str`` writes it: ``matrix([[1, -2], [0, 3]]) == "(1, -2), (0, 3)"``.
