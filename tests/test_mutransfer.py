@@ -257,3 +257,30 @@ def test_seed_rows_falls_back_to_the_live_seed(tmp_path):
     ax = fig.axes[0]
     assert len(ax.containers) == 2 and ax.get_xlabel() and ax.get_ylabel()
     plt.close(fig)
+
+
+def test_stored_seeds_are_the_notebook_defaults():
+    """The page summarises the stored seeds only when the notebook's
+    parameters are the stored settings: its defaults must be, and the file
+    must hold five seeds with both parameterisations."""
+    import json
+
+    from conftest import ROOT
+
+    from llmbook.book.data import data_dir
+
+    nb = json.loads((ROOT / "notebooks" / "cost-mup.ipynb").read_text())
+    cell = next(
+        c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])
+    )
+    defaults = {}
+    exec("".join(cell["source"]), {}, defaults)
+    path = data_dir() / "mup_seeds.json"
+    rows = mutransfer.stored_seed_rows(defaults, path)
+    assert rows is not None, "run `python tools/mup_seeds.py` and commit"
+    assert [r["seed"] for r in rows] == [0, 1, 2, 3, 4]
+    n_widths = len(defaults["widths"])
+    for r in rows:
+        for p in ("sp", "mup"):
+            assert len(r[p]["best_lr"]) == n_widths
+            assert r[p]["lo"] <= r[p]["slope"] <= r[p]["hi"]
