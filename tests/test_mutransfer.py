@@ -153,7 +153,7 @@ def test_width_sweep_rejects_unsorted_widths():
 TINY = {
     "widths": [16, 32, 64],
     "base_width": 16,
-    "lr_min": 1e-3,
+    "lr_min": 1e-2,  # optima inside the grid: finite intervals
     "lr_factor": 2.5,
     "n_lrs": 5,
     "steps": 20,
@@ -174,7 +174,7 @@ def test_seed_sweep_is_the_notebook_sweep():
         n_train=256, n_test=16, d=4, sigma=0.5, seed=3
     )
     assert torch.equal(problem.X, want.X)
-    np.testing.assert_allclose(lrs, 1e-3 * 2.5 ** np.arange(5))
+    np.testing.assert_allclose(lrs, 1e-2 * 2.5 ** np.arange(5))
     direct = mutransfer.width_sweep(
         want, [16, 32, 64], lrs, "mup", 16, 20, 16, 3, 32, 1
     )
@@ -209,6 +209,7 @@ def test_stored_rows_and_their_check(tmp_path):
 
     result = mutransfer.seed_check(TINY, [0, 1])
     assert [r["seed"] for r in result["rows"]] == [0, 1]
+    assert all(np.isfinite(r["mup"]["lo"]) for r in result["rows"])
     path = tmp_path / "seeds.json"
     path.write_text(json.dumps(result))
     rows = mutransfer.stored_seed_rows(dict(TINY, seed=0), path)
