@@ -148,3 +148,140 @@ def test_width_sweep_rejects_unsorted_widths():
     problem = batchsize.mlp_problem(n_train=64, n_test=8, d=2, seed=0)
     with pytest.raises(ValueError, match="ascending"):
         mutransfer.width_sweep(problem, [32, 16], [1e-3, 1e-2])
+
+
+TINY = {
+    "widths": [16, 32, 64],
+    "base_width": 16,
+    "lr_min": 1e-2,  # optima inside the grid: finite intervals
+    "lr_factor": 2.5,
+    "n_lrs": 5,
+    "steps": 20,
+    "batch_size": 16,
+    "n_train": 256,
+    "dim": 4,
+    "noise": 0.5,
+    "full_grid_max_width": 32,
+    "lr_window": 1,
+}
+
+
+def test_seed_sweep_is_the_notebook_sweep():
+    """seed_sweep draws the problem and runs width_sweep as the notebook
+    spells them out; another seed draws another task."""
+    problem, lrs, losses = mutransfer.seed_sweep(TINY, seed=3)
+    want = batchsize.mlp_problem(
+        n_train=256, n_test=16, d=4, sigma=0.5, seed=3
+    )
+    assert torch.equal(problem.X, want.X)
+    np.testing.assert_allclose(lrs, 1e-2 * 2.5 ** np.arange(5))
+    direct = mutransfer.width_sweep(
+        want, [16, 32, 64], lrs, "mup", 16, 20, 16, 3, 32, 1
+    )
+    np.testing.assert_array_equal(losses["mup"], direct)
+    _, _, other = mutransfer.seed_sweep(TINY, seed=4)
+    assert not np.allclose(other["mup"][0], losses["mup"][0])
+    with pytest.raises(ValueError, match="lacks"):
+        mutransfer.seed_sweep({"widths": [16]}, 0)
+
+
+def test_sweep_optima_by_hand():
+    """Losses with their minimum at lr = 1 / width (a parabola in log lr):
+    the exponent is -1 exactly, the drift widths[-1] / widths[0]."""
+    lrs = 2.0 ** np.arange(-8, 1)
+    widths = [4, 16, 64]
+    curves = np.array([(np.log(lrs) + np.log(w)) ** 2 + 1 for w in widths])
+    best, fits = mutransfer.sweep_optima(lrs, widths, {"sp": curves})
+    np.testing.assert_allclose(best["best lr"], [1 / 4, 1 / 16, 1 / 64])
+    f = fits["sp"]
+    assert f["slope"] == pytest.approx(-1) and f["drift"] == pytest.approx(16)
+    assert f["spread"] == pytest.approx(15)  # 1/4 is 16x the best at 64
+    assert not best["at grid edge"].any()
+    row = mutransfer.seed_row(7, best, fits)
+    assert row["seed"] == 7 and row["sp"]["best_lr"][1] == pytest.approx(
+        1 / 16
+    )
+    assert mutransfer.seed_table([row]).loc[7, "sp slope"] == pytest.approx(-1)
+
+
+def test_stored_rows_and_their_check(tmp_path):
+    import json
+
+    result = mutransfer.seed_check(TINY, [0, 1])
+    assert [r["seed"] for r in result["rows"]] == [0, 1]
+    assert all(np.isfinite(r["mup"]["lo"]) for r in result["rows"])
+    path = tmp_path / "seeds.json"
+    path.write_text(json.dumps(result))
+    rows = mutransfer.stored_seed_rows(dict(TINY, seed=0), path)
+    assert rows == result["rows"]
+    assert mutransfer.stored_seed_rows(dict(TINY, steps=21), path) is None
+    assert mutransfer.stored_seed_rows(TINY, tmp_path / "none.json") is None
+    live = result["rows"][0]
+    mutransfer.check_seed_row(live, rows)  # equal: passes
+    moved = json.loads(json.dumps(live))
+    moved["mup"]["best_lr"][2] *= 1.01
+    with pytest.raises(AssertionError, match="tools/mup_seeds.py"):
+        mutransfer.check_seed_row(moved, rows)
+    with pytest.raises(AssertionError, match="not stored"):
+        mutransfer.check_seed_row(dict(live, seed=9), rows)
+
+
+def test_seed_rows_falls_back_to_the_live_seed(tmp_path):
+    import json
+
+    live = {
+        "seed": 0,
+        **{
+            p: {"best_lr": [1e-2, 5e-3], "at_edge": [False, False]}
+            | {"slope": -1.0, "lo": -1.2, "hi": -0.8, "drift": 2, "spread": 1}
+            for p in ("sp", "mup")
+        },
+    }
+    other = json.loads(json.dumps(live)) | {"seed": 1}
+    path = tmp_path / "seeds.json"
+    stored = {
+        "settings": mutransfer.sweep_settings(TINY),
+        "rows": [live, other],
+    }
+    path.write_text(json.dumps(stored))
+    assert mutransfer.seed_rows(live, TINY, path) == ([live, other], True)
+    assert mutransfer.seed_rows(live | {"seed": 7}, TINY, path)[1] is False
+    changed = dict(TINY, noise=1.0)
+    assert mutransfer.seed_rows(live, changed, path) == ([live], False)
+    stale = json.loads(json.dumps(live))
+    stale["sp"]["slope"] = -0.9
+    with pytest.raises(AssertionError, match="mup_seeds.py"):
+        mutransfer.seed_rows(stale, TINY, path)
+    from matplotlib import pyplot as plt
+
+    fig = mutransfer.plot_seed_exponents(mutransfer.seed_table([live, other]))
+    ax = fig.axes[0]
+    assert len(ax.containers) == 2 and ax.get_xlabel() and ax.get_ylabel()
+    plt.close(fig)
+
+
+def test_stored_seeds_are_the_notebook_defaults():
+    """The page summarises the stored seeds only when the notebook's
+    parameters are the stored settings: its defaults must be, and the file
+    must hold five seeds with both parameterisations."""
+    import json
+
+    from conftest import ROOT
+
+    from llmbook.book.data import data_dir
+
+    nb = json.loads((ROOT / "notebooks" / "cost-mup.ipynb").read_text())
+    cell = next(
+        c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])
+    )
+    defaults = {}
+    exec("".join(cell["source"]), {}, defaults)
+    path = data_dir() / "mup_seeds.json"
+    rows = mutransfer.stored_seed_rows(defaults, path)
+    assert rows is not None, "run `python tools/mup_seeds.py` and commit"
+    assert [r["seed"] for r in rows] == [0, 1, 2, 3, 4]
+    n_widths = len(defaults["widths"])
+    for r in rows:
+        for p in ("sp", "mup"):
+            assert len(r[p]["best_lr"]) == n_widths
+            assert r[p]["lo"] <= r[p]["slope"] <= r[p]["hi"]

@@ -117,6 +117,8 @@ def test_mup_notebook_follows_its_parameters(tmp_path):
         **p,
     )
     assert out["width_list"] == "64, 128, 256" and out["pkg_widths"] == "128"
+    # other parameters than the stored five seeds: the live seed alone
+    assert out["seeds_n"] == "1" and "one seed run here" in out["seeds_scope"]
     torch.set_num_threads(2)
     problem = batchsize.mlp_problem(
         n_train=1024, n_test=16, d=8, sigma=0.5, seed=0

@@ -384,3 +384,268 @@ def mup_package_check(
         "floor": floor,
         "best_shift": np.abs(pkg_best / our_best - 1),
     }
+
+
+# --- The sweep of one seed, its summary, and the stored five-seed run
+# (tools/mup_seeds.py writes lib/llmbook/data/mup_seeds.json)
+
+PARAMETERISATIONS = {"sp": "standard parameterisation", "mup": "μP"}
+SEED_SETTINGS = (
+    "widths",
+    "base_width",
+    "lr_min",
+    "lr_factor",
+    "n_lrs",
+    "steps",
+    "batch_size",
+    "n_train",
+    "dim",
+    "noise",
+    "full_grid_max_width",
+    "lr_window",
+)
+SEEDS_TOOL = "python tools/mup_seeds.py"
+
+
+def sweep_settings(settings: dict) -> dict:
+    """The entries of ``settings`` that fix a seed's sweep (the keys of
+    :data:`SEED_SETTINGS`, the notebook's parameters of those names), in
+    the form JSON stores them (lists, plain numbers). Section
+    scale-small-proxies."""
+    missing = [k for k in SEED_SETTINGS if k not in settings]
+    if missing:
+        raise ValueError(f"settings lacks {missing}")
+    out = {}
+    for k in SEED_SETTINGS:
+        v = settings[k]
+        out[k] = [int(w) for w in v] if k == "widths" else v
+        if k != "widths":
+            out[k] = int(v) if isinstance(v, (int, np.integer)) else float(v)
+    return out
+
+
+def seed_sweep(settings: dict, seed: int):
+    """One seed's sweep of the μP notebook: the teacher task drawn with
+    ``seed`` (``batchsize.mlp_problem``: ``n_train`` examples of dimension
+    ``dim``, label noise ``noise``), the geometric learning-rate grid
+    (``n_lrs`` points from ``lr_min``, ratio ``lr_factor``), and
+    :func:`width_sweep` under both parameterisations with initial weights
+    and batches from the same ``seed``.
+
+    Returns ``(problem, lrs, losses)``: losses ``{"sp" | "mup": array
+    (widths, lrs)}`` of final training MSE (``nan`` where not run). Section
+    scale-small-proxies.
+    """
+    from llmbook.topics.batchsize import lr_grid, mlp_problem
+
+    s = sweep_settings(settings)
+    problem = mlp_problem(
+        n_train=s["n_train"],
+        n_test=16,
+        d=s["dim"],
+        sigma=s["noise"],
+        seed=seed,
+    )
+    lrs = lr_grid(s["lr_min"], n=s["n_lrs"], factor=s["lr_factor"])
+    args = (s["base_width"], s["steps"], s["batch_size"], int(seed))
+    rest = (s["full_grid_max_width"], s["lr_window"])
+    losses = {
+        p: width_sweep(problem, s["widths"], lrs, p, *args, *rest)
+        for p in PARAMETERISATIONS
+    }
+    return problem, lrs, losses
+
+
+def sweep_optima(lrs, widths, losses: dict):
+    """The refined best learning rate of every width
+    (``batchsize.optimal_lr``) and the power law through them.
+
+    Args:
+        lrs: the grid (n_lrs,); widths: the hidden widths, ascending.
+        losses: ``{parameterisation: array (widths, lrs)}``.
+
+    Returns ``(best, fits)``: ``best``, a table with one row per
+    parameterisation and width (columns "parameterisation", "width",
+    "best lr", "loss", "at grid edge"); ``fits[p]``, a dict with the
+    exponent of lr* ~ width**slope and its 95 % interval ("slope", "lo",
+    "hi", from ``core.stats.loglog_slope``), "drift" (best lr at the
+    narrowest width over best lr at the widest) and "spread" (the largest
+    relative distance, over widths, of the narrowest width's best lr from
+    each width's best). Section scale-small-proxies.
+    """
+    import pandas as pd
+
+    from llmbook.core.stats import loglog_slope
+    from llmbook.topics.batchsize import optimal_lr
+
+    widths = [positive_int("width", w) for w in widths]
+    rows, fits = [], {}
+    for p, curves in losses.items():
+        lr_star, edge = optimal_lr(lrs, curves)
+        for w, b, e, c in zip(widths, lr_star, edge, curves):
+            rows.append(
+                {
+                    "parameterisation": p,
+                    "width": w,
+                    "best lr": float(b),
+                    "loss": float(np.nanmin(c)),
+                    "at grid edge": bool(e),
+                }
+            )
+        fit = loglog_slope(widths, lr_star)
+        fits[p] = {
+            "slope": fit["slope"],
+            "lo": fit["lo"],
+            "hi": fit["hi"],
+            "drift": float(lr_star[0] / lr_star[-1]),
+            "spread": float(np.abs(lr_star[0] / lr_star - 1).max()),
+        }
+    return pd.DataFrame(rows), fits
+
+
+def seed_row(seed: int, best, fits: dict) -> dict:
+    """One seed's summary as the stored file keeps it: ``{"seed": seed,
+    p: {"best_lr": [per width], "at_edge": [per width], "slope", "lo",
+    "hi", "drift", "spread"}}`` for each parameterisation ``p`` of
+    ``fits`` (``best`` and ``fits`` from :func:`sweep_optima`). Section
+    scale-small-proxies."""
+    row = {"seed": int(seed)}
+    for p, f in fits.items():
+        part = best[best["parameterisation"] == p]
+        row[p] = {
+            "best_lr": [float(v) for v in part["best lr"]],
+            "at_edge": [bool(v) for v in part["at grid edge"]],
+            **{
+                k: float(f[k])
+                for k in ("slope", "lo", "hi", "drift", "spread")
+            },
+        }
+    return row
+
+
+def seed_check(settings: dict, seeds) -> dict:
+    """Run :func:`seed_sweep` for every seed of ``seeds`` (each seed its
+    own data draw, initial weights and batches) and summarise each with
+    :func:`sweep_optima` and :func:`seed_row`. Returns ``{"settings":
+    sweep settings plus "seeds", "rows": [seed_row, ...]}``, what
+    ``tools/mup_seeds.py`` stores. Section scale-small-proxies."""
+    seeds = [int(s) for s in seeds]
+    rows = []
+    for seed in seeds:
+        _, lrs, losses = seed_sweep(settings, seed)
+        best, fits = sweep_optima(lrs, settings["widths"], losses)
+        rows.append(seed_row(seed, best, fits))
+    return {
+        "settings": {**sweep_settings(settings), "seeds": seeds},
+        "rows": rows,
+    }
+
+
+def stored_seed_rows(settings: dict, path) -> list[dict] | None:
+    """The rows of the seed check stored at ``path`` (JSON written by
+    ``tools/mup_seeds.py``) when it was made with these sweep settings
+    (:func:`sweep_settings`), else ``None`` (a reader changed a
+    parameter, or there is no file): the stored seeds take minutes, so
+    the notebook then shows its live seed alone. Section
+    scale-small-proxies."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        return None
+    stored = json.loads(p.read_text())
+    have = {k: v for k, v in stored["settings"].items() if k != "seeds"}
+    return stored["rows"] if have == sweep_settings(settings) else None
+
+
+def check_seed_row(live: dict, rows: list[dict], rtol: float = 1e-3):
+    """Assert that the live seed's row (:func:`seed_row`) equals the stored
+    row of the same seed in ``rows``: best learning rates within ``rtol``
+    (relative), exponents within ``rtol`` (absolute), edge flags equal.
+    The message names the fix (rerun ``tools/mup_seeds.py``). Returns
+    nothing. Section scale-small-proxies."""
+    rtol = positive("rtol", rtol)
+    fix = f"the stored seeds are stale: run `{SEEDS_TOOL}` and commit"
+    same = [r for r in rows if r["seed"] == live["seed"]]
+    assert same, f"seed {live['seed']} is not stored; {fix}"
+    for p in PARAMETERISATIONS:
+        got, want = live[p], same[0][p]
+        lr_got, lr_want = np.array(got["best_lr"]), np.array(want["best_lr"])
+        ok = lr_got.shape == lr_want.shape and np.allclose(
+            lr_got, lr_want, rtol=rtol, atol=0
+        )
+        ok = ok and got["at_edge"] == want["at_edge"]
+        ok = ok and abs(got["slope"] - want["slope"]) <= rtol
+        assert ok, (
+            f"{PARAMETERISATIONS[p]}, seed {live['seed']}: best lrs "
+            f"{np.round(lr_got, 6)} here, {np.round(lr_want, 6)} stored; "
+            f"{fix}"
+        )
+
+
+def seed_table(rows: list[dict]):
+    """One line per stored seed (index "seed") and, for each
+    parameterisation p, the columns "p slope", "p lo", "p hi" (the
+    exponent of lr* ~ width**slope and its 95 % interval), "p drift" and
+    "p spread" of :func:`sweep_optima`. Section scale-small-proxies."""
+    import pandas as pd
+
+    keys = ("slope", "lo", "hi", "drift", "spread")
+    table = pd.DataFrame(
+        [
+            {
+                "seed": r["seed"],
+                **{
+                    f"{p} {k}": r[p][k]
+                    for p in PARAMETERISATIONS
+                    if p in r
+                    for k in keys
+                },
+            }
+            for r in rows
+        ]
+    )
+    return table.set_index("seed")
+
+
+def seed_rows(live: dict, settings: dict, path) -> tuple[list[dict], bool]:
+    """The seeds the page summarises: the stored rows at ``path``
+    (:func:`stored_seed_rows`) when they were made with these sweep
+    settings and include the live seed, after :func:`check_seed_row` has
+    asserted that the live row equals its stored one; otherwise the live
+    row alone. Returns ``(rows, from_file)``. Section scale-small-proxies.
+    """
+    rows = stored_seed_rows(settings, path)
+    if rows is None or live["seed"] not in [r["seed"] for r in rows]:
+        return [live], False
+    check_seed_row(live, rows)
+    return rows, True
+
+
+def plot_seed_exponents(table):
+    """The fitted exponent of lr* ~ width**slope of every seed with its
+    95 % interval, one colour per parameterisation, against a dashed zero
+    line (``table`` from :func:`seed_table`). Returns the figure. Section
+    scale-small-proxies."""
+    from matplotlib import pyplot as plt
+
+    from llmbook.book.plotting import use_style
+
+    use_style()
+    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    seeds = np.arange(len(table))
+    for k, (p, title) in enumerate(PARAMETERISATIONS.items()):
+        if f"{p} slope" not in table:
+            continue
+        y = table[f"{p} slope"].to_numpy()
+        err = [y - table[f"{p} lo"], table[f"{p} hi"] - y]
+        x = seeds + (k - 0.5) * 0.2
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label=title)
+    ax.axhline(0, color="0.5", ls="--", lw=1)
+    ax.set_xticks(seeds, [str(s) for s in table.index])
+    ax.set(xlabel="seed (data draw, initialisation, batches)")
+    ax.set_ylabel("exponent of best lr vs width")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
