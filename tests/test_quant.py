@@ -565,6 +565,18 @@ def test_kmeans_linear_table_hand_values():
     q, s = quant.symmetric_quantize(w, 8, "channel")
     want = quant.quantization_error(w, q * s) / float(w.norm())
     assert t.loc[8, "linear error"] == pytest.approx(want)
+    clipped = quant.fake_quantize_weight(w, 8, "mse")
+    want = quant.quantization_error(w, clipped) / float(w.norm())
+    assert t.loc[8, "linear, clipped error"] == pytest.approx(want)
+
+
+def test_clipped_linear_is_the_fair_two_bit_baseline():
+    # Gaussian weights: absmax 2-bit has 3 levels and rounds most weights to
+    # 0; all 4 levels over an MSE-chosen range do far better
+    w = torch.randn(64, 512, generator=torch.Generator().manual_seed(0))
+    t = quant.kmeans_linear_table(w, [2])
+    assert t.loc[2, "linear, clipped error"] < 0.6 * t.loc[2, "linear error"]
+    assert t.loc[2, "k-means error"] <= t.loc[2, "linear, clipped error"]
 
 
 def test_outlier_table_decomposition_at_its_extremes():

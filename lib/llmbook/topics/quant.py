@@ -1235,26 +1235,32 @@ def plot_group_sizes(
 
 
 def kmeans_linear_table(w: torch.Tensor, bits_list) -> "pd.DataFrame":
-    """k-means (:func:`kmeans_codebook`) against symmetric per-channel
-    linear quantization of ``w`` (``(rows, cols)``) at each bit width of
-    ``bits_list``: relative Frobenius errors and bits per weight with the
-    side information of :func:`storage_bits`, indexed by ``bits``.
-    Used in formats-linear (k-means against linear on a trained layer).
+    """k-means (:func:`kmeans_codebook`) against two per-channel linear
+    quantizers of ``w`` (``(rows, cols)``) at each bit width of
+    ``bits_list``: symmetric absmax (:func:`symmetric_quantize`, ``2^bits -
+    1`` levels, nothing clipped) and the fair baseline, asymmetric with all
+    ``2^bits`` levels over the range that minimises the squared error
+    (:func:`fake_quantize_weight` ``"mse"``). Relative Frobenius errors and
+    bits per weight with the side information of :func:`storage_bits`
+    (symmetric linear: one scale per row; the clipped one also stores a
+    zero point per row), indexed by ``bits``. Used in formats-linear
+    (k-means against linear on a trained layer).
     """
     import pandas as pd
 
     rows = []
     n_w, n_c = w.numel(), w.shape[0]
+    norm = float(w.norm())
     for bits in bits_list:
         cb, lab = kmeans_codebook(w, bits)
-        e_k = quantization_error(w, cb[lab]) / float(w.norm())
         ql, sl = symmetric_quantize(w, bits, "channel")
-        e_l = quantization_error(w, ql * sl) / float(w.norm())
+        clipped = fake_quantize_weight(w, bits, "mse")
         rows.append(
             {
                 "bits": bits,
-                "k-means error": e_k,
-                "linear error": e_l,
+                "k-means error": quantization_error(w, cb[lab]) / norm,
+                "linear error": quantization_error(w, ql * sl) / norm,
+                "linear, clipped error": quantization_error(w, clipped) / norm,
                 "k-means bits/weight": storage_bits(n_w, bits, "kmeans") / n_w,
                 "linear bits/weight": storage_bits(n_w, bits, "linear", n_c)
                 / n_w,
