@@ -56,9 +56,32 @@ def test_core_does_not_import_topics():
     assert not bad, f"core modules import topic modules: {sorted(bad)}"
 
 
+# Student-facing entry points above the three layers: they import from the
+# layers, and no layer imports them.
+ENTRY_POINTS = ["grade.py"]
+
+
 def test_every_module_sits_in_a_layer():
-    loose = sorted(p.name for p in LIB.glob("*.py") if p.name != "__init__.py")
+    loose = sorted(
+        p.name
+        for p in LIB.glob("*.py")
+        if p.name != "__init__.py" and p.name not in ENTRY_POINTS
+    )
     assert loose == [], (
         f"modules outside core/, topics/ and book/: {loose}; "
         "CONTRIBUTING's 'Where things live' says where each belongs"
     )
+
+
+def test_no_layer_imports_an_entry_point():
+    """``llmbook.grade`` sits above the layers: the dependency runs one
+    way, so the library never needs the autograder."""
+    entry = {f"llmbook.{name[:-3]}" for name in ENTRY_POINTS}
+    bad = sorted(
+        f"{p.relative_to(LIB)}: {m}"
+        for layer in ("core", "topics", "book")
+        for p in (LIB / layer).glob("*.py")
+        for m in _imports(p)
+        if m in entry or any(m.startswith(e + ".") for e in entry)
+    )
+    assert not bad, f"layer modules import an entry point: {bad}"

@@ -9,6 +9,9 @@ interpretability, scaling and compression. Three layers, one folder each:
 - ``llmbook.book``: book infrastructure (glue, number formatting, plotting
   style, the Sphinx extension, extras, silencing, checks, data paths, sync).
 
+Above them, ``llmbook.grade`` is the labs' autograder, a student-facing entry
+point that imports from the layers (none imports it).
+
 CONTRIBUTING.md has the table of where each concept lives.
 """
 
