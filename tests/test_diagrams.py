@@ -182,3 +182,22 @@ def test_flash_loop_order_is_the_code(figures):
     assert "all of S: never written" in labels
     tiles = [g for g in _patches(fig) if g.startswith("tile-")]
     assert len(tiles) == 4 * 3
+
+
+def test_alt_texts_quote_the_drawn_numbers():
+    """The static alt texts on the page say the numbers the code draws."""
+    page = (ROOT / "chapters" / "lecture-parallelism.md").read_text()
+    gb = [
+        f"{zero.zero_bytes_per_gpu(1.0, 4, s)['total']:g}" for s in zero.STAGES
+    ]
+    assert f"fall from {gb[0]} to {gb[1]}, {gb[2]} and {gb[3]}." in page
+    assert "of 4 stages and 6 microbatches" in page
+    assert "3/9 of the time" in page
+    assert zero.pipeline_bubble(4, 6) == 3 / 9
+    for name in dg.DIAGRAMS:
+        pages = [
+            p
+            for p in (ROOT / "chapters").glob("*.md")
+            if f"../images/diagrams/{name}.svg" in p.read_text()
+        ]
+        assert len(pages) == 1, f"{name}.svg is on {len(pages)} pages"

@@ -32,9 +32,9 @@ SMALL = 13.0  # the smallest text, for labels under boxes
 HASH_SALT = "llmbook-diagrams"
 
 BLUE, ORANGE, GREEN, VERMILION, PURPLE, SKY = PALETTE[:6]
-GREY = "#9a9a9a"
-LIGHT = "#e6e6e6"
-INK = "#222222"
+_GREY = "#9a9a9a"
+_LIGHT = "#e6e6e6"
+_INK = "#222222"
 
 
 def _canvas(width: float, height: float):
@@ -51,7 +51,7 @@ def _canvas(width: float, height: float):
 
 def _box(ax, x, y, w, h, color, gid=None, **kw):
     kw.setdefault("linewidth", 1.5)
-    kw.setdefault("edgecolor", INK)
+    kw.setdefault("edgecolor", _INK)
     patch = Rectangle((x, y), w, h, facecolor=color, **kw)
     patch.set_gid(gid)
     ax.add_patch(patch)
@@ -61,11 +61,11 @@ def _box(ax, x, y, w, h, color, gid=None, **kw):
 def _text(ax, x, y, s, size=FONT, **kw):
     kw.setdefault("ha", "center")
     kw.setdefault("va", "center")
-    kw.setdefault("color", INK)
+    kw.setdefault("color", _INK)
     return ax.text(x, y, s, fontsize=size, **kw)
 
 
-def _arrow(ax, start, end, color=INK, rad=0.0, gid=None, width=2.0):
+def _arrow(ax, start, end, color=_INK, rad=0.0, gid=None, width=2.0):
     arrow = FancyArrowPatch(
         start,
         end,
@@ -92,7 +92,7 @@ def lora_factors() -> Figure:
     top = 2.75  # all column vectors and matrices hang from this line
     x0 = 0.15
 
-    def column(x, rows, name, gid, color=LIGHT):
+    def column(x, rows, name, gid, color=_LIGHT):
         _box(ax, x, top - rows, 0.3, rows, color, gid=gid)
         _text(ax, x + 0.15, top - rows / 2, name)
         return x + 0.3
@@ -114,24 +114,24 @@ def lora_factors() -> Figure:
 
     x = column(x0, m, "h", "h")
     x = sign(x, "=", 0.4)
-    _box(ax, x, top - m, ell, m, GREY, gid="W0")
+    _box(ax, x, top - m, ell, m, _GREY, gid="W0")
     _text(ax, x + ell / 2, top - m / 2, "W₀", FONT + 2)
-    under(x, ell, m, [("m × ℓ", INK), ("frozen", INK)])
+    under(x, ell, m, [("m × ℓ", _INK), ("frozen", _INK)])
     x = column(x + ell + 0.1, ell, "x", "x1")
     x = sign(x, "+  s ·", 0.85)
     _box(ax, x, top - m, k, m, ORANGE, gid="A")
     _text(ax, x + k / 2, top - m / 2, "A", FONT + 2)
-    under(x, k, m, [("m × k", INK), ("trained", VERMILION)])
+    under(x, k, m, [("m × k", _INK), ("trained", VERMILION)])
     x += k + 0.12
     _box(ax, x, top - k, ell, k, ORANGE, gid="B")
     _text(ax, x + ell / 2, top - k / 2, "B", FONT + 2)
-    under(x, ell, k, [("k × ℓ", INK), ("trained", VERMILION)])
+    under(x, ell, k, [("k × ℓ", _INK), ("trained", VERMILION)])
     column(x + ell + 0.1, ell, "x", "x2")
     _text(
         ax,
         4.0,
         0.3,
-        "s = α / k;   trained: k (m + ℓ) numbers instead of m ℓ",
+        "s = α / k;   only A and B are trained, rank k ≪ m, ℓ",
         FONT,
     )
     return fig
@@ -171,15 +171,15 @@ def induction_circuit(tokens=INDUCTION_TOKENS) -> Figure:
             bottom,
             0.22,
             top - bottom,
-            LIGHT,
+            _LIGHT,
             gid=f"stream-{i}",
             linewidth=1.0,
-            edgecolor=GREY,
+            edgecolor=_GREY,
         )
         _text(ax, x, 0.3, tok, FONT + 4, weight="bold")
     _text(ax, 0.75, 0.3, "tokens", SMALL)
     _text(ax, 0.75, 4.15, "residual\nstream", SMALL)
-    _arrow(ax, (xs[0] - 0.5, 4.15), (xs[0] - 0.16, 3.85), GREY, width=1.5)
+    _arrow(ax, (xs[0] - 0.5, 4.15), (xs[0] - 0.16, 3.85), _GREY, width=1.5)
     # layer 0: the previous-token head
     _text(ax, 0.75, 1.45, "layer 0\nprevious-\ntoken head", SMALL, color=BLUE)
     for i in range(1, n):
@@ -316,7 +316,7 @@ def gpipe_schedule(n_stages: int, n_micro: int) -> dict:
     return {"busy": busy, "slots": 2 * (m + p - 1)}
 
 
-def pipeline_bubble(n_stages: int = 4, n_micro: int = 6) -> Figure:
+def pipeline_schedule(n_stages: int = 4, n_micro: int = 6) -> Figure:
     """A GPipe schedule of ``n_stages`` stages and ``n_micro`` microbatches
     on a time axis, idle slots shaded; the title's fraction is
     ``zero.pipeline_bubble`` (chapter ``lecture-parallelism``)."""
@@ -345,10 +345,10 @@ def pipeline_bubble(n_stages: int = 4, n_micro: int = 6) -> Figure:
                     y,
                     dx,
                     h,
-                    LIGHT,
+                    _LIGHT,
                     gid=f"idle-{s}-{t}",
                     hatch="//",
-                    edgecolor=GREY,
+                    edgecolor=_GREY,
                     linewidth=0.5,
                 )
                 continue
@@ -370,7 +370,7 @@ def pipeline_bubble(n_stages: int = 4, n_micro: int = 6) -> Figure:
     for label, color, hatch in (
         ("forward", SKY, None),
         ("backward", ORANGE, None),
-        ("idle: the bubble", LIGHT, "//"),
+        ("idle: the bubble", _LIGHT, "//"),
     ):
         _box(
             ax,
@@ -381,7 +381,7 @@ def pipeline_bubble(n_stages: int = 4, n_micro: int = 6) -> Figure:
             color,
             hatch=hatch,
             linewidth=1.0,
-            edgecolor=GREY if hatch else INK,
+            edgecolor=_GREY if hatch else _INK,
         )
         _text(ax, x + 0.4, 0.65, label, SMALL, ha="left")
         x += 0.75 + 0.105 * len(label)
@@ -416,7 +416,7 @@ def flash_tiling(n_q_tiles: int = 4, n_kv_tiles: int = 3) -> Figure:
                 gid=f"tile-{i}-{j}",
                 linewidth=1.0,
                 hatch="//" if done else None,
-                edgecolor=INK,
+                edgecolor=_INK,
             )
         for c, (name, w) in enumerate((("m", 0.4), ("ℓ", 0.4), ("O", 0.5))):
             xc = gx + n_kv_tiles * t + 0.15 + (0.0, 0.4, 0.8)[c]
@@ -426,7 +426,7 @@ def flash_tiling(n_q_tiles: int = 4, n_kv_tiles: int = 3) -> Figure:
                 y,
                 w,
                 t,
-                LIGHT if i != cur_i else SKY,
+                _LIGHT if i != cur_i else SKY,
                 gid=f"row-{name}-{i}",
                 linewidth=1.0,
             )
@@ -496,7 +496,7 @@ def flash_tiling(n_q_tiles: int = 4, n_kv_tiles: int = 3) -> Figure:
         )
     ):
         _text(ax, sx + 0.12, 3.75 - 0.4 * n, s, SMALL, ha="left")
-    _box(ax, sx, 0.2, 3.05, 1.6, "#f4f4f4", gid="hbm", edgecolor=GREY)
+    _box(ax, sx, 0.2, 3.05, 1.6, "#f4f4f4", gid="hbm", edgecolor=_GREY)
     _text(ax, sx + 1.525, 1.55, "HBM (off chip, large)", FONT, weight="bold")
     _text(ax, sx + 0.12, 1.1, "Q, K, V, O, m, ℓ", SMALL, ha="left")
     _text(
@@ -508,9 +508,9 @@ def flash_tiling(n_q_tiles: int = 4, n_kv_tiles: int = 3) -> Figure:
         ha="left",
         gid="hbm-no-s",
     )
-    _arrow(ax, (sx + 0.9, 1.85), (sx + 0.9, 2.5), INK, gid="read")
+    _arrow(ax, (sx + 0.9, 1.85), (sx + 0.9, 2.5), _INK, gid="read")
     _text(ax, sx + 0.55, 2.17, "read", SMALL)
-    _arrow(ax, (sx + 2.15, 2.5), (sx + 2.15, 1.85), INK, gid="write")
+    _arrow(ax, (sx + 2.15, 2.5), (sx + 2.15, 1.85), _INK, gid="write")
     _text(ax, sx + 2.7, 2.17, "write", SMALL)
     return fig
 
@@ -520,7 +520,7 @@ DIAGRAMS = {
     "lora-factors": lora_factors,
     "induction-circuit": induction_circuit,
     "zero-partitions": zero_partitions,
-    "pipeline-bubble": pipeline_bubble,
+    "pipeline-bubble": pipeline_schedule,
     "flash-tiling": flash_tiling,
 }
 
