@@ -1,2 +1,0 @@
-"""One module per chapter topic; each builds on ``llmbook.core`` and is
-tested in ``tests/test_<topic>.py``."""
