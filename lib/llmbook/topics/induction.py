@@ -529,18 +529,15 @@ def load_or_run_seed_check(settings: dict, path) -> tuple[dict, bool]:
     ``tools/induction_seeds.py``) when it was made with exactly these
     ``settings``; otherwise run it (minutes on a laptop CPU). Returns
     ``(result, from_file)``."""
-    import json
-    from pathlib import Path
+    from llmbook.book.stored import load_stored
 
     want = {
         k: (list(settings[k]) if k == "seeds" else settings[k])
         for k in SEED_CHECK_KEYS
     }
-    p = Path(path)
-    if p.exists():
-        stored = json.loads(p.read_text())
-        if stored["settings"] == want:
-            return stored, True
+    stored = load_stored(path, want)
+    if stored is not None and stored["settings"]["seeds"] == want["seeds"]:
+        return stored, True
     return seed_check(want), False
 
 

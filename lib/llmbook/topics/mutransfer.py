@@ -546,42 +546,29 @@ def stored_seed_rows(settings: dict, path) -> list[dict] | None:
     ``tools/mup_seeds.py``) when it was made with these sweep settings
     (:func:`sweep_settings`), else ``None`` (a reader changed a
     parameter, or there is no file): the stored seeds take minutes, so
-    the notebook then shows its live seed alone. Section
+    the notebook then shows its live seed alone
+    (:func:`llmbook.book.stored.load_stored`). Section
     scale-small-proxies."""
-    import json
-    from pathlib import Path
+    from llmbook.book.stored import load_stored
 
-    p = Path(path)
-    if not p.exists():
-        return None
-    stored = json.loads(p.read_text())
-    have = {k: v for k, v in stored["settings"].items() if k != "seeds"}
-    return stored["rows"] if have == sweep_settings(settings) else None
+    stored = load_stored(path, sweep_settings(settings))
+    return None if stored is None else stored["rows"]
 
 
-def check_seed_row(live: dict, rows: list[dict], rtol: float = 1e-3):
-    """Assert that the live seed's row (:func:`seed_row`) equals the stored
-    row of the same seed in ``rows``: best learning rates within ``rtol``
-    (relative), exponents within ``rtol`` (absolute), edge flags equal.
-    The message names the fix (rerun ``tools/mup_seeds.py``). Returns
-    nothing. Section scale-small-proxies."""
-    rtol = positive("rtol", rtol)
-    fix = f"the stored seeds are stale: run `{SEEDS_TOOL}` and commit"
-    same = [r for r in rows if r["seed"] == live["seed"]]
-    assert same, f"seed {live['seed']} is not stored; {fix}"
-    for p in PARAMETERISATIONS:
-        got, want = live[p], same[0][p]
-        lr_got, lr_want = np.array(got["best_lr"]), np.array(want["best_lr"])
-        ok = lr_got.shape == lr_want.shape and np.allclose(
-            lr_got, lr_want, rtol=rtol, atol=0
-        )
-        ok = ok and got["at_edge"] == want["at_edge"]
-        ok = ok and abs(got["slope"] - want["slope"]) <= rtol
-        assert ok, (
-            f"{PARAMETERISATIONS[p]}, seed {live['seed']}: best lrs "
-            f"{np.round(lr_got, 6)} here, {np.round(lr_want, 6)} stored; "
-            f"{fix}"
-        )
+def seed_rows(
+    live: dict, settings: dict, path
+) -> tuple[list[dict], bool, list[str]]:
+    """The seeds the page summarises: the stored rows at ``path`` with
+    the live seed's row as computed here, when the file was made with these
+    sweep settings and holds that seed; otherwise the live row alone.
+    Returns ``(rows, from_file, differences)``, the last naming where the
+    live row differs from its stored one (empty on the machine that wrote
+    the file; :func:`llmbook.book.stored.rows_with_live`). Section
+    scale-small-proxies.
+    """
+    from llmbook.book.stored import rows_with_live
+
+    return rows_with_live(live, path, sweep_settings(settings))
 
 
 def seed_table(rows: list[dict]):
@@ -607,20 +594,6 @@ def seed_table(rows: list[dict]):
         ]
     )
     return table.set_index("seed")
-
-
-def seed_rows(live: dict, settings: dict, path) -> tuple[list[dict], bool]:
-    """The seeds the page summarises: the stored rows at ``path``
-    (:func:`stored_seed_rows`) when they were made with these sweep
-    settings and include the live seed, after :func:`check_seed_row` has
-    asserted that the live row equals its stored one; otherwise the live
-    row alone. Returns ``(rows, from_file)``. Section scale-small-proxies.
-    """
-    rows = stored_seed_rows(settings, path)
-    if rows is None or live["seed"] not in [r["seed"] for r in rows]:
-        return [live], False
-    check_seed_row(live, rows)
-    return rows, True
 
 
 def plot_seed_exponents(table):
