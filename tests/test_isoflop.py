@@ -85,3 +85,78 @@ def test_optima_hand_values_and_figures():
 def test_slope_text_hand_value():
     fit = {"slope": 0.4712, "lo": 0.4123, "hi": 0.5349, "coef": 2.0}
     assert isoflop.slope_text(fit) == "0.47 [0.41, 0.53]"
+
+
+TINY = dict(
+    vocab=8,
+    context=2,
+    teacher_embed=4,
+    teacher_width=16,
+    teacher_sharpness=2.0,
+    student_embed=4,
+    widths=[4, 8, 16, 32, 64],
+    budgets=[2e6, 6e6, 2e7],
+    target_steps=20,
+    batch_range=(8, 512),
+    lr=1e-2,
+    lr_grid=[3e-3, 1e-2, 3e-2],
+    fit_points=5,
+    seed=0,  # not a sweep setting: ignored
+)
+
+
+def test_seed_settings_are_the_sweep_keys_as_json():
+    s = isoflop.seed_settings(TINY)
+    assert list(s) == list(isoflop.SEED_KEYS) and "seed" not in s
+    assert s["batch_range"] == [8, 512] and s["budgets"][0] == 2e6
+    assert isinstance(s["widths"][0], int)
+    with pytest.raises(ValueError, match="lack"):
+        isoflop.seed_settings({"vocab": 8})
+
+
+def test_seed_row_is_the_notebook_fit_and_seeds_differ():
+    from llmbook.core.stats import loglog_slope
+
+    runs = isoflop.seed_sweep(TINY, 0)
+    assert len(runs) == 3 * 5 * 3 and set(runs["seed"]) == {0}
+    row = isoflop.seed_row(0, runs, TINY)
+    opt = isoflop.isoflop_optima(isoflop.best_rates(runs), 5)
+    fit = loglog_slope(opt["C"], opt["N_opt"])
+    assert row["a"] == pytest.approx(fit["slope"])
+    assert row["a_lo"] < row["a"] < row["a_hi"]
+    assert row["N_opt"] == pytest.approx(list(opt["N_opt"]))
+    again = isoflop.seed_check(TINY, [0, 1])
+    assert again["rows"][0] == row  # deterministic, seed by seed
+    assert again["rows"][1]["a"] != row["a"]  # another teacher and start
+    assert again["settings"]["seeds"] == [0, 1]
+    table = isoflop.seed_table(again["rows"])
+    assert list(table.index) == [0, 1] and "N_opt" not in table
+
+
+def test_stored_seeds_are_the_notebook_defaults():
+    """The page summarises the stored seeds only when the notebook's
+    parameters are the stored settings: its defaults must be, and the file
+    must hold five seeds (the build test in test_stored.py checks that the
+    live seed equals its stored row)."""
+    import json
+
+    from conftest import ROOT
+
+    from llmbook.book.data import data_dir
+    from llmbook.book.stored import load_stored
+
+    nb = json.loads((ROOT / "notebooks" / "cost-isoflop.ipynb").read_text())
+    cell = next(
+        c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])
+    )
+    d = {}
+    exec("".join(cell["source"]), {}, d)
+    d["batch_range"] = (d["batch_min"], d["batch_max"])
+    got = load_stored(
+        data_dir() / "isoflop_seeds.json", isoflop.seed_settings(d)
+    )
+    assert got is not None, "run `python tools/isoflop_seeds.py` and commit"
+    assert [r["seed"] for r in got["rows"]] == [0, 1, 2, 3, 4]
+    for r in got["rows"]:
+        assert r["a_lo"] <= r["a"] <= r["a_hi"]
+        assert len(r["N_opt"]) == len(d["budgets"])

@@ -347,3 +347,125 @@ def plot_isoflop_laws(optima, fits: dict):
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+# ---- Over seeds: each seed its own teacher, initial weights and batches --
+
+SEEDS_TOOL = "python tools/isoflop_seeds.py"
+SEED_KEYS = (
+    "vocab",
+    "context",
+    "teacher_embed",
+    "teacher_width",
+    "teacher_sharpness",
+    "student_embed",
+    "widths",
+    "budgets",
+    "target_steps",
+    "batch_range",
+    "lr",
+    "lr_grid",
+    "fit_points",
+)
+
+
+def seed_settings(settings: dict) -> dict:
+    """The entries of a parameters dict that the iso-FLOP sweep depends
+    on (:data:`SEED_KEYS`), as JSON would store them. Section
+    scale-chinchilla."""
+    missing = [k for k in SEED_KEYS if k not in settings]
+    if missing:
+        raise ValueError(f"settings lack {missing}")
+    ints = ("widths", "batch_range")
+    out = {}
+    for k in SEED_KEYS:
+        v = settings[k]
+        if isinstance(v, (list, tuple, range)):
+            v = [int(x) if k in ints else float(x) for x in v]
+        out[k] = v
+    return out
+
+
+def seed_sweep(settings: dict, seed: int) -> pd.DataFrame:
+    """The notebook's whole sweep for one seed: the teacher language drawn
+    with ``seed``, every width at every budget at every rate of
+    ``lr_grid``, students initialised and fed with ``seed``. Returns the
+    runs table of :func:`train_isoflop_runs`. Section scale-chinchilla."""
+    s = seed_settings(settings)
+    lang = teacher_language(
+        s["vocab"],
+        s["context"],
+        s["teacher_embed"],
+        s["teacher_width"],
+        s["teacher_sharpness"],
+        seed,
+    )
+    rows = [
+        row
+        for c in s["budgets"]
+        for w in s["widths"]
+        for row in train_isoflop_runs(
+            lang,
+            s["student_embed"],
+            w,
+            c,
+            s["lr_grid"],
+            [seed],
+            s["target_steps"],
+            tuple(s["batch_range"]),
+        )
+    ]
+    return pd.DataFrame(rows)
+
+
+def seed_row(seed: int, runs, settings: dict) -> dict:
+    """One seed's summary of a sweep (:func:`seed_sweep`): the exponents
+    a (N_opt ~ C^a) and b (D_opt ~ C^b) with their 95 % intervals, with
+    the rate tuned per size and budget, the exponent a at the one rate
+    ``lr``, the best size per budget and how many best sizes lie on the
+    edge of the widths. Section scale-chinchilla."""
+    from llmbook.core.stats import loglog_slope
+
+    s = seed_settings(settings)
+    runs = pd.DataFrame(runs)
+    tuned = best_rates(runs)
+    opt = isoflop_optima(tuned, s["fit_points"])
+    fixed = runs[np.isclose(runs["lr"], s["lr"])]
+    opt_fixed = isoflop_optima(fixed, s["fit_points"])
+    fa = loglog_slope(opt["C"], opt["N_opt"])
+    fb = loglog_slope(opt["C"], opt["D_opt"])
+    ff = loglog_slope(opt_fixed["C"], opt_fixed["N_opt"])
+    return {
+        "seed": int(seed),
+        "a": fa["slope"],
+        "a_lo": fa["lo"],
+        "a_hi": fa["hi"],
+        "b": fb["slope"],
+        "b_lo": fb["lo"],
+        "b_hi": fb["hi"],
+        "a_fixed": ff["slope"],
+        "a_fixed_lo": ff["lo"],
+        "a_fixed_hi": ff["hi"],
+        "N_opt": [float(x) for x in opt["N_opt"]],
+        "n_edge": int(opt["on_edge"].sum()),
+    }
+
+
+def seed_check(settings: dict, seeds) -> dict:
+    """:func:`seed_row` of :func:`seed_sweep` for every seed of ``seeds``.
+    Returns ``{"settings": seed settings plus "seeds", "rows": [...]}``,
+    what ``tools/isoflop_seeds.py`` stores. Section scale-chinchilla."""
+    seeds = [int(s) for s in seeds]
+    rows = [seed_row(s, seed_sweep(settings, s), settings) for s in seeds]
+    return {
+        "settings": {**seed_settings(settings), "seeds": seeds},
+        "rows": rows,
+    }
+
+
+def seed_table(rows) -> pd.DataFrame:
+    """The stored or live seed rows as a table indexed by seed: a and b
+    with their intervals and a at the one rate (the N_opt lists left out).
+    Section scale-chinchilla."""
+    df = pd.DataFrame(rows).set_index("seed").sort_index()
+    return df.drop(columns=["N_opt"])
