@@ -615,3 +615,37 @@ def test_median_range_text():
     )
     with pytest.raises(ValueError, match="values"):
         bs.median_range_text([])
+
+
+def test_draw_row_is_the_page_summary_of_one_draw(lin):
+    B = np.array([2, 4, 16, 64, 256, 1024, 2048], dtype=float)
+    truth = 0.01 * B**0.3
+    optima = _optima_from(B, truth, 0.05, 100)
+    row = bs.draw_row(lin, optima, 20)
+    fits = bs.fits_with_intervals(optima)
+    exp = fits.loc["power-law exponent"]
+    assert row["exponent"] == pytest.approx(exp["estimate"])
+    assert row["exponent lo"] <= row["exponent"] <= row["exponent hi"]
+    theory = bs.linear_theory(lin)
+    pred = [bs.theory_optimal_lr(theory, b, 20, state_noise=True) for b in B]
+    ratio = optima["lr_star"] / np.array(pred)
+    assert row["measured / theory, min"] == pytest.approx(ratio.min())
+    assert row["measured / theory, max"] == pytest.approx(ratio.max())
+    diff = fits.loc["log-RMS power - saturating"]
+    want = stats.compare((diff["lo"], diff["hi"]), (0.0, 0.0))
+    assert row["which fits better"] == bs.DRAW_WORDS[want]
+    assert row["censored"] == int(bs.censored(optima).sum())
+
+
+def test_verdict_counts():
+    tie, sat = bs.DRAW_WORDS["within noise"], bs.DRAW_WORDS["better"]
+    assert bs.verdict_counts([tie, tie, tie]) == f"{tie} in all 3 draws"
+    assert bs.verdict_counts([sat]) == f"{sat} in 1 draw"
+    assert (
+        bs.verdict_counts([sat, tie, sat])
+        == f"{sat} in 2 and {tie} in 1 of 3 draws"
+    )
+    three = bs.verdict_counts(["x", "y", "z", "x"])
+    assert three == "x in 2, y in 1 and z in 1 of 4 draws"
+    with pytest.raises(ValueError):
+        bs.verdict_counts([])

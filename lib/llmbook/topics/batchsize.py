@@ -642,6 +642,70 @@ def exponent_table(optima_by_name: dict, level: float = 0.95, keep=None):
     return pd.DataFrame(rows).T
 
 
+DRAW_WORDS = {
+    "better": "the saturating form fits better",
+    "worse": "the power law fits better",
+    "within noise": "the two tie",
+}
+
+
+def draw_row(problem: Problem, optima: dict, steps: int, level=0.95):
+    """One data draw's fixed-steps sweep (:func:`sweep` on ``problem``)
+    summarised as part (a) of hw11-q4 reads it: the power-law exponent of
+    lr*(B) with its bootstrap interval, which law fits the uncensored
+    optima better (log-RMS power minus saturating, its interval against
+    zero, words of :data:`DRAW_WORDS`), and the smallest and largest ratio
+    of measured to theory optimum (:func:`theory_optimal_lr` with the
+    state-dependent noise) over every batch size. Returns a dict; the batch-size notebook's
+    table of data draws has one per draw.
+    """
+    from llmbook.core.stats import compare
+
+    fits = fits_with_intervals(optima, level)
+    theory = linear_theory(problem)
+    predicted = np.array(
+        [
+            theory_optimal_lr(theory, B, steps, state_noise=True)
+            for B in optima["B"]
+        ]
+    )
+    keep = ~censored(optima)
+    ratio = optima["lr_star"] / predicted  # every B, as the page says
+    diff = fits.loc["log-RMS power - saturating"]
+    exp = fits.loc["power-law exponent"]
+    return {
+        "exponent": float(exp["estimate"]),
+        "exponent lo": float(exp["lo"]),
+        "exponent hi": float(exp["hi"]),
+        "log-RMS power - saturating": float(diff["estimate"]),
+        "which fits better": DRAW_WORDS[
+            compare((diff["lo"], diff["hi"]), (0.0, 0.0))
+        ],
+        "measured / theory, min": float(ratio.min()),
+        "measured / theory, max": float(ratio.max()),
+        "censored": int((~keep).sum()),
+    }
+
+
+def verdict_counts(verdicts) -> str:
+    """Prose count of the verdicts of several draws, most frequent first:
+    ``'the two tie in 2 and the power law fits better in 1 of 3 draws'``,
+    or ``'the two tie in all 3 draws'``."""
+    from collections import Counter
+
+    verdicts = list(verdicts)
+    if not verdicts:
+        raise ValueError("verdicts must not be empty")
+    n = len(verdicts)
+    counts = Counter(verdicts).most_common()
+    if len(counts) == 1:
+        return f"{counts[0][0]} in {'all ' if n > 1 else ''}{n} draw" + (
+            "s" if n > 1 else ""
+        )
+    parts = [f"{v} in {k}" for v, k in counts]
+    return f"{', '.join(parts[:-1])} and {parts[-1]} of {n} draws"
+
+
 def log_law_table(theory: dict, batch_sizes, steps: int):
     """The log law of :func:`log_law_lr` against the exact optimum of the
     problem averaged over directions (mean h, m2, s), per batch size; and
