@@ -324,7 +324,8 @@ def plot_isoflop_laws(optima, fits: dict):
     import matplotlib.pyplot as plt
 
     use_style()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    # stacked at the book's 6.4 in: readable on a phone (issue 20)
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 6.4))
     cs = np.geomspace(optima["C"].min(), optima["C"].max(), 50)
     for ax, col, name in zip(
         axes, ("N_opt", "D_opt"), ("parameters", "tokens")
