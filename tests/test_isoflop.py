@@ -78,6 +78,9 @@ def test_optima_hand_values_and_figures():
     assert not opt["on_edge"].any()
     fig = isoflop.plot_isoflop(rows, opt, 1.0)
     assert len(fig.axes[0].lines) == 2 * 4 + 1
+    # legend included, no wider than the book's 6.4 in (issue 20)
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    assert tight.width <= 6.4
     fits = {k: {"coef": 1.0, "slope": 0.5} for k in ("N_opt", "D_opt")}
     fig = isoflop.plot_isoflop_laws(opt, fits)
     assert len(fig.axes) == 2
