@@ -433,6 +433,9 @@ def test_hbm_and_cpu_figures():
     by_m = at.hbm_traffic_by_buffer(32, 4, [64, 256], gen)
     fig = at.plot_hbm_traffic(by_n, by_m, 4, 64, 32)
     ax1, ax2 = fig.axes
+    # one column at the book's 6.4 in: readable on a phone (issue 20)
+    assert fig.get_size_inches()[0] <= 6.4
+    assert {a.get_subplotspec().colspan.start for a in fig.axes} == {0}
     assert len(ax1.lines) == 6 and len(ax2.lines) == 4
     assert list(ax1.lines[0].get_ydata()) == list(by_n["standard"])
     assert ax1.get_xscale() == ax2.get_yscale() == "log"

@@ -465,6 +465,9 @@ def test_plot_lr_sweep_draws_median_and_range():
         }
     )
     fig = formats.plot_lr_sweep(table, ["a", "b"], ["A", "B"])
+    # one column at the book's 6.4 in: readable on a phone (issue 20)
+    assert fig.get_size_inches()[0] <= 6.4
+    assert {a.get_subplotspec().colspan.start for a in fig.axes} == {0}
     ax = fig.axes[0]
     lines = [ln for ln in ax.get_lines() if ln.get_marker() not in ("_",)]
     ys = sorted(tuple(ln.get_ydata()) for ln in lines if len(ln.get_ydata()))

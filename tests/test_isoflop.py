@@ -78,8 +78,15 @@ def test_optima_hand_values_and_figures():
     assert not opt["on_edge"].any()
     fig = isoflop.plot_isoflop(rows, opt, 1.0)
     assert len(fig.axes[0].lines) == 2 * 4 + 1
+    # legend included, no wider than the book's 6.4 in (issue 20)
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    assert tight.width <= 6.4
     fits = {k: {"coef": 1.0, "slope": 0.5} for k in ("N_opt", "D_opt")}
-    assert len(isoflop.plot_isoflop_laws(opt, fits).axes) == 2
+    fig = isoflop.plot_isoflop_laws(opt, fits)
+    assert len(fig.axes) == 2
+    # one column at the book's 6.4 in: readable on a phone (issue 20)
+    assert fig.get_size_inches()[0] <= 6.4
+    assert {a.get_subplotspec().colspan.start for a in fig.axes} == {0}
 
 
 def test_slope_text_hand_value():

@@ -336,6 +336,9 @@ def test_plot_expert_shares_panels():
 
     sh = np.full((5, 4), 0.25)
     fig = moe.plot_expert_shares({"a": sh, "b": sh}, 4)
+    # one column at the book's 6.4 in: readable on a phone (issue 20)
+    assert fig.get_size_inches()[0] <= 6.4
+    assert {a.get_subplotspec().colspan.start for a in fig.axes} == {0}
     assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
     assert len(fig.axes[0].collections) == 4  # one stacked band per expert
     assert fig.axes[0].get_ylabel() and fig.axes[1].get_legend()

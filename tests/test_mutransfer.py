@@ -91,6 +91,9 @@ def test_plot_width_sweep_one_panel_per_parameterisation():
         lrs, losses, best, {"sp": "SP", "mup": "μP"}
     )
     axes = fig.axes
+    # one column at the book's 6.4 in: readable on a phone (issue 20)
+    assert fig.get_size_inches()[0] <= 6.4
+    assert {a.get_subplotspec().colspan.start for a in fig.axes} == {0}
     assert [a.get_title() for a in axes] == ["SP", "μP"]
     assert axes[0].get_ylim() == axes[1].get_ylim()
     assert axes[0].get_xlabel() and axes[0].get_ylabel()

@@ -338,6 +338,9 @@ def test_figures_and_tables_of_the_lab():
     layers = prune.prunable_layers(m)
     fig = prune.plot_weight_histograms(layers, layers, "t")
     assert len([a for a in fig.axes if a.has_data()]) == len(layers)
+    # two columns at the book's width, readable on a phone (issue 20)
+    cols = {a.get_subplotspec().colspan.start for a in fig.axes}
+    assert cols == {0, 1} and fig.get_size_inches()[0] <= 6.4
     rec = prune.recovery_table(
         {0.5: {"x": [0.5], "y": [0.6, 0.7]}, 0.9: {"x": [0.1], "y": [0.2]}},
         100,

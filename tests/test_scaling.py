@@ -266,6 +266,9 @@ def test_plot_budget_sweep_two_labelled_panels_with_the_window():
         C, n, passes, scaling.optimal_allocation(C)[0], 4.1e12, window
     )
     assert len(fig.axes) == 2
+    # one column at the book's 6.4 in: readable on a phone (issue 20)
+    assert fig.get_size_inches()[0] <= 6.4
+    assert {a.get_subplotspec().colspan.start for a in fig.axes} == {0}
     for ax in fig.axes:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
         assert len(ax.patches) == 1  # the shaded window

@@ -232,10 +232,69 @@ def _svg_cross_document_glue() -> None:
     crossref.generate_any_nodes = generate_any_nodes
 
 
+def image_link_target(node, docname: str, builder) -> str:
+    """The address a figure links to: the image file as the page shows it.
+
+    Args:
+        node: a docutils ``image`` node of the resolved doctree of
+            ``docname``.
+        docname: the page, e.g. ``chapters/pruning-quantization``.
+        builder: the HTML builder (its ``env.images``, ``imagedir`` and
+            ``supported_image_types``).
+
+    Picks the candidate Sphinx will pick (``post_process_images``): a file
+    the build copies to ``_images/`` gets its address there relative to the
+    page; any other URI (a glued SVG already under ``_images``, a URL) is
+    kept. Used by :func:`_link_figures` (issue 20: tap a figure on a phone
+    to open it full-screen and zoom).
+    """
+    import posixpath
+
+    from sphinx.util.osutil import relative_uri
+
+    candidates = node.get("candidates", {})
+    uri = node["uri"]
+    if "*" not in candidates and "?" not in candidates:
+        uri = next(
+            (
+                candidates[kind]
+                for kind in builder.supported_image_types
+                if candidates.get(kind)
+            ),
+            uri,
+        )
+    if uri not in builder.env.images:
+        return uri
+    folder = relative_uri(builder.get_target_uri(docname), builder.imagedir)
+    return posixpath.join(folder, builder.env.images[uri][1])
+
+
+def _link_figures(app, doctree, docname) -> None:
+    # Every figure, glued or not, is a link to its own image file, so a
+    # phone reader can open it alone and zoom (the build writes the link;
+    # no script).
+    if app.builder.format != "html":
+        return
+    from docutils import nodes
+
+    for image in list(doctree.findall(nodes.image)):
+        if isinstance(image.parent, nodes.reference):
+            continue
+        link = nodes.reference(
+            "",
+            "",
+            internal=True,
+            refuri=image_link_target(image, docname, app.builder),
+        )
+        image.replace_self(link)
+        link.append(image)
+
+
 def setup(app):
     _svg_cross_document_glue()
     app.add_role("n", _short_glue_role())
     app.connect("doctree-resolved", _strip_answers_in_problems_edition)
+    app.connect("doctree-resolved", _link_figures)
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("html-page-context", _no_page_toc_on_stubs, priority=100)
     app.connect("config-inited", _use_local)

@@ -707,7 +707,8 @@ def plot_hbm_traffic(by_n, by_m, d: int, M: int, n: int):
     from llmbook.book.plotting import use_style
 
     use_style()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8.5, 4.2))
+    # stacked at the book's 6.4 in: readable on a phone (issue 20)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.4, 8.4))
     ns = np.array(by_n.index, dtype=float)
     done = by_n.dropna()
     ax1.plot(ns, by_n["standard"], "-", label="standard, closed form")
@@ -736,7 +737,7 @@ def plot_hbm_traffic(by_n, by_m, d: int, M: int, n: int):
     )
     ax1.set_xlabel("sequence length T")
     ax1.set_title(f"Forward pass, d = {d}, M = {M}")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=9)
     ms = np.array(by_m.index, dtype=float)
     ax2.plot(
         ms, by_m["flash"], "-", color="C1", label="FlashAttention, closed form"
@@ -757,7 +758,7 @@ def plot_hbm_traffic(by_n, by_m, d: int, M: int, n: int):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylabel("elements moved to/from HBM")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=9)
     fig.tight_layout()
     return fig
 

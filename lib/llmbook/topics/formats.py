@@ -609,7 +609,8 @@ def plot_lr_sweep(table, recipes, labels):
     from llmbook.book.plotting import use_style
 
     use_style()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    # stacked at the book's 6.4 in: readable on a phone (issue 20)
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 6.8))
     for col, ax, ylab in zip(
         ("loss", "accuracy"),
         axes,
@@ -631,7 +632,7 @@ def plot_lr_sweep(table, recipes, labels):
         ax.set_xlabel("SGD learning rate")
         ax.set_ylabel(ylab)
     axes[0].set_yscale("log")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=9)
     fig.suptitle("Median and range over seeds")
     fig.tight_layout()
     return fig

@@ -278,7 +278,9 @@ def slope_text(fit: dict) -> str:
 def plot_isoflop(runs, optima, entropy: float):
     """Figure: loss against N per budget (markers), each budget's fitted
     parabola over the sizes it used (line) and its vertex (star); sizes
-    outside a fit are drawn hollow. Section scale-chinchilla."""
+    outside a fit are drawn hollow; the legend under the axes keeps the
+    figure at the book's 6.4 in (readable on a phone, issue 20). Section
+    scale-chinchilla."""
     from llmbook.book.plotting import new_axes
 
     fig, ax = new_axes(
@@ -286,7 +288,7 @@ def plot_isoflop(runs, optima, entropy: float):
         "loss (nats per token)",
         "Iso-FLOP curves, learning rate tuned per size",
         logx=True,
-        figsize=(6.5, 4),
+        figsize=(6.4, 4),
     )
     runs = pd.DataFrame(runs)
     for _, row in optima.iterrows():
@@ -311,7 +313,12 @@ def plot_isoflop(runs, optima, entropy: float):
         ax.plot(np.exp(xs), np.polyval(coef, xs), color=pts.get_color())
         ax.plot(row["N_opt"], row["loss_opt"], "k*", ms=10)
     ax.axhline(entropy, color="grey", ls=":", label="entropy of language")
-    ax.legend(title="budget (FLOP)", loc="upper left", bbox_to_anchor=(1, 1))
+    ax.legend(
+        title="budget (FLOP)",
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        ncols=3,
+    )
     return fig
 
 
@@ -324,7 +331,8 @@ def plot_isoflop_laws(optima, fits: dict):
     import matplotlib.pyplot as plt
 
     use_style()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    # stacked at the book's 6.4 in: readable on a phone (issue 20)
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 6.4))
     cs = np.geomspace(optima["C"].min(), optima["C"].max(), 50)
     for ax, col, name in zip(
         axes, ("N_opt", "D_opt"), ("parameters", "tokens")

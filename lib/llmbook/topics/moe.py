@@ -629,14 +629,17 @@ def plot_expert_shares(shares: dict, n_experts: int):
     """Each expert's share of a batch's tokens over training, stacked, one
     panel per entry of ``shares`` (panel title -> per-step shares (steps,
     ``n_experts``) of one run, as :func:`train_seeds` records them), the
-    panels side by side with a shared y axis. Section scale-moe (notebook
-    moe-routing). Returns the figure."""
+    panels one under the other at the book's 6.4 in (readable on a phone,
+    issue 20) with a shared x axis, the legend under the last. Section
+    scale-moe (notebook moe-routing). Returns the figure."""
     import matplotlib.pyplot as plt
 
     from llmbook.book.plotting import use_style
 
     use_style()
-    fig, axes = plt.subplots(1, len(shares), figsize=(8, 3.6), sharey=True)
+    fig, axes = plt.subplots(
+        len(shares), 1, figsize=(6.4, 3.0 * len(shares) + 0.8), sharex=True
+    )
     axes = np.atleast_1d(axes)
     for ax, (title, sh) in zip(axes, shares.items()):
         ax.stackplot(
@@ -644,12 +647,17 @@ def plot_expert_shares(shares: dict, n_experts: int):
             sh.T,
             labels=[f"expert {e}" for e in range(n_experts)],
         )
-        ax.set_xlabel("training step")
         ax.set_title(title)
         ax.set_xlim(1, len(sh))
         ax.set_ylim(0, 1)
-    axes[0].set_ylabel("share of the batch's tokens (stacked)")
-    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.set_ylabel("share of tokens (stacked)")
+    axes[-1].set_xlabel("training step")
+    axes[-1].legend(
+        fontsize=9,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.3),
+        ncols=min(n_experts, 4),
+    )
     fig.tight_layout()
     return fig
 

@@ -297,8 +297,10 @@ def plot_width_sweep(lrs, losses: dict, best, titles: dict):
 
     use_style()
     lrs = positive_array("lrs", lrs)
+    # one panel under the other at the book's 6.4 in: readable on a phone
+    # (issue 20)
     fig, axes = plt.subplots(
-        1, len(losses), figsize=(4.6 * len(losses), 3.8), sharey=True
+        len(losses), 1, figsize=(6.4, 3.6 * len(losses)), sharey=True
     )
     axes = np.atleast_1d(axes)
     finite = np.concatenate([c[np.isfinite(c)] for c in losses.values()])
@@ -315,8 +317,8 @@ def plot_width_sweep(lrs, losses: dict, best, titles: dict):
             0.8 * finite.min(), 1.2 * min(finite.max(), 100 * finite.min())
         )
         ax.set_xlabel("Adam learning rate")
-    axes[0].set_ylabel("final training MSE")
-    axes[-1].legend(fontsize=8)
+        ax.set_ylabel("final training MSE")
+    axes[-1].legend(fontsize=9)
     fig.tight_layout()
     return fig
 

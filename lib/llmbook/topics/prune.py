@@ -668,10 +668,21 @@ def weight_stats(layers: dict) -> "pd.DataFrame":
 
 def plot_weight_histograms(layers: dict, init_layers: dict, title: str):
     """Histograms of each layer's trained weights (filled) over the same
-    layer at initialisation (outline), 2 x 4 panels; returns the figure."""
+    layer at initialisation (outline), 2 panels to a row; returns the figure.
+
+    Two columns at the book's 6.4-inch width, so that on a 390 px phone its
+    tick labels stay readable (issue 20; ``tests/test_phone.py`` measures
+    them). Used in the pruning lab's weight histograms.
+    """
+    import math
+
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(10, 5.6))
+    ncols = 2
+    nrows = math.ceil(len(layers) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(6.4, 2.2 * nrows + 0.6), squeeze=False
+    )
     axes = axes.flatten()
     for ax, (name, layer) in zip(axes, layers.items()):
         w = layer.weight.detach().flatten().numpy()
@@ -685,12 +696,12 @@ def plot_weight_histograms(layers: dict, init_layers: dict, title: str):
             lw=1.2,
             label="initial",
         )
-        ax.set_title(f"{name} ({w.size:,})", fontsize=10)
-        ax.set_xlabel("weight value", fontsize=9)
-        ax.tick_params(labelsize=8)
-    axes[0].set_ylabel("count", fontsize=9)
-    axes[4].set_ylabel("count", fontsize=9)
-    axes[0].legend(fontsize=8)
+        ax.set_title(f"{name} ({w.size:,})", fontsize=11)
+        ax.set_xlabel("weight value", fontsize=10)
+        ax.tick_params(labelsize=10)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("count", fontsize=10)
+    axes[0].legend(fontsize=10)
     for ax in axes[len(layers) :]:
         ax.axis("off")
     fig.suptitle(title)

@@ -308,7 +308,7 @@ def plot_budget_sweep(C, n_best, passes, n_free, unique_tokens, window):
     """Two panels against the budget ``C`` (FLOP): the best model size with
     ``unique_tokens`` unique tokens whose repeats halve (``n_best``), beside
     the single-epoch size C / (6 D) and the unconstrained optimum
-    ``n_free``; and the ``passes`` over the unique data the best run makes.
+    ``n_free``; under it the ``passes`` over the unique data the best run makes.
     ``window`` = (C_lo, C_hi) from :func:`single_epoch_window` is shaded.
     Returns the figure. Section genai-e3.
     """
@@ -317,7 +317,8 @@ def plot_budget_sweep(C, n_best, passes, n_free, unique_tokens, window):
     from llmbook.book.plotting import use_style
 
     use_style()
-    fig, (ax_n, ax_p) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    # stacked at the book's 6.4 in: readable on a phone (issue 20)
+    fig, (ax_n, ax_p) = plt.subplots(2, 1, figsize=(6.4, 7.2))
     d = positive("unique_tokens", unique_tokens)
     ax_n.loglog(C, n_best, label="best, repeats halve in value")
     ax_n.loglog(C, np.asarray(C) / (6 * d), "--", label="reads the data once")
@@ -331,7 +332,7 @@ def plot_budget_sweep(C, n_best, passes, n_free, unique_tokens, window):
     ax_p.set_ylabel("passes over the unique data")
     ax_n.set_title("Best model size")
     ax_p.set_title("Passes the best run makes")
-    ax_n.legend(fontsize=8)
+    ax_n.legend(fontsize=9)
     fig.tight_layout()
     return fig
 

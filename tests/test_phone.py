@@ -1,0 +1,203 @@
+"""The built site on a 390 px phone (viewport 390 x 844), in headless
+Chromium: no page scrolls sideways, inline maths is never clipped, every
+figure is a link to its own image (tap to open it full-screen and zoom), and
+the smallest text of each figure, measured at 1280 px and at 390 px, is
+written to ``_build/figure_text.json``.
+
+Reuses the ``server`` and ``browser`` fixtures of ``test_browser.py``.
+"""
+
+import json
+
+import pytest
+
+from conftest import BUILD, built_docnames
+from test_browser import browser, server  # noqa: F401 (fixtures)
+
+pytestmark = [pytest.mark.book, pytest.mark.browser]
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+# Issue 20: the smallest figure text, in CSS px, at each width.
+MIN_TEXT_PX = {1280: 9.0, 390: 6.0}
+
+OPEN_ALL = """() => {
+    document.querySelectorAll('.toggle-hidden')
+        .forEach(e => e.classList.remove('toggle-hidden'));
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+}"""
+
+# The elements that stick out past the right edge of the viewport and are
+# not inside a box that clips or scrolls them, outermost first: the first
+# is the one that widens the page.
+WIDEST = """() => {
+    const W = document.documentElement.clientWidth;
+    const name = el => el.tagName.toLowerCase()
+        + (el.className && typeof el.className === 'string'
+           ? '.' + el.className.trim().split(/\\s+/).join('.') : '');
+    // inside a box that clips or scrolls, or fixed to the viewport (the
+    // theme's off-canvas sidebars): it cannot widen the page
+    const clipped = el => {
+        if (getComputedStyle(el).position === 'fixed') return true;
+        for (let a = el.parentElement; a && a !== document.body;
+             a = a.parentElement) {
+            const style = getComputedStyle(a);
+            if (style.overflowX !== 'visible' || style.position === 'fixed')
+                return true;
+        }
+        return false;
+    };
+    const out = [];
+    for (const el of document.body.querySelectorAll('*')) {
+        const r = el.getBoundingClientRect();
+        if (r.width === 0 || r.right <= W + 0.5 || clipped(el)) continue;
+        const p = el.parentElement.getBoundingClientRect();
+        if (p.right > W + 0.5 && el.parentElement !== document.body) continue;
+        out.push(`${name(el)} (right edge ${Math.round(r.right)} px): `
+                 + el.textContent.trim().slice(0, 60));
+    }
+    return out.slice(0, 3);
+}"""
+
+# Inline maths whose glyphs are wider than its box and that does not scroll:
+# the theme sets overflow: hidden on span.math, which cuts it off unseen.
+CLIPPED_MATH = """() => [...document.querySelectorAll('main span.math')]
+    .filter(el => {
+        const glyphs = el.querySelector('mjx-math');
+        return glyphs && glyphs.getBoundingClientRect().width
+                > el.getBoundingClientRect().width + 0.5
+            && !['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+    })
+    .map(el => el.textContent.slice(0, 60))"""
+
+# Every image of the article with the link around it.
+IMAGE_LINKS = """() => [...document.querySelectorAll('article.bd-article img')]
+    .map(img => ({src: img.src, href: img.closest('a') ?
+                  img.closest('a').href : null}))"""
+
+# For every image of the article: its displayed width and the smallest font
+# size of its SVG's text in CSS px as shown. The SVG is fetched, put in the
+# page (off-screen) at the image's displayed size, and each text run's
+# font size is scaled by its transform to the screen (viewBox included).
+FIGURE_TEXT = """async () => {
+    const out = [];
+    for (const img of document.querySelectorAll('article.bd-article img')) {
+        const width = img.getBoundingClientRect().width;
+        const height = img.getBoundingClientRect().height;
+        const entry = {image: img.src.split('/').pop(), width: width,
+                       min_px: null, text_runs: 0};
+        out.push(entry);
+        if (!img.src.endsWith('.svg') || width === 0) continue;
+        const source = await (await fetch(img.src)).text();
+        const parsed = new DOMParser()
+            .parseFromString(source, 'image/svg+xml');
+        const svg = document.importNode(parsed.documentElement, true);
+        svg.setAttribute('width', width);
+        svg.setAttribute('height', height);
+        const host = document.createElement('div');
+        host.style.cssText = 'position:absolute;left:-30000px;top:0';
+        host.appendChild(svg);
+        document.body.appendChild(host);
+        for (const t of svg.querySelectorAll('text, tspan')) {
+            const own = [...t.childNodes]
+                .filter(n => n.nodeType === 3)
+                .map(n => n.textContent).join('').trim();
+            if (!own) continue;
+            const m = t.getScreenCTM();
+            const scale = Math.sqrt(Math.abs(m.a * m.d - m.b * m.c));
+            const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+            entry.text_runs += 1;
+            if (entry.min_px === null || px < entry.min_px) {
+                entry.min_px = px;
+                entry.smallest = own.slice(0, 30);
+            }
+        }
+        host.remove();
+    }
+    return out;
+}"""
+
+
+def _open(browser, server, doc, viewport):
+    page = browser.new_page(viewport=viewport)
+    page.goto(f"{server}/{doc}.html", wait_until="load")
+    if page.locator("main .math").count():
+        page.wait_for_function(
+            "document.querySelectorAll('main mjx-container').length > 0",
+            timeout=120_000,
+        )  # hang guard
+        page.evaluate("MathJax.startup.promise")
+    page.evaluate(OPEN_ALL)
+    return page
+
+
+@pytest.mark.parametrize("doc", built_docnames())
+def test_phone_fits_and_figures_are_links(server, browser, doc):  # noqa: F811
+    page = _open(browser, server, doc, PHONE)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    widest = page.evaluate(WIDEST) if width > PHONE["width"] else []
+    clipped = page.evaluate(CLIPPED_MATH)
+    images = page.evaluate(IMAGE_LINKS)
+    page.close()
+    assert width <= PHONE["width"], (
+        f"{doc} is {width} px wide at 390 px; widest: {widest}"
+    )
+    assert clipped == [], f"inline maths clipped at 390 px: {clipped}"
+    unlinked = [i["src"] for i in images if i["href"] != i["src"]]
+    assert unlinked == [], (
+        f"figures that are not a link to their image: {unlinked}"
+    )
+
+
+def figure_text(browser, server, docs):  # noqa: F811
+    """Per figure: the page, the image, and its smallest text at each width.
+
+    Returns a list of dicts with ``page``, ``image``, ``index`` (the image's
+    place on the page) and, per width in :data:`MIN_TEXT_PX`, the displayed
+    width ``width_<w>`` and smallest text ``min_px_<w>`` (CSS px; ``None``
+    for a raster image or one without text).
+    """
+    rows = {}
+    for doc in docs:
+        for w, viewport in ((1280, DESKTOP), (390, PHONE)):
+            page = _open(browser, server, doc, viewport)
+            for i, entry in enumerate(page.evaluate(FIGURE_TEXT)):
+                row = rows.setdefault(
+                    (doc, i),
+                    {"page": doc, "index": i, "image": entry["image"]},
+                )
+                row[f"width_{w}"] = round(entry["width"], 1)
+                px = entry["min_px"]
+                row[f"min_px_{w}"] = None if px is None else round(px, 2)
+                row[f"smallest_{w}"] = entry.get("smallest")
+            page.close()
+    return list(rows.values())
+
+
+def summary(rows) -> str:
+    """One line: how many figures, how many fall under each limit, the worst."""
+    parts = [f"{len(rows)} figures"]
+    for w, limit in MIN_TEXT_PX.items():
+        sized = [r for r in rows if r.get(f"min_px_{w}") is not None]
+        under = [r for r in sized if r[f"min_px_{w}"] < limit]
+        worst = min(sized, key=lambda r: r[f"min_px_{w}"], default=None)
+        text = f"at {w} px {len(under)} under {limit:g} px"
+        if worst is not None:
+            text += (
+                f" (smallest {worst[f'min_px_{w}']:.1f} px, "
+                f"{worst['page']} #{worst['index']})"
+            )
+        parts.append(text)
+    return "figure text: " + "; ".join(parts)
+
+
+def test_figure_text_sizes(server, browser, capsys):  # noqa: F811
+    rows = figure_text(browser, server, built_docnames())
+    (BUILD / "figure_text.json").write_text(json.dumps(rows, indent=1))
+    line = summary(rows)
+    with capsys.disabled():
+        print("\n" + line)
+    assert rows, "no figure on any page"
+    assert all(r.get("min_px_1280") is not None for r in rows), (
+        "a figure without measurable text (a raster image?)"
+    )
