@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import colab_sim  # noqa: E402
 
 pytestmark = pytest.mark.colab
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = colab_sim.book_notebooks()  # the labs too
 
 
 @pytest.fixture(scope="module")

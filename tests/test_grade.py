@@ -363,3 +363,39 @@ def test_unknown_names_raise_listing_the_exercises():
     for f in (grade.reference, grade.stub_source, grade.tolerance):
         with pytest.raises(ValueError, match="one of the exercises"):
             f("nope")
+
+
+def test_warnings_from_the_students_function_are_reported_not_raised(
+    capsys,
+):
+    def noisy(X, W_QK):
+        np.exp(np.array([1000.0]))  # overflow: a RuntimeWarning
+        return grade.reference("attention_pattern")(X, W_QK)
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that escapes fails
+        assert grade.check("attention_pattern", noisy) is True
+    out = capsys.readouterr().out
+    assert out.startswith("✓ attention_pattern: ") and "cases pass" in out
+    assert "warnings from your function: RuntimeWarning: overflow" in out
+
+
+def test_use_returns_the_students_function_once_it_passes(capsys):
+    ref = grade.reference("loss_mask")
+
+    def mine(*args):
+        return ref(*args)
+
+    assert grade.use("loss_mask", mine) is mine
+    assert capsys.readouterr().out == ""
+    stub = _stub("loss_mask")
+    assert grade.use("loss_mask", stub) is ref
+    assert capsys.readouterr().out == (
+        "loss_mask: using the reference implementation until yours "
+        "passes grade.check\n"
+    )
+    assert grade.use("loss_mask", loss_mask_unshifted) is ref
+    with pytest.raises(ValueError, match="one of the exercises"):
+        grade.use("nope", mine)

@@ -4,6 +4,7 @@ With ``LLMBOOK_BUILD_DIR`` (``make check CHAPTER=...``) they check the pages of 
 build only, and a test about a page the build left out is skipped.
 """
 
+import json
 import re
 
 import pytest
@@ -308,3 +309,26 @@ def test_landing_page_promises_only_what_exists(built_book):
 
 def test_the_issues_button_lets_readers_report_errata(built_book):
     assert "/issues/new" in (built_book / "intro.html").read_text()
+
+
+LABS = [
+    p
+    for p in sorted((ROOT / "labs").glob("*.ipynb"))
+    if f"labs/{p.stem}" in PAGES
+]
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_lab_pages_run_unfinished_and_open_in_colab(built_book, path):
+    """A lab executes in the build with its stubs untouched: every check
+    says "not implemented yet", and its Colab button opens labs/."""
+    html = (built_book / "labs" / f"{path.stem}.html").read_text()
+    assert "colab.research.google.com/github/" in html
+    assert f"/labs/{path.name}" in html
+    text = BeautifulSoup(html, "html.parser").find("main").get_text(" ")
+    stubs = sum(
+        "".join(c["source"]).startswith("def ")
+        for c in json.loads(path.read_text())["cells"]
+    )
+    assert stubs >= 1 and text.count("not implemented yet") == stubs
+    assert "using the reference implementation" in text

@@ -146,3 +146,15 @@ def test_key_takeaways_are_left_out(built_book, problems_html, doc):
         assert bullet[:60] not in text, (
             f"a key takeaway leaked into the problems edition: {bullet[:60]}"
         )
+
+
+@pytest.mark.parametrize(
+    "doc", [d for d in built_docnames() if d.startswith("labs/")]
+)
+def test_the_labs_stay_whole(built_book, problems_html, doc):
+    """The labs hold stubs, not answers: the problems edition keeps them
+    as they are (only the launch buttons go, with every other page's)."""
+    full, problems = main_of(built_book, doc), main_of(problems_html, doc)
+    assert len(problems.select("div.cell")) == len(full.select("div.cell"))
+    assert "NotImplementedError" in problems.get_text(" ")
+    assert sphinx_ext.PROBLEMS_NOTE not in problems.get_text(" ")

@@ -2,6 +2,10 @@
 
     python tools/colab_sim.py [notebook.ipynb ...]      # default: every notebook
 
+A name is a file in ``notebooks/`` or a path from the repository root
+(``labs/lora-lab.ipynb``); the default is every notebook of the book, the
+solution notebooks (``notebooks/``) and the labs (``labs/``).
+
 1. A fresh virtual environment (``.colab-sim/venv``) with only what Colab preinstalls:
    numpy, pandas, matplotlib, scipy, sympy, torch, scikit-learn, ipykernel (no myst-nb,
    no papermill, no llmbook), at the versions of requirements.txt.
@@ -298,10 +302,23 @@ def run_offline(notebook: Path, py: Path, url: str, work: Path) -> dict:
     return result
 
 
-def main(names: list[str]) -> int:
-    notebooks = [ROOT / "notebooks" / n for n in names] or sorted(
-        (ROOT / "notebooks").glob("*.ipynb")
+def book_notebooks() -> list[Path]:
+    """Every notebook the book's toc lists: ``notebooks/`` and ``labs/``."""
+    return sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted(
+        (ROOT / "labs").glob("*.ipynb")
     )
+
+
+def notebook_path(name: str) -> Path:
+    """``name`` in ``notebooks/``, or a path from the repository root."""
+    path = ROOT / name
+    return (
+        path if "/" in name and path.is_file() else ROOT / "notebooks" / name
+    )
+
+
+def main(names: list[str]) -> int:
+    notebooks = [notebook_path(n) for n in names] or book_notebooks()
     py = make_venv()
     make_wheelhouse(py)
     failed = 0
