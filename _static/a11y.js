@@ -36,7 +36,8 @@
   }
 
   // Every solution's button is "Toggle hidden content": name it after the
-  // exercise it answers ("Show solution to Exercise 3").
+  // exercise it answers, by that exercise's title ("Show solution to
+  // Exercise (a) ...").
   function nameSolutionButtons() {
     document.querySelectorAll(".solution button.toggle-button")
       .forEach(function (b) {
@@ -44,9 +45,9 @@
         var link = title && title.querySelector("a[href^='#']");
         var exercise = link &&
           document.getElementById(link.getAttribute("href").slice(1));
-        var number = exercise &&
-          exercise.querySelector(".admonition-title .caption-number");
-        var name = text(number) || text(link) || "the exercise";
+        var heading = exercise &&
+          exercise.querySelector(":scope > .admonition-title");
+        var name = text(heading) || text(link) || "the exercise";
         b.setAttribute("aria-label", "Show solution to " + name);
       });
   }

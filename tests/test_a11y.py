@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from llmbook.book import a11y
-from conftest import ROOT, toc_docnames
+from conftest import ROOT, built_docnames
 from test_browser import browser, server  # noqa: F401 (fixtures)
 
 BROWSER = [pytest.mark.book, pytest.mark.browser]
@@ -24,7 +24,7 @@ WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 EXPERIMENTAL = ["label-content-name-mismatch"]
 # Every page of the toc and the pages Sphinx adds: the index, the search
 # page and sphinx-proof's Proof Index.
-PAGES = toc_docnames() + ["genindex", "search", "prf-prf"]
+PAGES = built_docnames() + ["genindex", "search", "prf-prf"]
 
 # What fixed each rule once (see the "Accessibility" notes in
 # lib/llmbook/book/a11y.py): where to look when it comes back.
