@@ -35,19 +35,29 @@
       .forEach(function (s) { s.removeAttribute("aria-label"); });
   }
 
-  // Every solution's button is "Toggle hidden content": name it after the
-  // exercise it answers, by that exercise's title ("Show solution to
-  // Exercise (a) ...").
+  // Every solution's button is "Toggle hidden content", and every exercise
+  // is titled "Exercise": name each button after the section its exercise
+  // opens, numbered where a section holds several ("Show solution to
+  // Exercise 2: Exercises").
   function nameSolutionButtons() {
     document.querySelectorAll(".solution button.toggle-button")
       .forEach(function (b) {
         var title = b.closest(".admonition-title");
         var link = title && title.querySelector("a[href^='#']");
-        var exercise = link &&
-          document.getElementById(link.getAttribute("href").slice(1));
-        var heading = exercise &&
-          exercise.querySelector(":scope > .admonition-title");
-        var name = text(heading) || text(link) || "the exercise";
+        var exercise = link && document.getElementById(
+          decodeURIComponent(link.getAttribute("href").slice(1)));
+        var section = exercise && exercise.closest("section");
+        var heading = section && section.querySelector(
+          ":scope > h1, :scope > h2, :scope > h3, :scope > h4");
+        var name = "Exercise";
+        if (heading) {
+          var siblings = Array.prototype.filter.call(
+            section.querySelectorAll(".exercise"),
+            function (e) { return e.closest("section") === section; });
+          if (siblings.length > 1)
+            name += " " + (siblings.indexOf(exercise) + 1);
+          name += ": " + text(heading).replace(/#$/, "").trim();
+        }
         b.setAttribute("aria-label", "Show solution to " + name);
       });
   }

@@ -110,6 +110,11 @@ def test_axe_wcag_aa(server, browser, doc):  # noqa: F811
         light = run_axe(page, WCAG)
         # MathJax leaves no equation in the tab order (_config.yml).
         tab_stops = page.locator('mjx-container[tabindex="0"]').count()
+        # Each solution's button says which exercise it opens.
+        names = page.eval_on_selector_all(
+            ".solution button.toggle-button",
+            "bs => bs.map(b => b.getAttribute('aria-label'))",
+        )
         page.evaluate(
             """async () => {
                 document.documentElement.dataset.theme = 'dark';
@@ -127,6 +132,8 @@ def test_axe_wcag_aa(server, browser, doc):  # noqa: F811
         f"axe-core (WCAG 2.1 A/AA) on {doc}.html:\n{report.strip()}"
     )
     assert tab_stops == 0, f"{tab_stops} equations are tab stops"
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    assert repeated == [], f"solution buttons that share a name: {repeated}"
 
 
 @pytest.mark.book
@@ -143,26 +150,35 @@ def test_a11y_deep_link_opens_solution(server, browser):  # noqa: F811
     inside = soup.select_one(".solution.dropdown [id]:not(section)")
     assert inside is not None, "fermi.html has no id inside a solution"
     target = inside["id"]
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    try:
-        page.goto(f"{server}/chapters/fermi.html#{target}", wait_until="load")
-        page.wait_for_timeout(300)
-        state = page.evaluate(
-            """id => {
-                const el = document.getElementById(id);
-                const box = el.closest('.solution');
-                const r = el.getBoundingClientRect();
-                return {
-                    hidden: !!el.closest('.toggle-hidden'),
-                    visible: r.height > 0 && r.top < innerHeight && r.bottom > 0,
-                    expanded: box.querySelector('button.toggle-button')
-                        ?.getAttribute('aria-expanded') ?? null,
-                };
-            }""",
-            target,
-        )
-    finally:
-        page.close()
+
+    def land(block_js):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        if block_js:
+            page.route("**/a11y.js*", lambda route: route.abort())
+        try:
+            page.goto(
+                f"{server}/chapters/fermi.html#{target}", wait_until="load"
+            )
+            page.wait_for_timeout(300)
+            return page.evaluate(
+                """id => {
+                    const el = document.getElementById(id);
+                    const r = el.getBoundingClientRect();
+                    return {
+                        hidden: !!el.closest('.toggle-hidden'),
+                        visible: r.height > 0 && r.top < innerHeight
+                            && r.bottom > 0,
+                    };
+                }""",
+                target,
+            )
+        finally:
+            page.close()
+
+    # Without the script the target stays in a closed solution: the check
+    # below can fail.
+    assert land(block_js=True)["hidden"] is True
+    state = land(block_js=False)
     assert state["hidden"] is False and state["visible"], (target, state)
 
 
