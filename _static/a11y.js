@@ -24,13 +24,19 @@
   // label-content-name-mismatch). The search buttons show "Search Ctrl+K":
   // their contents are the name. The colour-mode button shows only an icon
   // whose <title> ("Light") is not its name "Color mode": the icons are
-  // decoration. myst-nb's summaries show "Show code cell source" but are
+  // decoration (no title, hidden from the accessibility tree). myst-nb's summaries show "Show code cell source" but are
   // labelled "Toggle hidden content": their text is the name.
   function matchNamesToText() {
     document.querySelectorAll("button.search-button-field[aria-label]")
       .forEach(function (b) { b.removeAttribute("aria-label"); });
     document.querySelectorAll(".theme-switch-button svg")
-      .forEach(function (svg) { svg.setAttribute("aria-hidden", "true"); });
+      .forEach(function (svg) {
+        var title = svg.querySelector("title");
+        if (title) title.remove();
+        svg.removeAttribute("aria-labelledby");
+        svg.removeAttribute("role");
+        svg.setAttribute("aria-hidden", "true");
+      });
     document.querySelectorAll("details.hide > summary[aria-label]")
       .forEach(function (s) { s.removeAttribute("aria-label"); });
   }

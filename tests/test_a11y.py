@@ -119,7 +119,10 @@ def test_axe_wcag_aa(server, browser, doc):  # noqa: F811
             """async () => {
                 document.documentElement.dataset.theme = 'dark';
                 document.documentElement.dataset.mode = 'dark';
-                await new Promise(r => requestAnimationFrame(r));
+                // Let the theme's colour transitions start, then finish.
+                for (let i = 0; i < 2; i++)
+                    await new Promise(r => requestAnimationFrame(r));
+                await new Promise(r => setTimeout(r, 300));
                 await Promise.all(
                     document.getAnimations().map(a => a.finished));
             }"""
