@@ -26,17 +26,25 @@
   // whose <title> ("Light") is not its name "Color mode": the icons are
   // decoration (no title, hidden from the accessibility tree). myst-nb's summaries show "Show code cell source" but are
   // labelled "Toggle hidden content": their text is the name.
+  function quietIcons(button) {
+    button.querySelectorAll("svg").forEach(function (svg) {
+      var title = svg.querySelector("title");
+      if (title) title.remove();
+      svg.removeAttribute("aria-labelledby");
+      svg.removeAttribute("role");
+      svg.setAttribute("aria-hidden", "true");
+    });
+  }
+
   function matchNamesToText() {
     document.querySelectorAll("button.search-button-field[aria-label]")
       .forEach(function (b) { b.removeAttribute("aria-label"); });
-    document.querySelectorAll(".theme-switch-button svg")
-      .forEach(function (svg) {
-        var title = svg.querySelector("title");
-        if (title) title.remove();
-        svg.removeAttribute("aria-labelledby");
-        svg.removeAttribute("role");
-        svg.setAttribute("aria-hidden", "true");
-      });
+    document.querySelectorAll(".theme-switch-button").forEach(function (b) {
+      quietIcons(b);
+      // Font Awesome may draw its icons after this runs: redo it then.
+      new MutationObserver(function () { quietIcons(b); })
+        .observe(b, { childList: true, subtree: true });
+    });
     document.querySelectorAll("details.hide > summary[aria-label]")
       .forEach(function (s) { s.removeAttribute("aria-label"); });
   }
