@@ -19,7 +19,11 @@ def nb(*sources, ids=True):
             "source": src,
             "outputs": [],
             "execution_count": None,
-            "metadata": {"tags": ["parameters"]} if i == 1 else {},
+            "metadata": {"tags": ["parameters"]}
+            if i == 1
+            else {"tags": list(sync.BOOTSTRAP_TAGS)}
+            if i == 0
+            else {},
         }
         if ids:
             cell["id"] = f"c{i:02d}"
@@ -102,3 +106,14 @@ def test_every_layout_message_names_its_fix():
     assert "run `make sync`" in problems[0]
     assert all(": " in p for p in problems)
     assert "nbconvert --clear-output" in problems[-1]
+
+
+def test_a_bootstrap_cell_without_hide_input_is_reported():
+    """The set-up code is folded on every notebook page (attention-flash and
+    attention-mha once showed it): `make sync` adds the missing tag."""
+    shown = nb("x = 1")
+    shown["cells"][1]["metadata"] = {"tags": ["bootstrap"]}
+    problems = lint.notebook_problems(shown, URL)
+    assert problems == [
+        "bootstrap cell lacks the tags ['hide-input']: run `make sync`"
+    ]

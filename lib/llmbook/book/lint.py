@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from llmbook.book.sync import (
+    BOOTSTRAP_TAGS,
     PARAMETERS_TAG,
     bootstrap_source,
     cell_text,
@@ -29,6 +30,12 @@ def notebook_problems(nb: dict, repo_url: str) -> list[str]:
         problems.append(
             "first code cell is not the current bootstrap "
             "cell: run `make sync`"
+        )
+    tags = cells[0].get("metadata", {}).get("tags", [])
+    missing = [t for t in BOOTSTRAP_TAGS if t not in tags]
+    if missing:
+        problems.append(
+            f"bootstrap cell lacks the tags {missing}: run `make sync`"
         )
     if PARAMETERS_TAG not in cells[1].get("metadata", {}).get("tags", []):
         problems.append(

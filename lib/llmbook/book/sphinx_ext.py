@@ -300,4 +300,7 @@ def setup(app):
     app.connect("config-inited", _use_local)
     app.connect("config-inited", _no_buttons_in_problems_edition)
     app.connect("build-finished", _copy)
+    from llmbook.book import a11y  # the accessibility fixes (axe-core)
+
+    a11y.setup(app)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -15,6 +15,9 @@ import re
 from pathlib import Path
 
 BOOTSTRAP_TAG = "bootstrap"
+# The bootstrap cell's tags: ``hide-input`` folds its set-up code on the page
+# (myst-nb's "Show code cell source"), the same on every notebook.
+BOOTSTRAP_TAGS = (BOOTSTRAP_TAG, "hide-input")
 PARAMETERS_TAG = "parameters"
 LABEL_RE = re.compile(r"^\(([A-Za-z0-9_.-]+)\)=\s*$", re.MULTILINE)
 
@@ -192,11 +195,11 @@ def sync(root: Path) -> list[str]:
     for path in sorted((root / "notebooks").glob("*.ipynb")):
         nb = json.loads(path.read_text())
         first = code_cells(nb)[0]
-        if cell_text(first) != bootstrap_source(url):
+        tags = first.setdefault("metadata", {}).setdefault("tags", [])
+        missing = [t for t in BOOTSTRAP_TAGS if t not in tags]
+        if cell_text(first) != bootstrap_source(url) or missing:
             first["source"] = bootstrap_source(url)
-            first.setdefault("metadata", {}).setdefault("tags", [])
-            if BOOTSTRAP_TAG not in first["metadata"]["tags"]:
-                first["metadata"]["tags"].append(BOOTSTRAP_TAG)
+            tags += missing
             path.write_text(dumps(nb))
             changed.append(str(path.relative_to(root)))
     changed += write_normal_form(root)
