@@ -273,7 +273,7 @@ def render_lab(root: Path, chapter: str) -> str:
     from llmbook import grade
     from llmbook.book.notebooks import dumps, ruff_format_cells
     from llmbook.book.sync import (
-        BOOTSTRAP_TAG,
+        BOOTSTRAP_TAGS,
         bootstrap_source,
         config_repository,
     )
@@ -287,7 +287,7 @@ def render_lab(root: Path, chapter: str) -> str:
     url, _ = config_repository(root)
     cells = [
         ("markdown", _intro(title, names), ()),
-        ("code", bootstrap_source(url), (BOOTSTRAP_TAG,)),
+        ("code", bootstrap_source(url), BOOTSTRAP_TAGS),
         (
             "code",
             "import numpy as np\nimport torch\n"
