@@ -27,7 +27,13 @@
     );
     formulas.forEach(function (el) {
       el.classList.remove("math-wide");
-      var wide = el.scrollWidth > room(el) + 1;
+      // the drawn glyphs, which may overhang the box by a fraction of a px
+      var glyphs = el.querySelector("mjx-math");
+      var need = Math.max(
+        el.scrollWidth,
+        glyphs ? glyphs.getBoundingClientRect().width : 0
+      );
+      var wide = need > room(el) + 0.5;
       el.classList.toggle("math-wide", wide);
       if (wide) {
         el.setAttribute("tabindex", "0");
