@@ -608,15 +608,6 @@ def test_sharpness_scan_and_draw_plots():
     plt.close("all")
 
 
-def test_median_range_text():
-    assert (
-        bs.median_range_text([0.2, -0.01, 0.05])
-        == "0.050 (range \u22120.010 to 0.200)"
-    )
-    with pytest.raises(ValueError, match="values"):
-        bs.median_range_text([])
-
-
 def test_draw_row_is_the_page_summary_of_one_draw(lin):
     B = np.array([2, 4, 16, 64, 256, 1024, 2048], dtype=float)
     truth = 0.01 * B**0.3

@@ -448,8 +448,6 @@ def test_run_table_and_spread():
     assert t["correct"][1] == int(want.sum())
     with pytest.raises(ValueError, match="last"):
         formats.run_table(r, x, y, last=11)
-    assert formats.spread([3, 1, 2], str) == "2.0 (1.0 to 3.0)"
-    assert formats.spread([4, 4], str) == "4.0 (every seed)"
 
 
 def test_plot_lr_sweep_draws_median_and_range():

@@ -422,3 +422,27 @@ def test_heatmap_grid_shares_one_scale_and_labels_the_edges():
 def test_span_of_an_interval():
     assert fmt.span({"lo": 0.8761, "hi": 1.204, "median": 1}) == "0.88 to 1.2"
     assert fmt.span((12.34, 56.78), 3) == "12.3 to 56.8"
+
+
+def test_median_range_is_the_one_seed_summary():
+    # hand values: median 0.26 of five exponents, ends 0.24 and 0.28
+    assert fmt.median_range([0.26, 0.24, 0.28, 0.25, 0.27]) == (
+        "0.26 (0.24 to 0.28)"
+    )
+    # a leading minus becomes the typographic one, at every end
+    assert fmt.median_range([0.2, -0.01, 0.05], lambda x: f"{x:.3f}") == (
+        "0.050 (\u22120.010 to 0.200)"
+    )
+    assert fmt.median_range([1, 3, 2], str, sep="–") == "2.0 (1.0–3.0)"
+    assert fmt.median_range([1, 3], prefix="range ") == (
+        "2.0 (range 1.0 to 3.0)"
+    )
+    # ends written alike: the median alone, or with a note, or as a range
+    assert fmt.median_range([0.5, 0.5], str, when_equal="") == "0.5"
+    assert fmt.median_range([4, 4], str, when_equal=" (every seed)") == (
+        "4.0 (every seed)"
+    )
+    assert fmt.median_range([4, 4], str) == "4.0 (4.0 to 4.0)"
+    assert fmt.median_range([0.7]) == "0.70"  # one seed: no range
+    with pytest.raises(ValueError, match="values"):
+        fmt.median_range([])

@@ -195,3 +195,45 @@ def vector(values) -> str:
         )
         + "]"
     )
+
+
+def _minus(text: str) -> str:
+    # a typographic minus for a leading sign ("-0.3" -> "−0.3")
+    return "\u2212" + text[1:] if text.startswith("-") else text
+
+
+def median_range(
+    values,
+    show=None,
+    *,
+    sep: str = " to ",
+    prefix: str = "",
+    when_equal: str | None = None,
+) -> str:
+    """The book's one prose form of a summary over seeds or draws:
+    ``"median (smallest to largest)"``, e.g. ``"0.26 (0.24 to 0.28)"``.
+
+    Args:
+        values: one number per seed or draw (1-D, finite).
+        show: writes one number (default: :func:`sig` to 2 figures); a
+            leading ``-`` becomes a typographic minus.
+        sep: between the two ends (``"–"`` for ``"0.26 (0.24–0.28)"``).
+        prefix: before the smaller end (``"range "`` for ``"(range a to
+            b)"``).
+        when_equal: what follows the median when both ends are written
+            alike (e.g. ``" (every seed)"``; ``""`` for the median alone);
+            ``None`` writes the range anyway.
+    A single value is written alone. Used by every notebook that reports
+    seeds (induction-trained, cost-mup, cost-isoflop, moe-routing, LoRA,
+    batch size, number formats).
+    """
+    from llmbook.core.stats import median_range as summary
+
+    show = show or (lambda x: sig(x, 2))
+    m = summary(values)
+    med, lo, hi = (_minus(show(m[k])) for k in ("median", "lo", "hi"))
+    if m["n"] == 1:
+        return med
+    if when_equal is not None and lo == hi:
+        return med + when_equal
+    return f"{med} ({prefix}{lo}{sep}{hi})"

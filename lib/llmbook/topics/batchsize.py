@@ -765,19 +765,6 @@ def sweep(
     return losses, optima, optimum_table(optima, level)
 
 
-def median_range_text(values, decimals: int = 3) -> str:
-    """Prose form of :func:`llmbook.core.stats.median_range` over draws or
-    seeds: ``'0.063 (range 0.018 to 0.187)'``, with a typographic minus."""
-    from llmbook.core.stats import median_range
-
-    r = median_range(np.asarray(values, dtype=float))
-    n = positive_int("decimals", decimals)
-    med, lo, hi = (
-        f"{r[k]:.{n}f}".replace("-", "\u2212") for k in ("median", "lo", "hi")
-    )
-    return f"{med} (range {lo} to {hi})"
-
-
 def with_interval(
     estimate: float,
     lo: float,

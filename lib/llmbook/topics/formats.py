@@ -583,18 +583,6 @@ def run_table(r: dict, x_test, y_test, last: int = 20):
     )
 
 
-def spread(values, show) -> str:
-    """``"median (smallest to largest)"`` of ``values`` (one per seed),
-    each number written by ``show`` (e.g. ``llmbook.book.fmt.pct``);
-    ``"value (every seed)"`` where all are equal."""
-    from llmbook.core.stats import median_range
-
-    m = median_range(values)
-    if m["lo"] == m["hi"]:
-        return f"{show(m['median'])} (every seed)"
-    return f"{show(m['median'])} ({show(m['lo'])} to {show(m['hi'])})"
-
-
 def plot_lr_sweep(table, recipes, labels):
     """Final training loss and test accuracy against the learning rate:
     median over seeds (markers) and range (bars) of each recipe.

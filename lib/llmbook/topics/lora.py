@@ -679,16 +679,6 @@ def evaluate(model: nn.Module, held_out: dict, tasks) -> dict:
     return out
 
 
-def median_range_text(values, fmt_one, sep: str = "–") -> str:
-    """``"median (lo–hi)"`` of ``values`` (one per run), each formatted by
-    ``fmt_one``; just the value when all runs agree."""
-    from llmbook.core.stats import median_range
-
-    s = median_range(torch.as_tensor(values, dtype=torch.float64).numpy())
-    med, lo, hi = (fmt_one(s[k]) for k in ("median", "lo", "hi"))
-    return med if lo == hi else f"{med} ({lo}{sep}{hi})"
-
-
 def interval_text(interval: dict, fmt_one) -> str:
     """``"[lo, hi]"`` of an interval dict (``core.stats``), each end
     formatted by ``fmt_one``."""
@@ -717,14 +707,16 @@ def runs_table(results: dict, n_test: int):
     def sig(v):
         return fmt.sig(v, 2)
 
+    def spread(values, show):  # "median (lo–hi)", one value if all agree
+        values = torch.as_tensor(values, dtype=torch.float64).numpy()
+        return fmt.median_range(values, show, sep="–", when_equal="")
+
     rows = {}
     for name, r in results.items():
         rows[name] = {
-            "held-out exact match": median_range_text(
-                r["correct"] / n_test, pct
-            ),
-            "held-out response loss": median_range_text(r["loss"], sig),
-            "final training loss": median_range_text(r["final"], sig),
+            "held-out exact match": spread(r["correct"] / n_test, pct),
+            "held-out response loss": spread(r["loss"], sig),
+            "final training loss": spread(r["final"], sig),
             "runs all right": f"{int((r['correct'] == n_test).sum())} "
             f"of {len(r['correct'])}",
         }
