@@ -87,7 +87,7 @@ check: install
 	$(BIN)/python tools/build_chapter.py --check $(CHAPTER)
 
 clean:
-	rm -rf _build _build.log
+	rm -rf _build _build.previous _build.log
 
 clean-venv:
 	rm -rf .venv

@@ -79,7 +79,7 @@ def built_book() -> Path:
     ):
         _build_report["reused"] = True
         return HTML
-    shutil.rmtree(BUILD, ignore_errors=True)
+    set_aside(BUILD)
     jb = Path(sys.executable).with_name("jupyter-book")
     start = time.perf_counter()
     proc = subprocess.run(
@@ -96,6 +96,25 @@ def built_book() -> Path:
             f"book build failed (exit {proc.returncode}); last lines:\n{(proc.stdout + proc.stderr)[-6000:]}"
         )
     return HTML
+
+
+def set_aside(build: Path) -> None:
+    """Empty ``build`` for a clean build without losing a jupyter cache.
+
+    A ``_build`` that holds ``.jupyter_cache`` (hours of executed notebooks
+    for an incremental workflow) is moved to ``<build>.previous``, replacing
+    an older one; ``mv _build.previous _build`` gets it back. Anything else
+    is deleted.
+    """
+    if (build / ".jupyter_cache").is_dir():
+        previous = build.with_name(build.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        build.rename(previous)
+        print(
+            f"\nthe previous {build.name} (with its jupyter cache) is now {previous}"
+        )
+    else:
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def record_clean_build(seconds: float) -> None:
