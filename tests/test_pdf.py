@@ -25,7 +25,23 @@ spec = importlib.util.spec_from_file_location(
 make_pdf = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_pdf)
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
-CHAPTER, NOTEBOOK = "chapters/lora", "notebooks/lora-basics"
+
+
+def first_chapter_with_a_notebook():
+    """The first chapter of the build (toc order) and its first notebook:
+    chapters/lora and notebooks/lora-basics in the whole book."""
+    built, tree = set(built_docnames()), make_pdf.toc_tree(TOC)
+    for i, (doc, depth) in enumerate(tree[:-1]):
+        child, child_depth = tree[i + 1]
+        if doc.startswith("chapters/") and doc in built and child in built:
+            if child_depth == depth + 1:
+                return doc, child
+    pytest.skip(
+        "no chapter with a notebook in this build", allow_module_level=True
+    )
+
+
+CHAPTER, NOTEBOOK = first_chapter_with_a_notebook()
 PICK = ["intro", CHAPTER, NOTEBOOK]
 SVG = "http://www.w3.org/2000/svg"
 
@@ -94,9 +110,6 @@ def test_toc_tree_keeps_the_order_and_nesting():
 def book_pdf(built_book, tmp_path_factory):
     if CHROMIUM is None:
         pytest.fail("Debian's chromium is not installed: run `make test`")
-    for doc in PICK:
-        if doc not in built_docnames():
-            pytest.skip(f"{doc} is not in this partial build")
     pages = [p for p in make_pdf.toc_tree(TOC) if p[0] in PICK]
     out = tmp_path_factory.mktemp("pdf") / "book.pdf"
     done = make_pdf.make_pdf(built_book, pages, out)

@@ -144,8 +144,8 @@ def print_page(page, url: str) -> tuple[bytes, str]:
     page.evaluate(SETTLED)
     page.emulate_media(media="print")
     title = page.evaluate(
-        "() => (document.querySelector('main h1') || document)"
-        ".textContent.replace(/#$/, '').trim()"
+        "() => ((document.querySelector('main h1') || {}).textContent"
+        " || document.title).replace(/#$/, '').trim()"
     )
     pdf = page.pdf(
         format="A4",
@@ -177,9 +177,11 @@ def make_pdf(html: Path, pages: list[tuple[str, int]], out: Path) -> dict:
         browser = p.chromium.launch(
             executable_path=chromium(), headless=True, args=CHROMIUM_FLAGS
         )
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
         for doc, depth in pages:
+            # A fresh tab per page: a long book does not pile up memory.
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
             pdf, title = print_page(page, f"{base}/{doc}.html")
+            page.close()
             first = len(writer.pages)
             writer.append(PdfReader(io.BytesIO(pdf)), import_outline=False)
             parent = parents.get(depth - 1) if depth else None
