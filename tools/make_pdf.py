@@ -139,7 +139,12 @@ def chromium() -> str:
 def print_page(page, url: str) -> tuple[bytes, str]:
     """One page as PDF bytes (A4, backgrounds, solutions open) and its
     title (the page's first heading)."""
-    page.goto(url, wait_until="load")
+    for _ in range(2):  # a loaded machine may time out once: one retry
+        page.goto(url, wait_until="load")
+        if page.locator("main").count():
+            break
+    else:
+        raise RuntimeError(f"{url} shows no page (no <main>)")
     page.evaluate(OPEN_ALL)
     page.evaluate(SETTLED)
     page.emulate_media(media="print")
