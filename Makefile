@@ -14,6 +14,7 @@ help:
 	@echo "make test   install everything and run all tests (unit, book build, HTML, browser)"
 	@echo "make check CHAPTER=fermi  build one chapter alone (its own warnings fail) and run its tests"
 	@echo "make problems  build the instructors' problems-only edition into _build/problems"
+	@echo "make pdf    print _build/pdf/book.pdf and problems.pdf (run make book and make problems first)"
 	@echo "make sync   rewrite bootstrap cells, notebook normal form, Problem Index, LIBRARY-USES.md"
 	@echo "make format ruff format lib/ tests/ tools/ and notebook code cells (not parameters cells)"
 	@echo "make lint   check, without writing, what make format would change (make test runs it)"
@@ -61,6 +62,12 @@ problems: install
 	$(BIN)/jupyter-book build . --config _build/problems_config.yml --path-output _build/problems -W -n --keep-going
 	@echo "open _build/problems/_build/html/index.html"
 
+# Both editions printed by Chromium (Playwright), merged with pypdf in toc order, one bookmark
+# per page: _build/pdf/book.pdf (every solution open) and _build/pdf/problems.pdf. Prints the
+# builds that `make book` and `make problems` left; it does not run them.
+pdf: install chromium
+	$(BIN)/python tools/make_pdf.py
+
 test: install chromium lint
 	$(BIN)/python -m pytest
 
@@ -92,4 +99,4 @@ clean:
 clean-venv:
 	rm -rf .venv
 
-.PHONY: help install chromium book problems test sync format lint check clean clean-venv
+.PHONY: help install chromium book problems pdf test sync format lint check clean clean-venv

@@ -22,6 +22,7 @@ PARTIAL = bool(os.environ.get("LLMBOOK_BUILD_DIR"))
 BUILD = Path(os.environ.get("LLMBOOK_BUILD_DIR") or ROOT / "_build").resolve()
 HTML = BUILD / "html"
 TOC = Path(os.environ.get("LLMBOOK_TOC") or ROOT / "_toc.yml").resolve()
+PROBLEMS = BUILD / "problems"  # the problems-only edition (`make problems`)
 _build_report: dict = {}
 
 
@@ -115,6 +116,71 @@ def set_aside(build: Path) -> None:
         )
     else:
         shutil.rmtree(build, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def problems_html(built_book):
+    """Build the problems edition after the full build (it reuses the executed notebooks).
+
+    With LLMBOOK_REUSE_BUILD=1 an existing edition newer than the full build is reused.
+    Used by tests/test_problems_edition.py and tests/test_pdf.py (one build per session).
+    """
+    from llmbook.book import sync
+
+    html = PROBLEMS / "_build" / "html"
+    if (
+        not PARTIAL
+        and os.environ.get("LLMBOOK_REUSE_BUILD") == "1"
+        and (html / "index.html").is_file()
+        and (html / "index.html").stat().st_mtime
+        >= (built_book / "index.html").stat().st_mtime
+    ):
+        return html
+    config = BUILD / "problems_config.yml"
+    config.write_text(
+        sync.problems_config(ROOT, cache=BUILD / ".jupyter_cache")
+    )
+    jb = Path(sys.executable).with_name("jupyter-book")
+    toc = ["--toc", str(TOC)] if PARTIAL else []
+    # A partial toc links to chapters left out: those warnings are the partial build's, so
+    # there the chapter's own warnings are picked out of the log instead of using -W.
+    strict = [] if PARTIAL else ["-W"]
+    proc = subprocess.run(
+        [
+            str(jb),
+            "build",
+            str(ROOT),
+            "--config",
+            str(config),
+            *toc,
+            "--path-output",
+            str(PROBLEMS),
+            *strict,
+            "-n",
+            "--keep-going",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"problems edition failed to build:\n{(proc.stdout + proc.stderr)[-4000:]}"
+        )
+    if PARTIAL:
+        import yaml
+
+        from llmbook.book import partial
+
+        full, toc = (
+            yaml.safe_load(p.read_text()) for p in (ROOT / "_toc.yml", TOC)
+        )
+        own = partial.own_warnings(proc.stdout + proc.stderr, ROOT, full, toc)
+        assert own == [], "warnings in the problems edition of the chapter"
+    assert "Executing notebook" not in proc.stdout + proc.stderr, (
+        "the problems edition re-ran notebooks"
+    )
+    return html
 
 
 def record_clean_build(seconds: float) -> None:

@@ -124,6 +124,44 @@ def test_notebook_pages_offer_downloads_and_colab(built_book, path):
     assert f"_sources/notebooks/{path.name}" in html
 
 
+DOWNLOADS = [d for d in PAGES if (ROOT / f"{d}.ipynb").is_file()]
+MARKDOWN = [d for d in PAGES if (ROOT / f"{d}.md").is_file()]
+
+
+@pytest.mark.parametrize("doc", DOWNLOADS)
+def test_the_ipynb_download_is_the_executed_notebook(built_book, doc):
+    """Notebook and lab pages: the ".ipynb" of the download menu is the
+    notebook with the outputs of the build's execution (sphinx_ext)."""
+    import nbformat
+
+    html = (built_book / f"{doc}.html").read_text()
+    assert f"_sources/{doc}.ipynb" in html
+    download = nbformat.read(
+        built_book / "_sources" / f"{doc}.ipynb", as_version=4
+    )
+    executed = report.executed_notebook(
+        built_book.parent, f"{doc.split('/')[-1]}.ipynb"
+    )
+    code = [c for c in download.cells if c.cell_type == "code"]
+    assert [c.outputs for c in code] == [
+        c.outputs for c in executed.cells if c.cell_type == "code"
+    ]
+    assert any(c.outputs for c in code), "the download has no outputs"
+    source = nbformat.read(ROOT / f"{doc}.ipynb", as_version=4)
+    assert [c.source for c in download.cells] == [
+        c.source for c in source.cells
+    ]
+
+
+@pytest.mark.parametrize("doc", MARKDOWN)
+def test_markdown_pages_offer_print_but_no_raw_source(built_book, doc):
+    """A chapter's raw MyST (glue roles, not numbers) is not offered; its
+    ".pdf" (print) entry is."""
+    page = soup(built_book, doc)
+    assert not page.select(f'a[href$="_sources/{doc}.md"]')
+    assert page.select(".btn-download-pdf-button")
+
+
 def test_every_notebook_was_executed(built_book):
     """How long each took is a report (printed after the run, and by tools/bench_speed.py),
     not a check: a busy machine is slower, and the build's timeout only guards against hangs."""

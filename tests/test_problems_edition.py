@@ -4,69 +4,14 @@ With ``LLMBOOK_BUILD_DIR`` and ``LLMBOOK_TOC`` (``make check CHAPTER=...``) the 
 built from that partial toc, reusing that build's executed notebooks.
 """
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from bs4 import BeautifulSoup
 
 from llmbook.book import sphinx_ext
 from llmbook.book import sync
-from conftest import BUILD, PARTIAL, ROOT, TOC, built_docnames
+from conftest import ROOT, built_docnames
 
 pytestmark = pytest.mark.book
-OUT = BUILD / "problems"
-
-
-@pytest.fixture(scope="module")
-def problems_html(built_book):
-    """Build the problems edition after the full build (it reuses the executed notebooks)."""
-    config = BUILD / "problems_config.yml"
-    config.write_text(
-        sync.problems_config(ROOT, cache=BUILD / ".jupyter_cache")
-    )
-    jb = Path(sys.executable).with_name("jupyter-book")
-    toc = ["--toc", str(TOC)] if PARTIAL else []
-    # A partial toc links to chapters left out: those warnings are the partial build's, so
-    # there the chapter's own warnings are picked out of the log instead of using -W.
-    strict = [] if PARTIAL else ["-W"]
-    proc = subprocess.run(
-        [
-            str(jb),
-            "build",
-            str(ROOT),
-            "--config",
-            str(config),
-            *toc,
-            "--path-output",
-            str(OUT),
-            *strict,
-            "-n",
-            "--keep-going",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"problems edition failed to build:\n{(proc.stdout + proc.stderr)[-4000:]}"
-        )
-    if PARTIAL:
-        import yaml
-
-        from llmbook.book import partial
-
-        full, toc = (
-            yaml.safe_load(p.read_text()) for p in (ROOT / "_toc.yml", TOC)
-        )
-        own = partial.own_warnings(proc.stdout + proc.stderr, ROOT, full, toc)
-        assert own == [], "warnings in the problems edition of the chapter"
-    assert "Executing notebook" not in proc.stdout + proc.stderr, (
-        "the problems edition re-ran notebooks"
-    )
-    return OUT / "_build" / "html"
 
 
 def main_of(html_dir, doc):

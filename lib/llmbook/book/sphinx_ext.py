@@ -103,6 +103,110 @@ def _copy(app, exception) -> None:
         shutil.copytree(source, target, dirs_exist_ok=True)
 
 
+def executed_downloads(outdir, srcdir, docs) -> list[tuple[Path, Path]]:
+    """The notebooks the ``.ipynb`` download buttons serve.
+
+    Args:
+        outdir: the HTML builder's output folder (``_build/html``).
+        srcdir: the book's source folder (the repository root).
+        docs: the book's docnames (``notebooks/fermi``, ``labs/lora-lab``,
+            ``chapters/lora``, ...).
+
+    Returns ``(source, download)`` pairs: for each docname whose source is a
+    notebook, ``<srcdir>/<docname>.ipynb`` and the copy
+    ``<outdir>/_sources/<docname>.ipynb`` the theme's download button links
+    to. Chapter pages (MyST ``.md``) give no pair. Used by
+    :func:`_serve_executed` (issue 20: a reader who downloads a notebook
+    gets its outputs).
+    """
+    outdir, srcdir = Path(outdir), Path(srcdir)
+    pairs = []
+    for doc in sorted(docs):
+        source = srcdir / f"{doc}.ipynb"
+        if source.is_file():
+            pairs.append((source, outdir / "_sources" / f"{doc}.ipynb"))
+    return pairs
+
+
+def executed_notebook(source, cache, executed):
+    """A notebook with the outputs of its execution, or ``None``.
+
+    Args:
+        source: the notebook as committed (no outputs).
+        cache: the build's jupyter-cache folder (``_build/.jupyter_cache``);
+            with ``execute_notebooks: cache`` the outputs live there, and
+            myst-nb's own copy in ``_build/jupyter_execute`` has none.
+        executed: that copy, ``_build/jupyter_execute/<docname>.ipynb``,
+            which holds the outputs when the book executes in place
+            (``force``, ``auto``).
+
+    Returns the source with the cached outputs merged in (as myst-nb merges
+    them to render the page), else the copy if it has outputs, else
+    ``None``. Used by :func:`_serve_executed`.
+    """
+    import nbformat
+
+    if cache is not None and Path(cache).is_dir():
+        from jupyter_cache import get_cache
+
+        try:
+            return (
+                get_cache(str(cache)).merge_match_into_notebook(
+                    nbformat.read(str(source), as_version=4)
+                )
+            )[1]
+        except KeyError:  # not in the cache: executed otherwise
+            pass
+    if Path(executed).is_file():
+        nb = nbformat.read(str(executed), as_version=4)
+        if any(cell.get("outputs") for cell in nb.cells):
+            return nb
+    return None
+
+
+def _serve_executed(app, exception) -> None:
+    # The theme's ".ipynb" download links to _sources/<doc>.ipynb, the
+    # notebook as committed (no outputs): serve the executed one instead, with
+    # every output and figure. Labs too: their stubs are as the student gets
+    # them, and the outputs show what the reference solution prints. The
+    # problems-only edition offers no download and keeps its sources.
+    if (
+        exception is not None
+        or app.builder.format != "html"
+        or getattr(app.config, "hide_solutions", False)
+    ):
+        return
+    import nbformat
+
+    config = getattr(app.env, "mystnb_config", None)
+    cache = getattr(config, "execution_cache_path", None) or None
+    executed_dir = Path(app.outdir).parent / "jupyter_execute"
+    for source, download in executed_downloads(
+        app.outdir, app.srcdir, app.env.found_docs
+    ):
+        doc = download.relative_to(Path(app.outdir) / "_sources")
+        nb = executed_notebook(source, cache, executed_dir / doc)
+        if nb is not None:
+            download.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, str(download))
+
+
+def _no_markdown_download(app, pagename, templatename, context, doctree):
+    # A chapter's ".md" download would be the raw MyST, with glue roles in
+    # place of the numbers: a reader wants the page, which the ".pdf" entry
+    # prints (and `make pdf` prints the whole book). Notebook pages keep their
+    # ".ipynb" download.
+    if context.get("page_source_suffix") != ".md":
+        return
+    for group in context.get("header_buttons", []):
+        if group.get("label") == "download-buttons":
+            group["buttons"] = [
+                button
+                for button in group["buttons"]
+                if button.get("label") != "download-source-button"
+            ]
+
+
 def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     # Jupyter Book 1 registers sphinx-thebe's inline config script twice; the
     # second `const THEBE_JS_URL` declaration is a console error on every page.
@@ -300,6 +404,8 @@ def setup(app):
     app.connect("config-inited", _use_local)
     app.connect("config-inited", _no_buttons_in_problems_edition)
     app.connect("build-finished", _copy)
+    app.connect("build-finished", _serve_executed)
+    app.connect("html-page-context", _no_markdown_download, priority=600)
     from llmbook.book import a11y  # the accessibility fixes (axe-core)
 
     a11y.setup(app)
