@@ -115,7 +115,7 @@ def test_doc_summary_and_chapter_title_by_hand():
     assert labs.doc_summary(doc) == "First `x` line."
     assert labs.chapter_title(ROOT, "lora").startswith("LoRA")
     with pytest.raises(ValueError, match="chapter must have an exercise"):
-        labs.render_lab(ROOT, "fermi")
+        labs.render_lab(ROOT, "glossary")
 
 
 def test_the_labs_are_a_part_of_the_toc_and_their_chapters_link_them():

@@ -177,6 +177,59 @@ for stage in range(4):
         "The ZeRO paper's example, 7.5 billion parameters on 64 GPUs with "
         "mixed-precision Adam, at every stage.",
     ),
+    "batch-size": (
+        "",
+        """\
+quadratic_excess_loss = grade.use(
+    "quadratic_excess_loss", quadratic_excess_loss
+)
+log_law_lr = grade.use("log_law_lr", log_law_lr)
+adam_step = grade.use("adam_step", adam_step)
+h = np.full(16, 0.125)  # the curvatures of 16 directions
+m2, s = np.ones(16), 2 * 25 * h  # start errors; label noise sigma = 5
+lrs, steps = np.geomspace(1e-3, 15.0, 2001), 100
+for B in (2, 16, 128, 1024):
+    exact = lrs[np.argmin(quadratic_excess_loss(lrs, B, steps, h, m2, s))]
+    law = log_law_lr(h[0], m2[0], s[0], B, steps)
+    print(f"B = {B:4d}: best lr {exact:.3f}, log law {law:.3f}")
+p, m, v = torch.tensor([3.0, -2.0]), torch.zeros(2), torch.zeros(2)
+lr, n_steps = 0.05, 20
+for t in range(1, n_steps + 1):
+    g = torch.tensor([1.0, 100.0]) * p  # a bowl 100 times steeper in y
+    p, m, v = adam_step(p, g, m, v, lr, t)
+print(f"Adam, {n_steps} steps of lr {lr} from (3, -2):", p.numpy().round(3))
+print(f"each coordinate moved about n_steps * lr = {n_steps * lr:.2f}")
+""",
+        "The best learning rate of the quadratic model against the log law "
+        "as the batch grows (16 equal directions, the chapter's label "
+        "noise), and Adam on a bowl whose two curvatures differ 100-fold: "
+        "its steps have about the same size along both.",
+    ),
+    "fermi": (
+        "",
+        """\
+training_days = grade.use("training_days", training_days)
+kv_cache_bytes_per_token = grade.use(
+    "kv_cache_bytes_per_token", kv_cache_bytes_per_token
+)
+gpus_needed = grade.use("gpus_needed", gpus_needed)
+chinchilla_allocation = grade.use(
+    "chinchilla_allocation", chinchilla_allocation
+)
+C = 1e25  # FLOP
+n_opt, d_opt = chinchilla_allocation(C)
+print(f"C = {C:.0e} FLOP: N = {n_opt:.2e} parameters, D = {d_opt:.2e} tokens")
+days = training_days(n_opt, d_opt, 989e12, 1024, 0.4)
+print(f"on 1024 GPUs of 989 TFLOP/s at 40 % utilization: {days:.0f} days")
+print("80 GB GPUs to hold its bf16 weights:", gpus_needed(n_opt, 2, 80))
+kv = kv_cache_bytes_per_token(80, 8, 128)  # Llama 2 70B
+print(f"KV cache, 80 layers, 8 KV heads: {kv / 1e6:.2f} MB per token, "
+      f"{kv * 4096 / 1e9:.2f} GB per sequence of 4096 tokens")
+""",
+        "A budget of 1e25 FLOP split the Chinchilla way, the days it takes "
+        "on 1024 GPUs, the GPUs its weights need, and the KV cache of a "
+        "Llama-2-70B-like model per token and per sequence.",
+    ),
 }
 
 
