@@ -201,6 +201,117 @@ def zero_stage2_splits_params(
     return out
 
 
+def excess_loss_without_half(lrs, batch_size, steps, h, m2, s):
+    return 2 * grade.reference("quadratic_excess_loss")(
+        lrs, batch_size, steps, h, m2, s
+    )
+
+
+def excess_loss_naive_geometric_sum(lrs, batch_size, steps, h, m2, s):
+    lr = np.asarray(lrs)[:, None]
+    q = (1 - lr * h) ** 2
+    with np.errstate(all="ignore"):
+        noise = lr**2 * s / batch_size * (1 - q**steps) / (1 - q)
+        return 0.5 * (h * (q**steps * m2 + noise)).sum(1)
+
+
+def excess_loss_noise_not_over_b(lrs, batch_size, steps, h, m2, s):
+    return grade.reference("quadratic_excess_loss")(lrs, 1, steps, h, m2, s)
+
+
+def log_law_without_2(h, m2, s, batch_size, steps):
+    return np.log(4 * h**2 * steps * m2 * batch_size / s) / (h * steps)
+
+
+def log_law_h_not_squared(h, m2, s, batch_size, steps):
+    return np.log(4 * h * steps * m2 * batch_size / s) / (2 * h * steps)
+
+
+def adam_without_bias_correction(
+    p, g, m, v, lr, t, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8
+):
+    b1, b2 = betas
+    g = g + weight_decay * p
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    return p - lr * m / (v.sqrt() + eps), m, v
+
+
+def adam_decoupled_decay(
+    p, g, m, v, lr, t, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8
+):
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+    step = m_hat / (v_hat.sqrt() + eps) + weight_decay * p  # AdamW
+    return p - lr * step, m, v
+
+
+def adam_eps_inside_sqrt(
+    p, g, m, v, lr, t, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8
+):
+    b1, b2 = betas
+    g = g + weight_decay * p
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+    return p - lr * m_hat / (v_hat + eps).sqrt(), m, v
+
+
+def days_with_2nd(n_params, n_tokens, flop_per_s, n_gpus, utilization=1.0):
+    flop = 2 * n_params * n_tokens  # wrong: the forward pass alone
+    return flop / (flop_per_s * utilization * n_gpus) / 86_400
+
+
+def days_times_utilization(
+    n_params, n_tokens, flop_per_s, n_gpus, utilization=1.0
+):
+    flop = 6 * n_params * n_tokens
+    return flop * utilization / (flop_per_s * n_gpus) / 86_400
+
+
+def kv_keys_only(n_layers, n_kv_heads, d_head, bytes_per_value=2):
+    return n_layers * n_kv_heads * d_head * bytes_per_value
+
+
+def gpus_floor_division(n_params, bytes_per_param, gpu_memory_gb):
+    return int(n_params * bytes_per_param // (gpu_memory_gb * 1e9))
+
+
+def gpus_in_gib(n_params, bytes_per_param, gpu_memory_gb):
+    return math.ceil(n_params * bytes_per_param / (gpu_memory_gb * 2**30))
+
+
+def chinchilla_without_c0(
+    C, K_N=406.4, K_D=410.7, alpha=0.34, beta=0.28, c0=6.0
+):
+    ref = grade.reference("chinchilla_allocation")
+    return ref(C, K_N, K_D, alpha, beta, 1.0)  # wrong: N D = C
+
+
+def chinchilla_inverse_gamma(
+    C, K_N=406.4, K_D=410.7, alpha=0.34, beta=0.28, c0=6.0
+):
+    gamma = (beta * K_D / (alpha * K_N)) ** (1 / (alpha + beta))
+    x = C / c0
+    return (
+        gamma * x ** (beta / (alpha + beta)),
+        x ** (alpha / (alpha + beta)) / gamma,
+    )
+
+
+def chinchilla_swapped_exponents(
+    C, K_N=406.4, K_D=410.7, alpha=0.34, beta=0.28, c0=6.0
+):
+    gamma = (alpha * K_N / (beta * K_D)) ** (1 / (alpha + beta))
+    x = C / c0
+    return (
+        gamma * x ** (alpha / (alpha + beta)),
+        x ** (beta / (alpha + beta)) / gamma,
+    )
+
+
 # exercise -> [(wrong implementation, the case its message must name)]
 WRONG = {
     "attention_pattern": [
@@ -245,6 +356,34 @@ WRONG = {
     ],
     "quantize_blockwise": [(blockwise_one_absmax, "not per tensor")],
     "zero_bytes_per_gpu": [(zero_stage2_splits_params, "stage 2")],
+    "quadratic_excess_loss": [
+        (excess_loss_without_half, "h/2 (q m2"),
+        (excess_loss_naive_geometric_sum, "inf, not 0 / 0"),
+        (excess_loss_noise_not_over_b, "divided by the batch size"),
+    ],
+    "log_law_lr": [
+        (log_law_without_2, "/ (2 T)"),
+        (log_law_h_not_squared, "h^2 inside the log"),
+    ],
+    "adam_step": [
+        (adam_without_bias_correction, "bias correction"),
+        (adam_decoupled_decay, "L2, not AdamW"),
+        (adam_eps_inside_sqrt, "eps added after the square root"),
+    ],
+    "training_days": [
+        (days_with_2nd, "2 forward + 4 backward"),
+        (days_times_utilization, "utilization 0.4 divides"),
+    ],
+    "kv_cache_bytes_per_token": [(kv_keys_only, "K and V")],
+    "gpus_needed": [
+        (gpus_floor_division, "round up"),
+        (gpus_in_gib, "not GiB"),
+    ],
+    "chinchilla_allocation": [
+        (chinchilla_without_c0, "sqrt(C / c0)"),
+        (chinchilla_inverse_gamma, "not its inverse"),
+        (chinchilla_swapped_exponents, "C^(beta / (alpha + beta))"),
+    ],
 }
 
 NAMES = list(grade.EXERCISES)

@@ -13,7 +13,7 @@ from nbclient import NotebookClient
 
 from conftest import ROOT, toc_docnames
 from llmbook import grade
-from llmbook.book import labs, sync
+from llmbook.book import labs, sphinx_ext, sync
 
 CHAPTERS = labs.lab_chapters()
 STALE = "labs/ differs from llmbook.book.labs: run `make sync`"
@@ -115,7 +115,7 @@ def test_doc_summary_and_chapter_title_by_hand():
     assert labs.doc_summary(doc) == "First `x` line."
     assert labs.chapter_title(ROOT, "lora").startswith("LoRA")
     with pytest.raises(ValueError, match="chapter must have an exercise"):
-        labs.render_lab(ROOT, "fermi")
+        labs.render_lab(ROOT, "glossary")
 
 
 def test_the_labs_are_a_part_of_the_toc_and_their_chapters_link_them():
@@ -127,6 +127,40 @@ def test_the_labs_are_a_part_of_the_toc_and_their_chapters_link_them():
     for chapter in CHAPTERS:
         text = (ROOT / "chapters" / f"{chapter}.md").read_text()
         assert f"{{doc}}`../labs/{chapter}-lab`" in text, chapter
+
+
+def test_the_problems_edition_keeps_the_colab_button_on_labs_only():
+    from types import SimpleNamespace
+
+    book = {
+        "colab_url": "https://colab.research.google.com",
+        "notebook_interface": "classic",
+        "binderhub_url": "https://mybinder.org",
+    }
+    colab = {k: book[k] for k in ("colab_url", "notebook_interface")}
+    assert sphinx_ext.lab_launch_buttons(book) == colab
+    assert sphinx_ext.lab_launch_buttons({"binderhub_url": "x"}) == {}
+    assert sphinx_ext.lab_launch_buttons(None) == {}
+    config = SimpleNamespace(
+        hide_solutions=True,
+        html_theme_options={"launch_buttons": book, "use_download_button": 1},
+    )
+    app = SimpleNamespace(config=config)
+    sphinx_ext._no_buttons_in_problems_edition(app, config)
+    assert config.html_theme_options["launch_buttons"] == {}
+    assert config.html_theme_options["use_download_button"] is False
+    seen = {}
+    for page in ("labs/fermi-lab", "chapters/fermi", "notebooks/fermi"):
+        sphinx_ext._launch_buttons_on_labs_only(app, page, "", {}, None)
+        seen[page] = config.html_theme_options["launch_buttons"]
+    assert seen == {
+        "labs/fermi-lab": colab,
+        "chapters/fermi": {},
+        "notebooks/fermi": {},
+    }
+    config.hide_solutions = False  # the full edition: left alone
+    sphinx_ext._launch_buttons_on_labs_only(app, "chapters/fermi", "", {}, 0)
+    assert config.html_theme_options["launch_buttons"] == {}
 
 
 # --- "Run all": untouched, then every stub replaced by the reference ------

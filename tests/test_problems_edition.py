@@ -98,8 +98,15 @@ def test_key_takeaways_are_left_out(built_book, problems_html, doc):
 )
 def test_the_labs_stay_whole(built_book, problems_html, doc):
     """The labs hold stubs, not answers: the problems edition keeps them
-    as they are (only the launch buttons go, with every other page's)."""
+    as they are, with their Colab button (the one launch button left in
+    that edition)."""
     full, problems = main_of(built_book, doc), main_of(problems_html, doc)
     assert len(problems.select("div.cell")) == len(full.select("div.cell"))
     assert "NotImplementedError" in problems.get_text(" ")
     assert sphinx_ext.PROBLEMS_NOTE not in problems.get_text(" ")
+    colab = [
+        a["href"]
+        for a in problems.select('a[href*="colab.research.google.com"]')
+    ]
+    assert colab and all(h.endswith(f"/{doc}.ipynb") for h in colab), colab
+    assert not problems.select('a[href$=".ipynb"]:not([href*="colab"])')

@@ -56,6 +56,8 @@ def test_render_uses_on_a_tiny_repository(tmp_path):
         ]
     }
     (tmp_path / "notebooks" / "demo.ipynb").write_text(json.dumps(nb))
+    (tmp_path / "labs").mkdir()
+    (tmp_path / "labs" / "demo-lab.ipynb").write_text(json.dumps(nb))
     (tmp_path / "chapters").mkdir()
     (tmp_path / "chapters" / "toy.md").write_text(
         "```{literalinclude} ../lib/llmbook/topics/toy.py\n"
@@ -63,7 +65,7 @@ def test_render_uses_on_a_tiny_repository(tmp_path):
     )
     text = uses.render_uses(tmp_path)
     assert "## `llmbook.topics.toy`" in text
-    assert "| `used` | demo | – |" in text
+    assert "| `used` | demo, labs/demo-lab | – |" in text
     assert "| `shown` | – | toy.md |" in text
     assert "| `idle` | – | – |" in text
     assert uses.write_uses(tmp_path) == [uses.USES_FILE]
@@ -75,3 +77,15 @@ def test_library_uses_is_up_to_date():
     assert path.exists() and path.read_text() == uses.render_uses(ROOT), (
         f"{uses.USES_FILE} is out of date: run `make sync`"
     )
+
+
+def test_the_labs_are_listed_as_users_of_grade():
+    from llmbook.book import labs
+
+    text = (ROOT / uses.USES_FILE).read_text()
+    section = text.split("## `llmbook.grade`")[1].split("\n## ")[0]
+    row = next(
+        line for line in section.splitlines() if line.startswith("| `use` |")
+    )
+    for chapter in labs.lab_chapters():
+        assert f"labs/{chapter}-lab" in row, chapter

@@ -42,12 +42,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmbook.core import accounting, hardware
 from llmbook.topics import (
     attention,
+    batchsize,
     circuits,
     lora,
     prune,
     quant,
+    scaling,
     softprompt,
     zero,
 )
@@ -1225,6 +1228,510 @@ Example:
     cases=_zero_cases,
     rtol=1e-9,
     atol=0.0,
+)
+
+
+# --- batch size (hw11-q4): the quadratic model and Adam --------------------
+
+
+def _excess_cases():
+    rng = _rng(160)
+    return [
+        _Case(
+            "one direction, one step: h/2 (q m2 + lr^2 s / B)",
+            (np.array([0.1, 0.5]), 1, 1, *np.array([[2.0], [3.0], [4.0]])),
+        ),
+        _Case(
+            "gradient noise divided by the batch size B = 64",
+            (np.array([0.01, 0.05]), 64, 50, *np.array([[1.0], [1.0], [10]])),
+        ),
+        _Case(
+            "no start error (m2 = 0): noise summed over T = 200 steps",
+            (
+                np.array([1e-3, 0.01, 0.1]),
+                4,
+                200,
+                *np.array([[0.5], [0], [3]]),
+            ),
+        ),
+        _Case(
+            "lr h = 2 exactly (q = 1): inf, not 0 / 0",
+            (np.array([1.0, 2.0]), 8, 10, *np.array([[1.0], [1.0], [1.0]])),
+        ),
+        _Case(
+            "past the stability limit in one direction only: inf",
+            (
+                np.array([0.1, 0.3]),
+                8,
+                10,
+                np.array([1.0, 8.0]),
+                np.ones(2),
+                np.ones(2),
+            ),
+        ),
+        _Case(
+            "four directions: a sum over k, the 1/2 kept",
+            (
+                np.array([0.01, 0.02, 0.05]),
+                16,
+                100,
+                np.array([0.5, 1.0, 2.0, 4.0]),
+                np.array([1.0, 2.0, 0.5, 3.0]),
+                np.array([1.0, 2.0, 3.0, 4.0]),
+            ),
+        ),
+        _Case(
+            "random, 8 directions, 9 learning rates, seed 160",
+            (
+                np.geomspace(1e-3, 1.0, 9),
+                32,
+                300,
+                rng.uniform(0.1, 2.0, 8),
+                rng.uniform(0.0, 1.0, 8),
+                rng.uniform(0.0, 5.0, 8),
+            ),
+        ),
+    ]
+
+
+_add(
+    name="quadratic_excess_loss",
+    chapter="batch-size",
+    params="lrs, batch_size, steps, h, m2, s",
+    doc="""\
+Expected excess loss of SGD on a quadratic after ``steps`` steps, one
+value per learning rate (hw11-q4a).
+
+Along eigen-direction ``k`` of the Hessian (curvature ``h_k``) the mean
+error starts at ``m2_k`` (squared) and is multiplied by
+``q_k = (1 - lr h_k)^2`` at each step; gradient noise of variance
+``s_k / B`` adds ``lr^2 s_k / B`` to the error's variance at each step,
+which also shrinks by ``q_k``: after ``T`` steps the variance is
+``lr^2 s_k / B (1 - q_k^T) / (1 - q_k)``. The excess loss is
+``1/2 sum_k h_k (q_k^T m2_k + variance_k)``. Where some direction has
+``q_k >= 1`` (``lr h_k`` not in (0, 2)) SGD does not converge: return
+``inf`` for that learning rate.
+
+Args:
+    lrs: (n_lrs,) learning rates.
+    batch_size: B; steps: T.
+    h, m2, s: (n_directions,) curvatures, squared start errors and
+        per-example gradient-noise variances.
+
+Returns:
+    (n_lrs,) float numpy array.
+
+Example:
+    >>> one = np.array([1.0])
+    >>> quadratic_excess_loss(np.array([0.5, 3.0]), 2, 1, one, one, one)
+    array([0.1875,    inf])
+""",
+    reference=batchsize.quadratic_excess_loss,
+    cases=_excess_cases,
+    rtol=1e-6,
+    atol=1e-12,
+)
+
+
+def _log_law_cases():
+    rng = _rng(170)
+    return [
+        _Case(
+            "h = 1, B = 64, T = 1000: ln(4 T m2 B / s) / (2 T)",
+            (1.0, 1.0, 2.0, 64, 1000),
+        ),
+        _Case(
+            "batch sizes as an array, 2 to 2048: one lr* each",
+            (1.0, 2.0, 5.0, np.array([2, 16, 256, 2048]), 500),
+        ),
+        _Case(
+            "h = 3: h^2 inside the log, h once in 2 h T",
+            (3.0, 0.5, 1.0, 8, 200),
+        ),
+        _Case(
+            "random h, m2, s, three batch sizes, seed 170",
+            (
+                float(rng.uniform(0.2, 2.0)),
+                float(rng.uniform(0.5, 2.0)),
+                float(rng.uniform(1.0, 10.0)),
+                np.array([4, 64, 1024]),
+                300,
+            ),
+        ),
+    ]
+
+
+_add(
+    name="log_law_lr",
+    chapter="batch-size",
+    params="h, m2, s, batch_size, steps",
+    doc="""\
+The small-step optimal learning rate of one direction of a quadratic:
+the log law of the batch size (hw11-q4a).
+
+With ``lr h << 1`` the excess loss of ``quadratic_excess_loss`` along one
+direction is about ``h/2 [m2 exp(-2 lr h T) + lr s / (2 h B)]``; setting
+its derivative in ``lr`` to zero gives
+``lr* = ln(4 h^2 T m2 B / s) / (2 h T)``, which grows like ``ln B``.
+
+Args:
+    h: curvature; m2: squared start error; s: per-example gradient-noise
+        variance (floats > 0).
+    batch_size: B, a number or a numpy array of batch sizes.
+    steps: T.
+
+Returns:
+    float, or a numpy array shaped like ``batch_size``.
+
+Example:
+    >>> lr = log_law_lr(1.0, 1.0, 4.0, np.array([1, 100]), 10)
+    >>> lr.round(4)
+    array([0.1151, 0.3454])
+""",
+    reference=batchsize.log_law_lr,
+    cases=_log_law_cases,
+    rtol=1e-9,
+    atol=0.0,
+)
+
+
+def _adam_step(
+    p, g, m, v, lr, t, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8
+):
+    """Reference of the exercise ``adam_step``: one step of
+    :func:`llmbook.topics.batchsize.adam_update` (the sweeps' Adam, every
+    run at once, in place) on one tensor. The student's signature takes
+    one parameter tensor and returns new tensors instead."""
+    shape = p.shape
+    p2, m2, v2 = (x.detach().clone().reshape(1, -1) for x in (p, m, v))
+    batchsize.adam_update(
+        [p2],
+        [g.reshape(1, -1)],
+        {"m": [m2], "v": [v2]},
+        torch.tensor(float(lr)),
+        t,
+        betas,
+        weight_decay,
+        eps,
+    )
+    return tuple(x.reshape(shape) for x in (p2, m2, v2))
+
+
+def _adam_args(seed: int, *shape, moments=True):
+    p, g = _randn(seed, *shape), _randn(seed + 1, *shape)
+    if not moments:
+        return p, g, torch.zeros(*shape), torch.zeros(*shape)
+    m = 0.1 * _randn(seed + 2, *shape)
+    return p, g, m, 0.01 * _randn(seed + 3, *shape).abs()
+
+
+def _adam_cases():
+    tiny = torch.full((2, 3), 1e-6) * _t([[1, -1, 1], [-1, 1, 1]])
+    zeros = torch.zeros(2, 3)
+    return [
+        _Case(
+            "t = 1 from zero moments: divide by 1 - beta^t (bias correction)",
+            (*_adam_args(180, 3, 4, moments=False), 0.1, 1),
+        ),
+        _Case(
+            "t = 5 with moments: the correction uses beta^5",
+            (*_adam_args(185, 3, 4), 0.01, 5),
+        ),
+        _Case(
+            "weight decay adds wd * p to the gradient (L2, not AdamW)",
+            (*_adam_args(190, 4, 2), 0.05, 3),
+            {"weight_decay": 0.1},
+        ),
+        _Case(
+            "the homework's betas (0.5, 0.5) and weight decay 0.001",
+            (*_adam_args(195, 2, 5), 0.1, 2),
+            {"betas": (0.5, 0.5), "weight_decay": 0.001},
+        ),
+        _Case(
+            "tiny gradients (1e-6): eps added after the square root",
+            (_randn(200, 2, 3), tiny, zeros, zeros, 0.1, 1),
+        ),
+        _Case(
+            "a 1-D bias vector (5,), t = 2",
+            (*_adam_args(205, 5), 0.02, 2),
+        ),
+    ]
+
+
+_add(
+    name="adam_step",
+    chapter="batch-size",
+    params="p, g, m, v, lr, t, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8",
+    doc="""\
+One step of Adam with L2 weight decay, as ``torch.optim.Adam`` takes it
+(hw11-q4c).
+
+With ``(b1, b2) = betas``: ``g <- g + weight_decay * p`` (L2: the decay
+enters the moments, unlike AdamW), ``m <- b1 m + (1 - b1) g``,
+``v <- b2 v + (1 - b2) g^2``, the bias-corrected ``m_hat = m / (1 - b1^t)``
+and ``v_hat = v / (1 - b2^t)``, then
+``p <- p - lr m_hat / (sqrt(v_hat) + eps)``.
+
+Args:
+    p: parameter tensor (any shape); g: its gradient; m, v: the first and
+        second moments (shaped like p, zeros before step 1).
+    lr: learning rate; t: the step number, from 1.
+    betas, weight_decay, eps: as ``torch.optim.Adam``'s.
+
+Returns:
+    ``(p, m, v)``: the new parameter and moments, new tensors (leave the
+    inputs unchanged).
+
+Example:
+    >>> p, g = torch.tensor([1.0, -1.0]), torch.tensor([0.5, -2.0])
+    >>> z = torch.zeros(2)
+    >>> p1, m1, v1 = adam_step(p, g, z, z, lr=0.1, t=1)
+    >>> p1  # step 1 moves every entry by about lr, against the gradient
+    tensor([ 0.9000, -0.9000])
+""",
+    reference=_adam_step,
+    cases=_adam_cases,
+    outputs=("p", "m", "v"),
+)
+
+
+# --- Fermi estimation (hw11-q5) --------------------------------------------
+
+
+def _training_days(n_params, n_tokens, flop_per_s, n_gpus, utilization=1.0):
+    """Reference of the exercise ``training_days``:
+    :func:`llmbook.core.accounting.training_flops` (6 N D) run by
+    :func:`llmbook.core.hardware.wall_clock_seconds`, in days. The
+    student's one function does both."""
+    flop = accounting.training_flops(n_params, n_tokens)
+    seconds = hardware.wall_clock_seconds(
+        flop, flop_per_s, n_gpus, utilization
+    )
+    return seconds / hardware.SECONDS_PER_DAY
+
+
+def _days_cases():
+    return [
+        _Case(
+            "6 FLOP per parameter per token (2 forward + 4 backward)",
+            (1e9, 2e10, 1e15, 1),
+        ),
+        _Case(
+            "in days: 86 400 seconds each",
+            (7e10, 1.4e12, 1e15, 64),
+        ),
+        _Case(
+            "utilization 0.4 divides the peak rate",
+            (7e9, 2e12, 989e12, 512, 0.4),
+        ),
+        _Case(
+            "1024 GPUs share the work, utilization 0.5",
+            (1.75e11, 3e11, 312e12, 1024, 0.5),
+        ),
+        _Case(
+            "GPT-6: 1e14 parameters, 2e15 tokens, a million GPUs",
+            (1e14, 2e15, 989e12, 1e6, 0.4),
+        ),
+    ]
+
+
+_add(
+    name="training_days",
+    chapter="fermi",
+    params="n_params, n_tokens, flop_per_s, n_gpus, utilization=1.0",
+    doc="""\
+Days to train a model of ``n_params`` parameters on ``n_tokens`` tokens
+on ``n_gpus`` GPUs (hw11-q5h).
+
+Training takes ``C = 6 N D`` FLOP (2 per parameter and token forward, 4
+backward). Each GPU sustains ``utilization`` of its peak ``flop_per_s``,
+and the GPUs work in perfect parallel.
+
+Args:
+    n_params: N; n_tokens: D; flop_per_s: peak FLOP/s of one GPU;
+    n_gpus: number of GPUs; utilization: fraction of the peak reached.
+
+Returns:
+    float, days (of 86 400 s).
+
+Example:
+    >>> round(training_days(1e9, 1.44e10, 1e15, 1), 6)
+    1.0
+""",
+    reference=_training_days,
+    cases=_days_cases,
+    rtol=1e-9,
+    atol=0.0,
+)
+
+
+def _kv_cases():
+    return [
+        _Case(
+            "K and V, one vector each per layer and KV head (GPT-3)",
+            (96, 96, 128),
+        ),
+        _Case(
+            "grouped-query attention: 8 KV heads (Llama 2 70B)",
+            (80, 8, 128),
+        ),
+        _Case("multi-query attention: one KV head", (32, 1, 128)),
+        _Case("an fp8 cache: 1 byte per value", (32, 8, 128, 1)),
+        _Case("an fp32 cache: 4 bytes per value", (12, 12, 64, 4)),
+    ]
+
+
+_add(
+    name="kv_cache_bytes_per_token",
+    chapter="fermi",
+    params="n_layers, n_kv_heads, d_head, bytes_per_value=2",
+    doc="""\
+Bytes one token of context leaves in the KV cache (hw11-q5g).
+
+Every layer stores one key and one value vector of ``d_head`` numbers
+per key/value head. ``n_kv_heads`` is the number of attention heads
+for multi-head attention, fewer for grouped-query attention, 1 for
+multi-query attention.
+
+Args:
+    n_layers, n_kv_heads, d_head: ints.
+    bytes_per_value: 2 for fp16/bf16.
+
+Returns:
+    number of bytes (per token, per sequence in flight).
+
+Example:
+    >>> kv_cache_bytes_per_token(2, 4, 8)
+    256.0
+""",
+    reference=accounting.kv_cache_bytes_per_token,
+    cases=_kv_cases,
+    rtol=1e-12,
+    atol=0.0,
+)
+
+
+def _gpus_needed(n_params, bytes_per_param, gpu_memory_gb):
+    """Reference of the exercise ``gpus_needed``:
+    :func:`llmbook.core.hardware.devices_needed` for the weights'
+    :func:`llmbook.core.accounting.model_bytes`, with the GPU's memory in
+    decimal GB (1e9 bytes, as datasheets give it)."""
+    weights = accounting.model_bytes(n_params, bytes_per_param)
+    return hardware.devices_needed(weights, gpu_memory_gb * 1e9)
+
+
+def _gpus_cases():
+    return [
+        _Case("round up: 120 GB on 80 GB GPUs needs 2, not 1", (6e10, 2, 80)),
+        _Case("exactly full: 160 GB on 80 GB GPUs is 2, not 3", (8e10, 2, 80)),
+        _Case(
+            "GB = 1e9 bytes (not GiB): 164 GB on 80 GB GPUs is 3",
+            (8.2e10, 2, 80),
+        ),
+        _Case("less than one GPU's worth still needs 1", (1e9, 2, 80)),
+        _Case("fp32 weights, 4 bytes each, on 24 GB GPUs", (7e9, 4, 24)),
+        _Case("GPT-6: 1e14 bf16 parameters on 141 GB GPUs", (1e14, 2, 141)),
+    ]
+
+
+_add(
+    name="gpus_needed",
+    chapter="fermi",
+    params="n_params, bytes_per_param, gpu_memory_gb",
+    doc="""\
+The fewest GPUs whose memory holds a model's weights (hw11-q5e).
+
+The weights take ``n_params * bytes_per_param`` bytes; each GPU holds
+``gpu_memory_gb`` GB, decimal gigabytes of 1e9 bytes as datasheets give
+them. A part of a GPU is a whole GPU.
+
+Args:
+    n_params: parameters; bytes_per_param: 2 for bf16;
+    gpu_memory_gb: memory of one GPU in GB.
+
+Returns:
+    int.
+
+Example:
+    >>> gpus_needed(7e10, 2, 80)
+    2
+""",
+    reference=_gpus_needed,
+    cases=_gpus_cases,
+    rtol=0.0,
+    atol=0.0,
+)
+
+
+def _chinchilla_allocation(
+    C, K_N=406.4, K_D=410.7, alpha=0.34, beta=0.28, c0=6.0
+):
+    """Reference of the exercise ``chinchilla_allocation``:
+    :func:`llmbook.topics.scaling.optimal_allocation` for the fit with
+    these constants. The student's signature takes the constants instead
+    of a :class:`llmbook.topics.scaling.ChinchillaFit`."""
+    fit = scaling.ChinchillaFit(K_N=K_N, K_D=K_D, alpha=alpha, beta=beta)
+    return scaling.optimal_allocation(C, fit, c0)
+
+
+def _chinchilla_cases():
+    return [
+        _Case(
+            "alpha = beta, K_N = K_D: N = D = sqrt(C / c0)",
+            (6e22, 400.0, 400.0, 0.3, 0.3),
+        ),
+        _Case(
+            "K_N = 10 K_D: gamma from alpha K_N / (beta K_D), not its inverse",
+            (1e20, 1000.0, 100.0, 0.3, 0.3),
+        ),
+        _Case(
+            "Chinchilla's fit: N grows as C^(beta / (alpha + beta))",
+            (1e24,),
+        ),
+        _Case(
+            "c0 = 8 FLOP per parameter per token",
+            (1e21,),
+            {"c0": 8.0},
+        ),
+        _Case(
+            "Besiroglu et al.'s refit of Chinchilla, C = 1e25",
+            (1e25, 482.01, 2085.43, 0.3478, 0.3658),
+        ),
+    ]
+
+
+_add(
+    name="chinchilla_allocation",
+    chapter="fermi",
+    params="C, K_N=406.4, K_D=410.7, alpha=0.34, beta=0.28, c0=6.0",
+    doc="""\
+The compute-optimal model size and data for a budget of ``C`` FLOP
+(hw11-q5b).
+
+Minimise ``L = K_N / N^alpha + K_D / D^beta`` subject to
+``c0 N D = C``. With ``gamma = (alpha K_N / (beta K_D))^(1 / (alpha +
+beta))`` the optimum is ``N = gamma (C / c0)^(beta / (alpha + beta))``
+and ``D = (C / c0)^(alpha / (alpha + beta)) / gamma``. The defaults are
+Chinchilla's fit as the homework quotes it.
+
+Args:
+    C: compute budget in FLOP (a float).
+    K_N, K_D, alpha, beta: the fit's constants.
+    c0: FLOP per parameter per token.
+
+Returns:
+    ``(N_opt, D_opt)``: two floats, parameters and tokens.
+
+Example:
+    >>> N, D = chinchilla_allocation(6e22, 1.0, 1.0, 0.5, 0.5)
+    >>> round(N / 1e9), round(D / 1e9)
+    (100, 100)
+""",
+    reference=_chinchilla_allocation,
+    cases=_chinchilla_cases,
+    rtol=1e-9,
+    atol=0.0,
+    outputs=("N_opt", "D_opt"),
 )
 
 

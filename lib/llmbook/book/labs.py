@@ -177,6 +177,65 @@ for stage in range(4):
         "The ZeRO paper's example, 7.5 billion parameters on 64 GPUs with "
         "mixed-precision Adam, at every stage.",
     ),
+    "batch-size": (
+        "",
+        """\
+quadratic_excess_loss = grade.use(
+    "quadratic_excess_loss", quadratic_excess_loss
+)
+log_law_lr = grade.use("log_law_lr", log_law_lr)
+adam_step = grade.use("adam_step", adam_step)
+h = np.full(16, 0.125)  # the curvatures of 16 directions
+m2, s = np.ones(16), 2 * 25 * h  # start errors; label noise sigma = 5
+lrs, steps = np.geomspace(1e-3, 15.0, 2001), 100
+for B in (2, 16, 128, 1024):
+    exact = lrs[np.argmin(quadratic_excess_loss(lrs, B, steps, h, m2, s))]
+    law = log_law_lr(h[0], m2[0], s[0], B, steps)
+    print(f"B = {B:4d}: best lr {exact:.3f}, log law {law:.3f}")
+p0, stretch = torch.tensor([3.0, -2.0]), torch.tensor([1.0, 100.0])
+p, m, v = p0, torch.zeros(2), torch.zeros(2)
+lr, n_steps = 0.05, 20
+for t in range(1, n_steps + 1):
+    p, m, v = adam_step(p, stretch * p, m, v, lr, t)  # grad of a bowl
+moved = (p0 - p).abs().numpy().round(2)
+print(f"curvatures {stretch.tolist()}: Adam moved each coordinate by {moved}")
+print(f"in {n_steps} steps of lr {lr}: about n_steps * lr = {n_steps * lr}")
+""",
+        "The best learning rate of the quadratic model against the log law "
+        "as the batch grows, and Adam on a bowl far steeper along one axis "
+        "than the other: its steps have about the same size along both.",
+    ),
+    "fermi": (
+        "",
+        """\
+training_days = grade.use("training_days", training_days)
+kv_cache_bytes_per_token = grade.use(
+    "kv_cache_bytes_per_token", kv_cache_bytes_per_token
+)
+gpus_needed = grade.use("gpus_needed", gpus_needed)
+chinchilla_allocation = grade.use(
+    "chinchilla_allocation", chinchilla_allocation
+)
+C = 1e25  # FLOP
+n_opt, d_opt = chinchilla_allocation(C)
+print(f"C = {C:.0e} FLOP: N = {n_opt:.2e} parameters, D = {d_opt:.2e} tokens")
+flop_per_s, n_gpus, u = 989e12, 1024, 0.4  # an H100's dense bf16 peak
+days = training_days(n_opt, d_opt, flop_per_s, n_gpus, u)
+tflops = flop_per_s / 1e12
+print(f"{n_gpus} GPUs of {tflops:.0f} TFLOP/s at {u:.0%} utilization:")
+print(f"training takes {days:.0f} days")
+gpu_gb = 80
+print(f"{gpu_gb} GB GPUs for its bf16 weights:", gpus_needed(n_opt, 2, gpu_gb))
+n_layers, n_kv_heads, d_head, seq_len = 80, 8, 128, 4096  # Llama 2 70B
+kv = kv_cache_bytes_per_token(n_layers, n_kv_heads, d_head)
+print(f"KV cache, {n_layers} layers, {n_kv_heads} KV heads of {d_head}:")
+per_seq = kv * seq_len / 1e9
+print(f"{kv / 1e6:.2f} MB per token, {per_seq:.2f} GB per {seq_len} tokens")
+""",
+        "A compute budget split the Chinchilla way, the days it takes on a "
+        "cluster, the GPUs its weights need, and the KV cache of a "
+        "Llama-2-70B-like model per token and per sequence.",
+    ),
 }
 
 

@@ -275,15 +275,48 @@ def _strip_answers_in_problems_edition(app, doctree, docname) -> None:
             _keep_only_title(section, TAKEAWAYS_NOTE)
 
 
+LAB_PREFIX = "labs/"
+"""Pages under this docname prefix are the student labs (stubs, no
+answers): the problems-only edition keeps their Colab button."""
+
+LAB_LAUNCH_KEYS = ("colab_url", "notebook_interface")
+"""The launch settings a lab page keeps in the problems-only edition."""
+
+
+def lab_launch_buttons(launch_buttons: dict | None) -> dict:
+    """The launch settings of a lab page in the problems-only edition:
+    the Colab ones of the book's ``launch_buttons`` (``_config.yml``), no
+    Binder, JupyterHub or Thebe; ``{}`` when the book has no Colab URL."""
+    launch = dict(launch_buttons or {})
+    if not launch.get("colab_url"):
+        return {}
+    return {k: launch[k] for k in LAB_LAUNCH_KEYS if k in launch}
+
+
 def _no_buttons_in_problems_edition(app, config) -> None:
     # A Colab launch or an .ipynb download would open the full notebook, with
-    # the answers: the problems-only edition offers neither.
+    # the answers: the problems-only edition offers neither, except on the
+    # labs (stubs for students), whose Colab button
+    # _launch_buttons_on_labs_only switches back on page by page.
     if not getattr(config, "hide_solutions", False):
         return
     options = dict(config.html_theme_options or {})
+    app._llmbook_lab_launch = lab_launch_buttons(options.get("launch_buttons"))
     options["use_download_button"] = False
     options["launch_buttons"] = {}
     config.html_theme_options = options
+
+
+def _launch_buttons_on_labs_only(
+    app, pagename, templatename, context, doctree
+):
+    # Runs before sphinx-book-theme's add_launch_buttons (priority 501),
+    # which reads the launch settings from the config for every page.
+    if not getattr(app.config, "hide_solutions", False):
+        return
+    lab = pagename.startswith(LAB_PREFIX)
+    launch = getattr(app, "_llmbook_lab_launch", {}) if lab else {}
+    app.config.html_theme_options["launch_buttons"] = dict(launch)
 
 
 def _no_page_toc_on_stubs(app, pagename, templatename, context, doctree):
@@ -401,6 +434,9 @@ def setup(app):
     app.connect("doctree-resolved", _link_figures)
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("html-page-context", _no_page_toc_on_stubs, priority=100)
+    app.connect(
+        "html-page-context", _launch_buttons_on_labs_only, priority=500
+    )
     app.connect("config-inited", _use_local)
     app.connect("config-inited", _no_buttons_in_problems_edition)
     app.connect("build-finished", _copy)

@@ -1,5 +1,6 @@
 """``LIBRARY-USES.md``: for each public name of each ``llmbook`` module, the
-notebooks that use it and the chapters that show its source.
+notebooks that use it (``notebooks/`` by name, the student labs as
+``labs/<name>``) and the chapters that show its source.
 
 ``make sync`` writes the file; a test fails while it is out of date. Found by
 parsing, not by running: a notebook uses ``name`` of ``llmbook.topics.lora``
@@ -23,10 +24,11 @@ MAGIC_RE = re.compile(r"^\s*[%!]")
 INTRO = """\
 Written by `make sync` (`llmbook.book.uses`); do not edit. For each public
 function, class and constant of the library: the notebooks that use it
-directly (found by parsing their code) and the chapters that show its source
-(`literalinclude` with `:pyobject:`). Editing it can move the numbers of
-these notebooks' chapters. Calls made inside the library are not followed;
-the tests (`tests/test_<module>.py`) are not listed."""
+directly (found by parsing their code; the labs as `labs/<name>`) and the
+chapters that show its source (`literalinclude` with `:pyobject:`).
+Editing it can move the numbers of these notebooks' chapters. Calls made
+inside the library are not followed; the tests (`tests/test_<module>.py`)
+are not listed."""
 
 
 def public_names(source: str) -> list[str]:
@@ -133,12 +135,16 @@ def shown_on_pages(root: Path) -> dict[tuple[str, str], set[str]]:
 
 
 def render_uses(root: Path) -> str:
-    """The text of ``LIBRARY-USES.md`` for the repository at ``root``."""
+    """The text of ``LIBRARY-USES.md`` for the repository at ``root``: the
+    users are the notebooks of ``notebooks/`` and the labs of ``labs/``
+    (listed as ``labs/<name>``)."""
     modules = library_modules(root / "lib")
     users: dict[tuple[str, str], set[str]] = {}
-    for path in sorted((root / "notebooks").glob("*.ipynb")):
-        for key in notebook_uses(json.loads(path.read_text()), set(modules)):
-            users.setdefault(key, set()).add(path.stem)
+    for folder, prefix in (("notebooks", ""), ("labs", "labs/")):
+        for path in sorted((root / folder).glob("*.ipynb")):
+            nb = json.loads(path.read_text())
+            for key in notebook_uses(nb, set(modules)):
+                users.setdefault(key, set()).add(prefix + path.stem)
     shown = shown_on_pages(root)
     lines = ["# Who uses what in `llmbook`", "", *INTRO.splitlines()]
     for module, names in modules.items():
