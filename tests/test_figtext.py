@@ -40,7 +40,7 @@ def test_plain_text_writes_mathtext_as_characters():
 def test_describe_one_panel(line_figure):
     assert describe(line_figure) == (
         "η^* against B: 2 lines of optimal η^* against batch size B "
-        "(examples), x on a log scale; legend: SGD, Adam, β_2 = 0.95."
+        "(examples), x on a log scale. Legend: SGD; Adam, β_2 = 0.95."
     )
     assert short_caption(line_figure) == "η^* against B"
 

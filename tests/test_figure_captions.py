@@ -101,6 +101,7 @@ def test_a_cell_output_image_becomes_a_captioned_figure(tmp_path):
 
     figure = output[0]
     assert isinstance(figure, nodes.figure)
+    assert figure["ids"] == ["output-fig-knee"]
     image = next(figure.findall(nodes.image))
     assert isinstance(image.parent, nodes.reference)  # still linked
     assert image["alt"] == "Line plot of loss against rank k."

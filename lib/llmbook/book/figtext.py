@@ -166,12 +166,12 @@ def _panel(ax) -> str:
         entries = [plain_text(t.get_text()) for t in legend.get_texts()]
         entries = [e for e in entries if e]
         if entries:
-            shown = ", ".join(entries[:6])
+            shown = "; ".join(entries[:6])
             more = len(entries) - 6
             if more > 0:
-                shown += f" and {more} more"
-            parts.append(f"legend: {shown}")
-    return "; ".join(parts)
+                shown += f"; and {more} more"
+            parts.append(f"Legend: {shown}")
+    return ". ".join(parts)
 
 
 def _suptitle(fig) -> str:

@@ -421,13 +421,19 @@ def _caption_notebook_figures(app, doctree, docname) -> None:
         words = output_words(output)
         if "alt" in words and not image.get("alt"):
             image["alt"] = words["alt"]
-        figure = nodes.figure("", classes=["llmbook-output-figure"])
+        key = output.get("metadata", {}).get("scrapbook", {}).get("name")
+        # An id, as the HTML writer wants of a figure with a caption (the
+        # glued name, else the image's hash); no number: the chapter's is.
+        stem = key or Path(image["uri"]).stem[:16]
+        figure = nodes.figure(
+            "",
+            classes=["llmbook-output-figure"],
+            ids=[nodes.make_id(f"output-{stem}")],
+        )
         image.replace_self(figure)
         figure += image
-        caption = nodes.caption(
-            "", words.get("caption", "Output of this cell.")
-        )
-        key = output.get("metadata", {}).get("scrapbook", {}).get("name")
+        text = words.get("caption", "Output of this cell").rstrip(".")
+        caption = nodes.caption("", text)
         pasted = _pastes(app.env).get(f"{docname}::{key}") if key else None
         if pasted is not None:
             chapter, figure_id = pasted
