@@ -66,7 +66,10 @@ def fake_app(tmp_path, pastes, fignumbers):
     return SimpleNamespace(builder=builder, env=env)
 
 
-def test_a_cell_output_image_becomes_a_captioned_figure(tmp_path):
+# myst-nb writes the executed notebook with its outputs when it runs it,
+# and without them when it takes it from its cache; the glue file always.
+@pytest.mark.parametrize("written", ["run", "cached"])
+def test_a_cell_output_image_becomes_a_captioned_figure(tmp_path, written):
     glued = {
         "output_type": "display_data",
         "data": {"image/svg+xml": SVG, "text/plain": "<Figure>"},
@@ -78,10 +81,14 @@ def test_a_cell_output_image_becomes_a_captioned_figure(tmp_path):
             },
         },
     }
-    notebook = {"cells": [{"cell_type": "code", "outputs": [glued]}]}
+    outputs = [glued] if written == "run" else []
+    notebook = {"cells": [{"cell_type": "code", "outputs": outputs}]}
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "lora-basics.ipynb").write_text(
         json.dumps(notebook)
+    )
+    (tmp_path / "notebooks" / "lora-basics.glue.json").write_text(
+        json.dumps({"fig_knee": glued} if written == "cached" else {})
     )
     app = fake_app(
         tmp_path,

@@ -278,20 +278,29 @@ def output_image_name(data: dict) -> str | None:
 
 def _executed_outputs(app, docname: str) -> dict[str, dict]:
     """Image file name -> output, for every image output of the executed
-    notebook of ``docname`` (``_build/jupyter_execute/<docname>.ipynb``)."""
+    notebook of ``docname``: its glued outputs (``<docname>.glue.json`` in
+    myst-nb's output folder, ``_build/jupyter_execute``) and the image
+    outputs of ``<docname>.ipynb`` there. (When myst-nb takes a notebook
+    from its cache it writes that ``.ipynb`` without outputs; the glue file
+    it always writes.)"""
     import json
 
     folder = getattr(app.env, "mystnb_config", None)
     folder = getattr(folder, "output_folder", None)
     if folder is None:
         return {}
-    path = Path(folder).joinpath(*docname.split("/"))
-    path = path.with_name(path.name + ".ipynb")
-    if not path.is_file():
-        return {}
+    stem = Path(folder).joinpath(*docname.split("/"))
     found = {}
-    for cell in json.loads(path.read_text()).get("cells", []):
-        for output in cell.get("outputs", []):
+    executed = stem.with_name(stem.name + ".ipynb")
+    if executed.is_file():
+        for cell in json.loads(executed.read_text()).get("cells", []):
+            for output in cell.get("outputs", []):
+                name = output_image_name(output.get("data", {}))
+                if name is not None:
+                    found[name] = output
+    glued = stem.with_name(stem.name + ".glue.json")
+    if glued.is_file():
+        for output in json.loads(glued.read_text()).values():
             name = output_image_name(output.get("data", {}))
             if name is not None:
                 found[name] = output
