@@ -5,11 +5,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-
-from llmbook.book import glue as glue_mod  # noqa: E402
-from llmbook.book.figtext import (  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
+from llmbook.book import glue as glue_mod
+from llmbook.book.figtext import (
     describe,
     plain_text,
     set_alt,
@@ -57,7 +56,8 @@ def test_describe_panels_image_bars_and_colour_bar():
     fig.suptitle("Routing")
     try:
         assert describe(fig) == (
-            "Routing. Figure of 2 panels. Panel 1, weights: image. Panel 2, "
+            "Routing. Figure of 2 panels. Panel 1, weights: 2 by 2 image. Panel "
+            "2, "
             "bar chart of tokens against expert, y on a log scale."
         )
         assert short_caption(fig) == "Routing"
@@ -110,3 +110,22 @@ def test_glued_figure_is_still_a_myst_nb_glue(line_figure, monkeypatch):
     )
     # and the cell still shows the figure (mime_prefix "": displayed)
     assert notebook.cells[0].outputs != []
+
+
+def test_a_twin_axes_is_the_right_axis_of_its_panel():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [1, 2, 3], label="sharpness")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("sharpness")
+    right = ax.twinx()
+    right.plot([1, 2, 3], [3, 2, 1], "s", label="test MSE")
+    right.set_ylabel("test MSE")
+    right.set_yscale("log")
+    right.legend()
+    try:
+        assert describe(fig) == (
+            "Line plot of sharpness against learning rate; on the right "
+            "axis, markers of test MSE on a log scale. Legend: test MSE."
+        )
+    finally:
+        plt.close(fig)

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 from docutils import nodes
-
 from llmbook.book.sphinx_ext import (
     _caption_notebook_figures,
     _link_figures,

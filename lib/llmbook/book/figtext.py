@@ -109,11 +109,32 @@ def set_alt(fig, text: str) -> None:
 
 
 def _panels(fig) -> list:
-    # Colour bars are axes too; they belong to the panel they annotate.
-    return [
+    # Colour bars are axes too; they belong to the panel they annotate. A
+    # twin axes (``ax.twinx()``) shares its panel's place: it is described
+    # with that panel, as its right (or top) axis.
+    axes = [
         ax
         for ax in fig.axes
         if ax.get_label() != "<colorbar>" and ax.get_visible()
+    ]
+    panels, places = [], []
+    for ax in axes:
+        place = tuple(round(v, 6) for v in ax.get_position().bounds)
+        if place not in places:
+            places.append(place)
+            panels.append(ax)
+    return panels
+
+
+def _twins(ax) -> list:
+    place = tuple(round(v, 6) for v in ax.get_position().bounds)
+    return [
+        other
+        for other in ax.figure.axes
+        if other is not ax
+        and other.get_label() != "<colorbar>"
+        and other.get_visible()
+        and tuple(round(v, 6) for v in other.get_position().bounds) == place
     ]
 
 
@@ -123,7 +144,10 @@ def _kind(ax) -> str:
 
     kinds = []
     if ax.images:
-        kinds.append("image")
+        shape = ax.images[0].get_array().shape
+        kinds.append(
+            f"{shape[0]} by {shape[1]} image" if len(shape) >= 2 else "image"
+        )
     if any(isinstance(c, BarContainer) for c in ax.containers):
         kinds.append("bar chart")
     drawn = [
@@ -160,17 +184,28 @@ def _panel(ax) -> str:
     ]
     if logs:
         words += f", {' and '.join(logs)} on a log scale"
+    for twin in _twins(ax):
+        y2 = plain_text(twin.get_ylabel())
+        if y2:
+            log = " on a log scale" if twin.get_yscale() != "linear" else ""
+            words += f"; on the right axis, {_kind(twin)} of {y2}{log}"
     parts.append(words)
-    legend = ax.get_legend()
-    if legend is not None:
-        entries = [plain_text(t.get_text()) for t in legend.get_texts()]
-        entries = [e for e in entries if e]
-        if entries:
-            shown = "; ".join(entries[:6])
-            more = len(entries) - 6
-            if more > 0:
-                shown += f"; and {more} more"
-            parts.append(f"Legend: {shown}")
+    legends = [a.get_legend() for a in (ax, *_twins(ax))]
+    legends += [
+        legend for legend in ax.figure.legends if len(_panels(ax.figure)) == 1
+    ]
+    entries = []
+    for legend in legends:
+        if legend is None:
+            continue
+        entries += [plain_text(t.get_text()) for t in legend.get_texts()]
+    entries = [e for e in entries if e]
+    if entries:
+        shown = "; ".join(entries[:6])
+        more = len(entries) - 6
+        if more > 0:
+            shown += f"; and {more} more"
+        parts.append(f"Legend: {shown}")
     return ". ".join(parts)
 
 
