@@ -136,3 +136,46 @@ def test_glued_names_reads_glue_verdict():
         'for name in ("v_b", "v_c"):\n    glue_verdict(name, a, b)',
     )
     assert lint.glued_names(nb)["names"] == ["v_a", "v_b", "v_c"]
+
+
+GLUE_BLOCK = re.compile(
+    r"^(?P<indent>[ \t]*)```\{(?P<kind>glue(?::\w*)?)\} (?P<key>\w+)\n"
+    r"(?P<body>.*?)^(?P=indent)```$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def test_glue_blocks_reads_a_figure_and_its_caption():
+    text = (
+        "```{glue:figure} fig_a\n:doc: /notebooks/x.ipynb\n:name: fig-a\n\n"
+        "What it shows.\n```\n\n  ```{glue} fig_b\n  :doc: /n.ipynb\n  ```\n"
+    )
+    found = [(m["kind"], m["key"]) for m in GLUE_BLOCK.finditer(text)]
+    assert found == [("glue:figure", "fig_a"), ("glue", "fig_b")]
+
+
+def test_every_chapter_figure_is_a_named_glue_figure_with_a_caption():
+    # Issue 20: a pasted figure is numbered, can be referred to, and says
+    # what it shows (the HTML test checks the built page).
+    problems = []
+    for path in sorted((ROOT / "chapters").glob("*.md")):
+        for m in GLUE_BLOCK.finditer(path.read_text()):
+            where = f"{path.name}: {m['key']}"
+            options = [
+                line.strip()
+                for line in m["body"].splitlines()
+                if line.strip().startswith(":")
+            ]
+            caption = [
+                line
+                for line in m["body"].splitlines()
+                if line.strip() and not line.strip().startswith(":")
+            ]
+            if m["kind"] != "glue:figure":
+                if m["key"].startswith("fig"):  # a figure, by its name
+                    problems.append(f"{where}: use {{glue:figure}}")
+            elif not any(o.startswith(":name:") for o in options):
+                problems.append(f"{where}: no :name:")
+            elif not caption:
+                problems.append(f"{where}: no caption")
+    assert problems == [], problems

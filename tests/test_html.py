@@ -370,3 +370,48 @@ def test_lab_pages_run_unfinished_and_open_in_colab(built_book, path):
     )
     assert stubs >= 1 and text.count("not implemented yet") == stubs
     assert "using the reference implementation" in text
+
+
+# A figure's alt text says what it shows: a few words, never the file's
+# name or the 64-hex-digit hash myst-nb names a cell output's image by.
+_FILE_NAME_ALT = re.compile(r"[\w./-]*\.(svg|png|jpe?g|gif)|[0-9a-f]{64}\S*")
+
+
+def _content_images(page):
+    """The images of a page's content: not the theme's logos (under
+    ``_static``, e.g. the Colab button's)."""
+    return [
+        img
+        for img in page.select("main img")
+        if "_static/" not in img.get("src", "")
+    ]
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_every_image_is_a_figure_with_caption_and_alt_text(built_book, doc):
+    page = soup(built_book, doc)
+    problems = []
+    for img in _content_images(page):
+        src = img.get("src", "")[-24:]
+        figure = img.find_parent("figure")
+        caption = figure.find("figcaption") if figure is not None else None
+        if caption is None or not caption.get_text(strip=True):
+            problems.append(f"{src}: not in a figure with a caption")
+        alt = img.get("alt", "").strip()
+        if _FILE_NAME_ALT.fullmatch(alt) or len(alt.split()) < 4:
+            problems.append(f"{src}: alt text {alt[:40]!r}")
+    assert problems == [], (
+        f"figures that do not explain themselves: {problems}"
+    )
+
+
+@pytest.mark.parametrize(
+    "doc", [d for d in PAGES if d.startswith("chapters/")]
+)
+def test_every_chapter_figure_is_numbered(built_book, doc):
+    unnumbered = [
+        figure.get_text(" ", strip=True)[:60]
+        for figure in soup(built_book, doc).select("main figure")
+        if figure.select_one("figcaption .caption-number") is None
+    ]
+    assert unnumbered == [], f"figures without a number: {unnumbered}"

@@ -82,7 +82,7 @@ def _glue_one(name: str, value: Any, display: bool) -> None:
         import matplotlib.pyplot as plt
 
         if _myst_glue is not None:
-            _myst_glue(name, value, display=True)
+            _display_glued_figure(name, value)
         else:
             try:
                 from IPython.display import display as ipy_display
@@ -98,6 +98,33 @@ def _glue_one(name: str, value: Any, display: bool) -> None:
         _myst_glue(name, value, display=display)
     else:
         print(f"{name} = {value}")
+
+
+def figure_output_metadata(name: str, fig: Any) -> dict[str, Any]:
+    """The extra output metadata of a glued figure: ``{"scrapbook": ...}``
+    as ``myst_nb.glue`` writes it (``name``, ``mime_prefix`` ``""``: the
+    figure is shown) and ``{"llmbook": {"alt": ..., "caption": ...}}``, the
+    alt text (``llmbook.book.figtext.describe``) and the short caption
+    (``short_caption``) that ``llmbook.book.sphinx_ext`` puts on the
+    notebook page and on the chapter pages that paste the figure.
+    """
+    from llmbook.book.figtext import describe, short_caption
+
+    return {
+        "scrapbook": {"name": name, "mime_prefix": ""},
+        "llmbook": {"alt": describe(fig), "caption": short_caption(fig)},
+    }
+
+
+def _display_glued_figure(name: str, fig: Any) -> None:
+    # What ``myst_nb.glue(name, fig, display=True)`` does, with the alt
+    # text and caption added to the output's metadata.
+    from IPython.core.formatters import format_display_data
+    from IPython.display import display as ipy_display
+
+    mimebundle, metadata = format_display_data(fig)
+    metadata = {**metadata, **figure_output_metadata(name, fig)}
+    ipy_display(mimebundle, raw=True, metadata=metadata)
 
 
 def has_myst_nb() -> bool:

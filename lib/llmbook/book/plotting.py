@@ -206,3 +206,8 @@ def heatmap_grid(
 # Importing the plotting module sets the book style (and SVG output in a
 # kernel).
 use_style()
+
+
+# Alt text and short caption of a figure (no style set there): re-exported
+# so an author finds them beside the figures they describe.
+from llmbook.book.figtext import describe, set_alt, short_caption  # noqa: E402

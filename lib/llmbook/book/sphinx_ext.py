@@ -346,6 +346,14 @@ def _svg_cross_document_glue() -> None:
         return
 
     def generate_any_nodes(node, output, priority_list, builder, env):
+        made = _pasted_nodes(node, output, priority_list, builder, env)
+        alt = node.get("alt") or output_words(output).get("alt")
+        for image in made:
+            if isinstance(image, nodes.image) and alt:
+                image["alt"] = alt
+        return made
+
+    def _pasted_nodes(node, output, priority_list, builder, env):
         data = output["data"]
         first = next((m for m in priority_list if m in data), None)
         if first != "image/svg+xml":
@@ -367,6 +375,238 @@ def _svg_cross_document_glue() -> None:
 
     generate_any_nodes._llmbook_svg = True
     crossref.generate_any_nodes = generate_any_nodes
+
+
+def output_words(output: dict) -> dict[str, str]:
+    """The alt text and short caption a glued figure's output carries:
+    ``{"alt": ..., "caption": ...}`` from its ``metadata["llmbook"]``
+    (written by ``llmbook.book.glue``), or ``{}`` for any other output."""
+    words = output.get("metadata", {}).get("llmbook", {})
+    return {
+        key: str(words[key]).strip()
+        for key in ("alt", "caption")
+        if str(words.get(key, "")).strip()
+    }
+
+
+def output_image_name(data: dict) -> str | None:
+    """The file name myst-nb gives a cell output's image: the sha256 of its
+    data (an SVG's text with the platform's line ends, a PNG's bytes) and
+    the extension, as ``myst_nb.core.render.NbElementRenderer.render_image``
+    writes it; ``None`` for an output without an SVG or PNG image."""
+    import hashlib
+    import os
+    from binascii import a2b_base64
+
+    for mime, ext in (("image/svg+xml", ".svg"), ("image/png", ".png")):
+        if mime not in data:
+            continue
+        text = (
+            data[mime] if isinstance(data[mime], str) else "".join(data[mime])
+        )
+        raw = (
+            os.linesep.join(text.splitlines()).encode("utf-8")
+            if ext == ".svg"
+            else a2b_base64(text)
+        )
+        return hashlib.sha256(raw).hexdigest() + ext
+    return None
+
+
+def _executed_outputs(app, docname: str) -> dict[str, dict]:
+    """Image file name -> output, for every image output of the executed
+    notebook of ``docname``: its glued outputs (``<docname>.glue.json`` in
+    myst-nb's output folder, ``_build/jupyter_execute``) and the image
+    outputs of ``<docname>.ipynb`` there. (When myst-nb takes a notebook
+    from its cache it writes that ``.ipynb`` without outputs; the glue file
+    it always writes.)"""
+    import json
+
+    folder = getattr(app.env, "mystnb_config", None)
+    folder = getattr(folder, "output_folder", None)
+    if folder is None:
+        return {}
+    stem = Path(folder).joinpath(*docname.split("/"))
+    found = {}
+    executed = stem.with_name(stem.name + ".ipynb")
+    if executed.is_file():
+        for cell in json.loads(executed.read_text()).get("cells", []):
+            for output in cell.get("outputs", []):
+                name = output_image_name(output.get("data", {}))
+                if name is not None:
+                    found[name] = output
+    glued = stem.with_name(stem.name + ".glue.json")
+    if glued.is_file():
+        for output in json.loads(glued.read_text()).values():
+            name = output_image_name(output.get("data", {}))
+            if name is not None:
+                found[name] = output
+    return found
+
+
+def _glued_figure_directive():
+    """``{glue:figure}`` that also takes ``:doc:``: a figure glued in a
+    notebook, pasted on a chapter page as a numbered figure with the
+    directive's body as its caption (myst-nb 1.x pastes across documents
+    only with plain ``{glue}``, without a figure). Records which chapter
+    figure pastes which glued figure (:func:`_pastes`)."""
+    from typing import ClassVar
+
+    from docutils import nodes
+    from docutils.parsers.rst import directives as spec
+    from myst_nb.ext.glue.directives import PasteFigureDirective
+    from myst_nb.ext.glue.utils import (
+        PendingGlueReferenceError,
+        create_pending_glue_ref,
+        glue_warning,
+    )
+
+    class PasteFigure(PasteFigureDirective):
+        option_spec: ClassVar[dict] = {
+            **PasteFigureDirective.option_spec,
+            "doc": spec.unchanged,
+        }
+
+        def run(self):
+            if "doc" not in self.options:
+                return super().run()
+            key = self.arguments[0]
+            extra = (
+                {"alt": self.options["alt"]} if "alt" in self.options else {}
+            )
+            try:
+                ref = create_pending_glue_ref(
+                    self.document,
+                    self.source,
+                    self.line,
+                    self.options["doc"],
+                    key,
+                    **extra,
+                )
+            except PendingGlueReferenceError as exc:
+                return [glue_warning(str(exc), self.document, self.line)]
+            figure = nodes.figure("", ref)
+            self.set_source_info(figure)
+            if self.options.get("figclass"):
+                figure["classes"] += self.options["figclass"]
+            if self.options.get("align"):
+                figure["align"] = self.options["align"]
+            if self.options.get("figwidth") is not None:
+                figure["width"] = self.options["figwidth"]
+            self.add_name(figure)
+            if self.content:
+                holder = nodes.Element()
+                self.state.nested_parse(
+                    self.content, self.content_offset, holder
+                )
+                first = holder[0]
+                if not isinstance(first, nodes.paragraph):
+                    return [
+                        figure,
+                        glue_warning(
+                            "Figure caption must be a paragraph.",
+                            self.document,
+                            self.lineno,
+                        ),
+                    ]
+                caption = nodes.caption(first.rawsource, "", *first.children)
+                caption.source, caption.line = first.source, first.line
+                figure += caption
+                if len(holder) > 1:
+                    figure += nodes.legend("", *holder[1:])
+            env = self.state.document.settings.env
+            if figure["ids"]:
+                _pastes(env)[f"{ref.refdoc}::{key}"] = (
+                    env.docname,
+                    figure["ids"][0],
+                )
+            return [figure]
+
+    return PasteFigure
+
+
+def _pastes(env) -> dict:
+    """``"notebook-doc::key"`` -> ``(chapter docname, figure id)`` of every
+    ``{glue:figure}`` with ``:doc:`` read so far (kept in the environment,
+    so an incremental build knows the pages it did not re-read)."""
+    if not hasattr(env, "llmbook_figure_pastes"):
+        env.llmbook_figure_pastes = {}
+    return env.llmbook_figure_pastes
+
+
+def _forget_pastes(app, env, docname) -> None:
+    pastes = _pastes(env)
+    for key in [k for k, v in pastes.items() if v[0] == docname]:
+        del pastes[key]
+
+
+def _merge_pastes(app, env, docnames, other) -> None:
+    _pastes(env).update(
+        {k: v for k, v in _pastes(other).items() if v[0] in docnames}
+    )
+
+
+def _caption_notebook_figures(app, doctree, docname) -> None:
+    # On a notebook page, every image a cell shows becomes a figure: alt
+    # text and short caption from the glued output's metadata, and a link
+    # to the chapter figure that pastes it.
+    from docutils import nodes
+
+    images = [
+        image
+        for image in doctree.findall(nodes.image)
+        if not any(isinstance(p, nodes.figure) for p in _ancestors(image))
+    ]
+    if not images:
+        return
+    outputs = _executed_outputs(app, docname)
+    for image in images:
+        output = outputs.get(Path(image["uri"]).name)
+        if output is None:
+            continue
+        words = output_words(output)
+        if "alt" in words and not image.get("alt"):
+            image["alt"] = words["alt"]
+        key = output.get("metadata", {}).get("scrapbook", {}).get("name")
+        # An id, as the HTML writer wants of a figure with a caption (the
+        # glued name, else the image's hash); no number: the chapter's is.
+        stem = key or Path(image["uri"]).stem[:16]
+        figure = nodes.figure(
+            "",
+            classes=["llmbook-output-figure"],
+            ids=[nodes.make_id(f"output-{stem}")],
+        )
+        image.replace_self(figure)
+        figure += image
+        text = words.get("caption", "Output of this cell").rstrip(".")
+        caption = nodes.caption("", text)
+        pasted = _pastes(app.env).get(f"{docname}::{key}") if key else None
+        if pasted is not None:
+            chapter, figure_id = pasted
+            number = app.env.toc_fignumbers.get(chapter, {})
+            number = number.get("figure", {}).get(figure_id)
+            label = (
+                "Figure " + ".".join(map(str, number))
+                if number
+                else "a figure"
+            )
+            title = app.env.titles.get(chapter)
+            title = title.astext() if title is not None else chapter
+            if app.builder.format == "html":
+                uri = app.builder.get_relative_uri(docname, chapter)
+                caption += nodes.Text(". Shown as ")
+                caption += nodes.reference(
+                    "", label, internal=True, refuri=f"{uri}#{figure_id}"
+                )
+                caption += nodes.Text(f" in {title}.")
+        figure += caption
+
+
+def _ancestors(node):
+    parent = node.parent
+    while parent is not None:
+        yield parent
+        parent = parent.parent
 
 
 def image_link_target(node, docname: str, builder) -> str:
@@ -431,7 +671,13 @@ def setup(app):
     _svg_cross_document_glue()
     app.add_role("n", _short_glue_role())
     app.connect("doctree-resolved", _strip_answers_in_problems_edition)
+    app.connect("doctree-resolved", _caption_notebook_figures)
     app.connect("doctree-resolved", _link_figures)
+    app.connect("env-purge-doc", _forget_pastes)
+    app.connect("env-merge-info", _merge_pastes)
+    app.add_directive_to_domain(
+        "glue", "figure", _glued_figure_directive(), override=True
+    )
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.connect("html-page-context", _no_page_toc_on_stubs, priority=100)
     app.connect(
