@@ -144,6 +144,12 @@ def test_glue_shows_a_figure_once_and_closes_it(monkeypatch):
         "_myst_glue",
         lambda name, value, display: shown.append((name, display)),
     )
+    # a figure is shown as myst-nb's glue shows it, with its alt text
+    monkeypatch.setattr(
+        glue,
+        "_display_glued_figure",
+        lambda name, fig: shown.append((name, True)),
+    )
     fig, _ = plt.subplots()
     glue.glue("fig_x", fig)
     assert shown == [("fig_x", True)]
@@ -170,6 +176,13 @@ def _recorded(monkeypatch, capsys, call):
                 if isinstance(value, plt.Figure)
                 else value,
             )
+        ),
+    )
+    monkeypatch.setattr(
+        glue,
+        "_display_glued_figure",
+        lambda name, fig: seen.append(
+            (name, type(fig).__name__, True, plt.fignum_exists(fig.number))
         ),
     )
     call()
