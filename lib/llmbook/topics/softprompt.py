@@ -616,7 +616,13 @@ def greedy_complete(
     K, d)) the slots are the soft prompt, otherwise the slot tokens of
     ``tokens`` are used as a hard prompt.
     """
-    seq = tokens[:, : N_SLOTS + QUESTION_LEN].clone()
+    prefix = tokens[:, : N_SLOTS + QUESTION_LEN]
+    return _greedy_continue(model, prefix, prompts, n_new)
+
+
+def _greedy_continue(model, seq, prompts, n_new: int) -> torch.Tensor:
+    """Greedy continuation (B, n_new) of the prefixes ``seq`` (B, L)."""
+    seq = seq.clone()
     for _ in range(n_new):
         logits = (
             model(seq)
@@ -624,7 +630,7 @@ def greedy_complete(
             else prompted_logits(model, prompts, seq)
         )
         seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return seq[:, N_SLOTS + QUESTION_LEN :]
+    return seq[:, seq.shape[1] - n_new :]
 
 
 def parse_final_answer(generated: torch.Tensor) -> list[int | None]:
@@ -654,8 +660,10 @@ def answer_hits(
     One teacher-forced forward pass first: a row whose every true answer
     token is the model's argmax after the true prefix is a hit without
     decoding, since greedy decoding would write exactly the true answer.
-    Only the other rows are decoded token by token
-    (:func:`greedy_complete`), so the result is greedy decoding's (the test
+    Only the other rows are decoded token by token, and only from their
+    first wrong token on: up to it greedy decoding writes the true tokens
+    (the same argument), and there it writes the teacher-forced guess. So
+    the result is greedy decoding's (:func:`greedy_complete`; the test
     compares the two) at a fraction of its cost.
     """
     start = N_SLOTS + QUESTION_LEN
@@ -664,14 +672,28 @@ def answer_hits(
         model(x) if prompts is None else prompted_logits(model, prompts, x)
     )
     guess = logits[:, start - 1 : END - 1].argmax(-1)
-    hits = (guess == x[:, start:END]).all(1)
+    right = guess == x[:, start:END]
+    hits = right.all(1)
     rest = (~hits).nonzero().flatten()
-    if len(rest):
+    first = (~right[rest]).int().argmax(1)  # each row's first wrong token
+    generated = torch.empty(len(rest), TARGET_LEN, dtype=x.dtype)
+    for m in first.unique().tolist():  # rows that go wrong at token m
+        sel = (first == m).nonzero().flatten()
+        rows = rest[sel]
         p = prompts
         if prompts is not None and prompts.dim() == 3:
-            p = prompts[rest]
+            p = prompts[rows]
+        known = torch.cat([x[rows, : start + m], guess[rows, m : m + 1]], 1)
+        generated[sel] = torch.cat(
+            [
+                known[:, start:],
+                _greedy_continue(model, known, p, TARGET_LEN - m - 1),
+            ],
+            1,
+        )
+    if len(rest):
         truth = parse_final_answer(tokens[rest, start:])
-        got = parse_final_answer(greedy_complete(model, tokens[rest], p))
+        got = parse_final_answer(generated)
         hits[rest] = torch.tensor(
             [g is not None and g == t for g, t in zip(got, truth)]
         )
