@@ -271,6 +271,35 @@ def test_train_seeds_and_table():
     assert runs["moe"][0]["shares"].shape == (3, 2)
 
 
+@pytest.mark.parametrize("router", ["switch", "topk", "dense"])
+def test_train_seeds_is_bit_equal_to_one_run_at_a_time(router):
+    # the stacked runs against the loop over seeds it replaces: every
+    # weight, test error and per-step share equal to the last bit, and
+    # the global random state left where the loop leaves it
+    import numpy as np
+
+    x, y, _ = moe.clustered_regression(300, 4, 3, 0)
+    data = (x[:200], y[:200], x[200:], y[200:])
+    make = {
+        "switch": lambda: moe.MoELayer(8, 4, 4, capacity_factor=1.0),
+        "topk": lambda: moe.MoELayer(8, 4, 4, "topk", 2, alpha=0.1),
+        "dense": lambda: moe.dense_ffn(8, 12),
+    }[router]
+    seeds = [3, 0, 7]
+    runs = moe.train_seeds(make, data, seeds, 4, 8, 25, 32, 1e-2)
+    after = torch.get_rng_state()
+    for s, run in zip(seeds, runs):
+        torch.manual_seed(s)
+        net = moe.RegressionNet(4, 8, make())
+        test, shares = moe.train_regressor(net, *data, 25, 32, 1e-2, s)
+        assert run["seed"] == s and run["test"] == test
+        assert np.array_equal(run["shares"], shares)
+        for a, b in zip(run["net"].parameters(), net.parameters()):
+            assert torch.equal(a, b)
+    assert torch.equal(after, torch.get_rng_state())
+    assert runs[0]["test"] != runs[1]["test"]  # the seeds differ
+
+
 def test_context_attention_flop():
     # the review's hand value: 64 heads of 64, 18 full layers of 36,
     # 4k context: 4 * 4096 * 64 * 64 * 18 = 1.21 GFLOP, plus 18 banded

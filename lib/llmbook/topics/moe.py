@@ -394,6 +394,116 @@ def train_regressor(
     return test, np.array(shares)
 
 
+class _RunsLinear(torch.autograd.Function):
+    """``x W^T + b`` for n runs at once: x (n, T, i), W (n, o, i), b (n, o).
+    The backward forms ``g^T x`` as ``nn.Linear`` does (not ``(x^T g)^T``),
+    so each run's gradient is bit-equal to training that run alone."""
+
+    @staticmethod
+    def forward(ctx, x, W, b):
+        ctx.save_for_backward(x, W)
+        return torch.baddbmm(b[:, None], x, W.mT)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, W = ctx.saved_tensors
+        gx = g @ W if ctx.needs_input_grad[0] else None
+        return gx, g.mT @ x, g.sum(1)
+
+
+class _RunsCombine(torch.autograd.Function):
+    """``y[r, t] = sum_e combine[r, t, e] * out[r, e, t]`` for n runs:
+    combine (n, T, E), out (n, E, T, d) -> (n, T, d). The einsum of
+    :meth:`MoELayer.forward` at a fraction of its cost: a router gives a
+    token at most two nonzero weights (top-1, top-2), and a sum of two
+    products and zeros is exact in any order, so this equals the einsum
+    bit for bit; the weights' gradient is the einsum's own (a batched
+    product summed over d in the same order)."""
+
+    @staticmethod
+    def forward(ctx, combine, out):
+        ctx.save_for_backward(combine, out)
+        return (combine.permute(0, 2, 1)[..., None] * out).sum(1)
+
+    @staticmethod
+    def backward(ctx, g):
+        combine, out = ctx.saved_tensors
+        n, E, T, d = out.shape
+        g_out = combine.permute(0, 2, 1)[..., None] * g[:, None]
+        g_comb = torch.bmm(
+            g.reshape(n * T, 1, d),
+            out.permute(0, 2, 3, 1).reshape(n * T, d, E),
+        )
+        return g_comb.view(n, T, E), g_out
+
+
+def _cv_squared_runs(v) -> torch.Tensor:
+    """:func:`cv_squared` along the last axis: (n, E) -> (n,)."""
+    return v.var(-1, unbiased=False) / v.mean(-1) ** 2
+
+
+def _forward_runs(p: dict, layer, x, noise):
+    """:class:`RegressionNet`'s forward pass for n runs at once, op for op
+    as :meth:`MoELayer.forward` (so bit-equal per run).
+
+    Args:
+        p: name -> stacked parameter (n, *shape), the names of
+            ``RegressionNet.named_parameters()``.
+        layer: the first run's :class:`MoELayer` (router, k, capacity,
+            alpha), or ``None`` for a :func:`dense_ffn`.
+        x: (n, T, d_in) inputs; noise: (n, T, E) standard-normal draws
+            (noisy top-k router) or ``None``.
+
+    Returns ``(pred, aux, fraction)``: (n, T, d_in), (n,) or ``None``, and
+    each expert's token share (n, E) or ``None``.
+    """
+
+    def lin(h, name):
+        return _RunsLinear.apply(h, p[name + ".weight"], p[name + ".bias"])
+
+    z = lin(x, "inp")
+    if layer is None:
+        pred = lin(z + lin(torch.relu(lin(z, "ffn.0")), "ffn.2"), "out")
+        return pred, None, None
+    W_g = p["ffn.W_g"]
+    E, k, alpha = W_g.shape[-1], layer.k, layer.alpha
+    if layer.router == "switch":
+        logits = z @ W_g
+        T = logits.shape[1]
+        cap = expert_capacity(T, E, layer.capacity_factor)
+        probs = torch.softmax(logits, dim=-1)
+        gate, expert = probs.max(dim=-1)
+        onehot = torch.nn.functional.one_hot(expert, E)
+        kept = (onehot.cumsum(1) * onehot).sum(-1) <= cap
+        f = onehot.sum(1).to(probs.dtype) / T
+        aux = alpha * E * (f * probs.mean(1)).sum(-1)
+        combine = onehot * (gate * kept)[..., None]
+    else:
+        clean = z @ W_g
+        std = torch.nn.functional.softplus(z @ p["ffn.W_noise"])
+        H = clean + noise * std
+        keep = torch.zeros_like(H, dtype=torch.bool)
+        keep = keep.scatter(-1, H.topk(k, dim=-1).indices, True)
+        combine = torch.softmax(H.masked_fill(~keep, -math.inf), dim=-1)
+        aux = alpha * _cv_squared_runs(combine.sum(1))
+        if k < E:  # load_probability, per run
+            top = H.topk(k + 1, dim=-1).values
+            kth, next_ = top[..., k - 1 : k], top[..., k : k + 1]
+            threshold = torch.where(H >= kth, next_, kth)
+            normal = torch.distributions.Normal(0.0, 1.0)
+            load = normal.cdf((clean - threshold) / std)
+            aux = aux + alpha * _cv_squared_runs(load.sum(1))
+        onehot = (combine > 0).long()
+    fraction = onehot.float().mean(1) / (
+        onehot.sum(-1).float().mean(-1, keepdim=True)
+    )
+    W1, b1, W2, b2 = (p["ffn." + n] for n in ("W1", "b1", "W2", "b2"))
+    hidden = torch.relu(torch.einsum("rtd,redh->reth", z, W1) + b1)
+    out = torch.einsum("reth,rehd->retd", hidden, W2) + b2
+    h = _RunsCombine.apply(combine.to(x.dtype), out)
+    return lin(z + h, "out"), aux, fraction
+
+
 def train_seeds(
     make_ffn,
     data,
@@ -406,19 +516,66 @@ def train_seeds(
 ) -> list[dict]:
     """Train one :class:`RegressionNet` per seed around ``make_ffn()``
     (its initial weights from ``torch.manual_seed(seed)``, its minibatches
-    from ``seed``) on ``data = (x, y, x_test, y_test)`` with
-    :func:`train_regressor`. Returns one dict per seed: ``seed``, ``net``,
-    ``test`` (test MSE) and ``shares`` (per-step expert shares, empty for
-    a dense layer). A loop: the capacity routing is sequential. Section
+    from ``seed``) on ``data = (x, y, x_test, y_test)``, each run exactly
+    as :func:`train_regressor` trains it alone (bit-equal: same draws, same
+    operations per run, Adam elementwise), but all seeds at once on
+    stacked parameters. The noisy top-k router draws each run's noise from
+    a copy of the global generator as it stands after that run's
+    initialisation, as the loop over seeds would; the global state is left
+    where that loop leaves it. Returns one dict per seed: ``seed``,
+    ``net`` (the trained model), ``test`` (test MSE) and ``shares``
+    ((steps, E) per-step expert shares, empty for a dense layer). Section
     scale-moe."""
-    out = []
+    steps = positive_int("steps", steps)
+    batch = positive_int("batch", batch)
+    lr = positive("lr", lr)
+    x, y, x_test, y_test = data
+    seeds = [int(s) for s in seeds]
+    nets, noise_gens = [], []
     for s in seeds:
-        torch.manual_seed(int(s))
-        net = RegressionNet(d_in, d_model, make_ffn())
-        test, shares = train_regressor(net, *data, steps, batch, lr, int(s))
-        out.append(
-            {"seed": int(s), "net": net, "test": test, "shares": shares}
+        torch.manual_seed(s)
+        nets.append(RegressionNet(d_in, d_model, make_ffn()))
+        noise_gens.append(torch.Generator())
+        noise_gens[-1].set_state(torch.get_rng_state())
+    layer = nets[0].ffn if isinstance(nets[0].ffn, MoELayer) else None
+    noisy = layer is not None and layer.router == "topk"
+    E = layer.W_g.shape[1] if layer is not None else 0
+    p = {
+        name: torch.stack([dict(m.named_parameters())[name] for m in nets])
+        .detach()
+        .requires_grad_()
+        for name, _ in nets[0].named_parameters()
+    }
+    opt = torch.optim.Adam(p.values(), lr=lr)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    shares = []
+    for _ in range(steps):
+        i = torch.stack(
+            [torch.randint(len(x), (batch,), generator=g) for g in gens]
         )
+        noise = None
+        if noisy:
+            noise = torch.stack(
+                [torch.randn(batch, E, generator=g) for g in noise_gens]
+            )
+        pred, aux, fraction = _forward_runs(p, layer, x[i], noise)
+        loss = ((pred - y[i]) ** 2).mean((1, 2))
+        loss = loss if aux is None else loss + aux
+        opt.zero_grad()
+        loss.sum().backward()  # d(sum)/d(run's loss) = 1: own gradients
+        opt.step()
+        if fraction is not None:
+            shares.append(fraction.numpy().copy())
+    out = []
+    for r, (s, net) in enumerate(zip(seeds, nets)):
+        with torch.no_grad():
+            for name, t in net.named_parameters():
+                t.copy_(p[name][r])
+            if noisy:  # evaluation draws noise too (training mode)
+                torch.set_rng_state(noise_gens[r].get_state())
+            test = ((net(x_test)[0] - y_test) ** 2).mean().item()
+        run_shares = np.array([a[r] for a in shares])
+        out.append({"seed": s, "net": net, "test": test, "shares": run_shares})
     return out
 
 
