@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from llmbook.book.plotting import legible
 from llmbook.topics import circuits as c
 
 
@@ -314,10 +315,12 @@ def test_induction_steps_and_figures():
     fig = c.plot_induction_steps("abcab", 8.0)
     img = fig.axes[0].images[0].get_array()
     np.testing.assert_allclose(np.asarray(img), A_prev)
+    assert legible(fig)  # issue 20: on a phone and a laptop
     plt.close(fig)
     fig = c.plot_hand_set_matrices(2.0)
     qk = np.asarray(fig.axes[0].images[0].get_array())
     np.testing.assert_allclose(qk, c.previous_token_head(2.0)[0])
+    assert legible(fig)
     plt.close(fig)
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from llmbook.book.plotting import legible
 from llmbook.core import accounting
 from llmbook.topics import dist as D
 from llmbook.topics import zero as Z
@@ -360,7 +361,9 @@ def test_bubble_and_timeline_figures():
     fig = D.plot_bubble(D.bubble_table(pipe), [2], [1, 2])
     # one formula line and a marker line per schedule for the one depth
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 3
+    assert legible(fig)  # issue 20: on a phone and a laptop
     fig = D.plot_pipeline_timeline(pipe, 2, 2)
     assert len(fig.axes) == 2
     assert [len(ax.patches) for ax in fig.axes] == [3, 3]  # one bar per event
     assert [t.get_text() for t in fig.axes[0].texts] == ["F0", "B0", "F0"]
+    assert legible(fig)

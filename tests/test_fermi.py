@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from llmbook.book.plotting import legible
 from llmbook.core import accounting, hardware
 from llmbook.topics import fermi
 
@@ -312,6 +313,7 @@ def test_plots_have_labels_and_marks():
     fig4 = fermi.plot_landauer(1.8e-4, 700, 1980)
     assert "10" in fig4.axes[0].get_title()
     for f in (fig, fig2, fig3, fig4):
+        assert legible(f)  # issue 20: on a phone and a laptop
         plt.close(f)
 
 

@@ -408,6 +408,35 @@ def test_matrix_and_vector_as_prose():
     assert got == "[0.500, 2.0 × 10⁻⁵, NaN, 0]"
 
 
+def test_smallest_text_px_by_hand():
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig = plt.figure(figsize=(4, 2))
+    # a patch over the whole figure: the tight box is the figure plus
+    # 0.1 in each side, (4 + 0.2) x 72 = 302.4 pt, 403.2 px when natural
+    fig.add_artist(Rectangle((0, 0), 1, 1, transform=fig.transFigure))
+    fig.text(0.5, 0.5, "twelve", fontsize=12)
+    px, text = plotting.smallest_text_px(fig, 374)
+    assert text == "twelve"
+    assert px == pytest.approx(12 * 374 / 302.4, rel=1e-4)
+    # a wider column shows it at its natural size: 12 pt = 16 px
+    px, _ = plotting.smallest_text_px(fig, 621)
+    assert px == pytest.approx(16, rel=1e-4)
+    assert plotting.legible(fig)
+    # a superscript is 70 % of its text: 10 pt -> 7 pt
+    fig.text(0.1, 0.1, "$10^{5}$", fontsize=10)
+    px, text = plotting.smallest_text_px(fig, 374)
+    assert text == "5"
+    assert px == pytest.approx(7 * 374 / 302.4, rel=1e-4)
+    fig.text(0.1, 0.8, "tiny", fontsize=6)  # 4.6 px on a phone
+    assert not plotting.legible(fig)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no text"):
+        plotting.smallest_text_px(plt.figure())
+    plt.close("all")
+
+
 def test_heatmap_grid_shares_one_scale_and_labels_the_edges():
     import matplotlib.pyplot as plt
 
@@ -425,6 +454,14 @@ def test_heatmap_grid_shares_one_scale_and_labels_the_edges():
     assert [ax.get_ylabel() for ax in axes] == ["row", "", "", "row", "", ""]
     # the scale is +-max|first panel| = 2 on every panel
     assert all(ax.images[0].get_clim() == (-2.0, 2.0) for ax in axes[:4])
+    assert {t.get_fontsize() for ax in axes for t in ax.texts} == {8}
+    plt.close(fig)
+    fig = plotting.heatmap_grid(
+        panels, ncols=2, xlabel="col", ylabel="row", text_size=10
+    )
+    assert len(fig.axes) == 4
+    assert {t.get_fontsize() for ax in fig.axes for t in ax.texts} == {10}
+    assert sum(len(ax.texts) for ax in fig.axes) == 8  # one per cell
     plt.close(fig)
     with pytest.raises(ValueError, match="panels"):
         plotting.heatmap_grid({}, ncols=2, xlabel="x", ylabel="y")

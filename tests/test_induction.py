@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from llmbook.book.plotting import legible
 from llmbook.topics import induction as ind
 
 
@@ -365,6 +366,7 @@ def test_induction_figures(trained):
     fig = ind.plot_training(curves, history, 0, 2, 10)
     assert len(fig.axes) == 4
     assert len(fig.axes[1].lines) == 2 + 1  # two heads and the jump line
+    assert legible(fig)  # issue 20: on a phone and a laptop
     plt.close(fig)
     fig = ind.plot_attention_patterns(m, probe_tokens)
     assert len(fig.axes) == 2 * 2 + 1  # layers x heads and the colour bar
@@ -375,10 +377,12 @@ def test_induction_figures(trained):
         np.asarray(fig.axes[1].images[0].get_array()), kc
     )
     assert fig.axes[1].get_title() == "K-composition, step 4"
+    assert legible(fig)
     plt.close(fig)
     fig = ind.plot_ov_spectra(m, 0)
     (ax,) = fig.axes
     sv = torch.linalg.svdvals(ind.head_matrices(m, 0, 1)[1]).numpy()
     np.testing.assert_allclose(ax.lines[1].get_ydata(), np.maximum(sv, 1e-12))
     assert "(previous-token)" in ax.lines[0].get_label()
+    assert legible(fig)
     plt.close(fig)

@@ -2,7 +2,8 @@
 Chromium: no page scrolls sideways, inline maths is never clipped, every
 figure is a link to its own image (tap to open it full-screen and zoom), and
 the smallest text of each figure, measured at 1280 px and at 390 px, is
-written to ``_build/figure_text.json``.
+written to ``_build/figure_text.json`` and is at least :data:`MIN_TEXT_PX`
+(issue 20).
 
 Reuses the ``server`` and ``browser`` fixtures of ``test_browser.py``.
 """
@@ -12,14 +13,13 @@ import json
 import pytest
 
 from conftest import BUILD, built_docnames
+from llmbook.book.plotting import MIN_TEXT_PX
 from test_browser import browser, server  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.book, pytest.mark.browser]
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
-# Issue 20: the smallest figure text, in CSS px, at each width.
-MIN_TEXT_PX = {1280: 9.0, 390: 6.0}
 
 OPEN_ALL = """() => {
     document.querySelectorAll('.toggle-hidden')
@@ -174,6 +174,23 @@ def figure_text(browser, server, docs):  # noqa: F811
     return list(rows.values())
 
 
+def under_limit(rows) -> list[str]:
+    """One line per figure whose smallest text is under :data:`MIN_TEXT_PX`
+    at some width: the page, the figure's place and image, the text and its
+    size in CSS px."""
+    out = []
+    for r in rows:
+        for w, limit in MIN_TEXT_PX.items():
+            px = r.get(f"min_px_{w}")
+            if px is not None and px < limit:
+                out.append(
+                    f"{r['page']} figure #{r['index']} ({r['image'][:8]}): "
+                    f"{r.get(f'smallest_{w}')!r} is {px:.2f} px at {w} px "
+                    f"(at least {limit:g})"
+                )
+    return out
+
+
 def summary(rows) -> str:
     """One line: how many figures, how many fall under each limit, the worst."""
     parts = [f"{len(rows)} figures"]
@@ -201,3 +218,22 @@ def test_figure_text_sizes(server, browser, capsys):  # noqa: F811
     assert all(r.get("min_px_1280") is not None for r in rows), (
         "a figure without measurable text (a raster image?)"
     )
+    small = under_limit(rows)
+    assert small == [], (
+        "figure text too small to read (enlarge its fonts, stack its panels "
+        "or narrow its figsize):\n" + "\n".join(small)
+    )
+
+
+def test_under_limit_names_the_page_figure_text_and_size():
+    ok = {"page": "a", "index": 0, "image": "0123456789.svg"}
+    ok |= {"min_px_1280": 9.0, "min_px_390": 6.0}  # exactly at the limits
+    small = {"page": "chapters/b", "index": 3, "image": "9fb6784a29.svg"}
+    small |= {"min_px_1280": 10.0, "min_px_390": 5.11, "smallest_390": "5"}
+    raster = {"page": "c", "index": 1, "image": "x.png"}
+    raster |= {"min_px_1280": None, "min_px_390": None}
+    assert under_limit([ok, raster]) == []
+    assert under_limit([ok, small]) == [
+        "chapters/b figure #3 (9fb6784a): '5' is 5.11 px at 390 px "
+        "(at least 6)"
+    ]

@@ -72,6 +72,57 @@ def spans_decades(values, decades: float = 2.0) -> bool:
     return v.size > 1 and np.log10(v.max() / v.min()) >= decades
 
 
+# Issue 20: the smallest text of a figure, in CSS px, in the page's column
+# at each width (tests/test_phone.py measures the built pages).
+MIN_TEXT_PX = {390: 6.0, 1280: 9.0}
+# The figure column in CSS px at each viewport width (a chapter's column).
+COLUMN_PX = {390: 374.0, 1280: 621.0}
+
+
+def smallest_text_px(fig, column_px: float = COLUMN_PX[390]):
+    """The smallest text of ``fig`` as a reader sees it: ``(px, text)``,
+    the font size in CSS px when the page shows the figure in a column
+    ``column_px`` wide (:data:`COLUMN_PX`), and that text.
+
+    The figure is saved as the book's SVG is (text kept as text, tight
+    bounding box, as Jupyter's inline backend does); the image is scaled to
+    the column but never past its natural size (1 pt = 4/3 px), and every
+    text run counts, the superscripts of a log axis's ticks (70 % of the
+    tick label) included. ``tests/test_phone.py`` measures the same in the
+    built pages; the figures' own tests use it against
+    :data:`MIN_TEXT_PX`. Raises ``ValueError`` for a figure without text.
+    """
+    import io
+    import re
+
+    buffer = io.StringIO()
+    with mpl.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight")
+    svg = buffer.getvalue()
+    width = float(re.search(r'viewBox="0 0 ([\d.]+)', svg).group(1))
+    runs = [
+        (float(size), text.strip())
+        for size, text in re.findall(
+            r"font-size: ([\d.]+)px[^>]*>([^<]*)<", svg
+        )
+        if text.strip()
+    ]
+    if not runs:
+        raise ValueError("fig has no text to measure")
+    size, text = min(runs)
+    shown = min(float(column_px), width * 4 / 3)
+    return size * shown / width, text
+
+
+def legible(fig) -> bool:
+    """True when the smallest text of ``fig`` (:func:`smallest_text_px`)
+    reaches :data:`MIN_TEXT_PX` both on a 390 px phone and at 1280 px."""
+    return all(
+        smallest_text_px(fig, COLUMN_PX[w])[0] >= MIN_TEXT_PX[w]
+        for w in MIN_TEXT_PX
+    )
+
+
 def new_axes(
     xlabel: str,
     ylabel: str,
@@ -118,6 +169,7 @@ def heatmap(
     fmt: str = "{:.2f}",
     vmin: float | None = None,
     vmax: float | None = None,
+    text_size: float = 8,
 ):
     """Draw a matrix on ``ax``; signed data get a diverging map centred at 0,
     others viridis.
@@ -125,7 +177,7 @@ def heatmap(
     Pass the same ``vmin``/``vmax`` to every panel that is meant to be
     compared, so they share one colour scale (for signed data the scale is
     symmetric, ``±max(|vmin|, |vmax|)``). Returns the image so a colour bar can
-    be added. Annotates cells (8 pt) when the matrix is small.
+    be added. Annotates cells (``text_size`` pt) when the matrix is small.
     """
     M = np.asarray(matrix, dtype=float)
     if M.ndim != 2:
@@ -156,7 +208,7 @@ def heatmap(
                     fmt.format(v),
                     ha="center",
                     va="center",
-                    fontsize=8,
+                    fontsize=text_size,
                     color="white" if light else "black",
                 )
     return im
@@ -170,14 +222,16 @@ def heatmap_grid(
     ylabel: str,
     vmax: float | None = None,
     figsize: tuple[float, float] | None = None,
+    text_size: float = 8,
 ):
     """Matrices side by side on one colour scale: one :func:`heatmap` panel
     per entry of ``panels`` (title -> 2-D matrix), ``ncols`` to a row, the
     x label under every panel and the y label on the first of each row.
 
     ``vmax`` (default: the largest ``|value|`` of the first panel) bounds the
-    shared scale ``[-vmax, vmax]``. Returns the figure. Used for the
-    reconstructions of the 4 x 4 example in formats-linear.
+    shared scale ``[-vmax, vmax]``; ``text_size`` is the cells' numbers
+    (pt). Returns the figure. Used for the reconstructions of the 4 x 4
+    example in formats-linear.
     """
     import math
 
@@ -194,7 +248,7 @@ def heatmap_grid(
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
     axes = axes.ravel()
     for ax, (title, m) in zip(axes, panels.items()):
-        heatmap(ax, m, title=title, vmin=-vmax, vmax=vmax)
+        heatmap(ax, m, title=title, vmin=-vmax, vmax=vmax, text_size=text_size)
     for ax in axes:
         ax.set_xlabel(xlabel)
     for ax in axes[::ncols]:

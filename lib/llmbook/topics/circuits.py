@@ -253,14 +253,15 @@ def induction_steps(sequence: str, attention_strength: float) -> list:
 
 def plot_induction_steps(sequence: str, attention_strength: float):
     """A figure of :func:`induction_steps`: three heat maps on one colour
-    scale [0, 1], rows are query positions. Returns the figure."""
+    scale [0, 1], stacked (legible on a phone), rows are query positions.
+    Returns the figure."""
     from matplotlib import pyplot as plt
 
     from llmbook.book.plotting import heatmap
 
     panels = induction_steps(sequence, attention_strength)
     rows = panels[0][1]
-    fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.4), layout="constrained")
+    fig, axes = plt.subplots(3, 1, figsize=(4.6, 9.2), layout="constrained")
     for ax, (M, xlabels, title) in zip(axes, panels):
         im = heatmap(
             ax,
@@ -277,9 +278,10 @@ def plot_induction_steps(sequence: str, attention_strength: float):
             "key position" if xlabels is rows else "previous-token dimension"
         )
         for t in ax.texts:
-            t.set_fontsize(9.5)
-    axes[0].set_ylabel("query position")
-    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
+            t.set_fontsize(11)
+    for ax in axes:
+        ax.set_ylabel("query position")
+    fig.colorbar(im, ax=axes, shrink=0.5, label="weight")
     return fig
 
 
@@ -318,8 +320,8 @@ def plot_hand_set_matrices(attention_strength: float = 1.0):
             vmin=-bound,
             vmax=bound,
         )
-        ax.tick_params(axis="x", labelrotation=90, labelsize=8)
-        ax.tick_params(axis="y", labelsize=8)
+        ax.tick_params(axis="x", labelrotation=90, labelsize=10)
+        ax.tick_params(axis="y", labelsize=10)
     label = "entry (units of attention_strength for W_QK)"
     fig.colorbar(im, ax=axes, shrink=0.6, label=label)
     fig.supxlabel("input (key side for W_QK, source for W_OV)")

@@ -810,7 +810,7 @@ def plot_bubble(bub, stages, micro):
             )
     ax.set_xticks(micro, [str(m) for m in micro])
     ax.minorticks_off()
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=10, ncols=2)
     return fig
 
 
@@ -826,7 +826,7 @@ def plot_pipeline_timeline(pipe: dict, n_stages: int, n_micro: int):
 
     from llmbook.book.plotting import PALETTE, use_style
 
-    fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 4.8), sharex=True)
     use_style()
     t0 = min(
         e[1]
@@ -853,7 +853,7 @@ def plot_pipeline_timeline(pipe: dict, n_stages: int, n_micro: int):
                     f"{kind}{count[kind]}",
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=8.5,
                     color="white",
                 )
                 count[kind] += 1

@@ -295,11 +295,13 @@ def plot_costs(costs, ours, title: str):
         "project",
         title,
         logx=True,
-        figsize=(6.4, 4.2),
+        figsize=(5.4, 4.6),
     )
     colours = ["C3" if p in ours else "C0" for p in costs.index]
     ax.barh(costs.index, costs.values, color=colours)
     ax.grid(axis="y", visible=False)
+    # the powers of ten large enough to read on a phone
+    ax.tick_params(axis="x", labelsize=13)
     return fig
 
 
@@ -316,7 +318,7 @@ def plot_landauer(floor_w: float, actual_w: float, tflops: float):
         f"at {tflops:,.0f} TFLOP/s",
         f"An H200 draws {fmt.sci(ratio, 2)} times the Landauer minimum",
         logx=True,
-        figsize=(6.4, 2.6),
+        figsize=(5.2, 2.6),
     )
     ax.barh(
         ["Landauer minimum", "H200 actual"],

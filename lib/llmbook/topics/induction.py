@@ -600,7 +600,7 @@ def plot_training(curves, history: list, best_prev: int, jump: int, d_vocab):
     axes[1, 1].set_title("Layer 1 keys read layer 0")
     for ax in axes.flat:
         ax.axvline(jump, color="grey", lw=1, ls="--")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=10)
     for ax in axes[1]:
         ax.set_xlabel("training step")
     return fig
@@ -700,7 +700,7 @@ def plot_k_composition(kc_first: np.ndarray, kc_final: np.ndarray, when):
     from llmbook.book.plotting import heatmap
 
     top = max(kc_first.max(), kc_final.max())
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.9), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.6), layout="constrained")
     labels0 = [f"L0H{h}" for h in range(kc_first.shape[0])]
     labels1 = [f"L1H{h}" for h in range(kc_first.shape[1])]
     for ax, M, title in zip(
@@ -717,7 +717,7 @@ def plot_k_composition(kc_first: np.ndarray, kc_final: np.ndarray, when):
             vmax=top,
         )
         for t in ax.texts:
-            t.set_fontsize(9)
+            t.set_fontsize(11)
     fig.colorbar(im, ax=axes, shrink=0.9, label="K-composition score")
     return fig
 
@@ -812,7 +812,7 @@ def plot_ov_spectra(model, highlight: int, floor: float = 1e-12):
         torch.linalg.svdvals(head_matrices(model, 0, h)[1]).numpy()
         for h in range(model.cfg.n_heads)
     ]
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.2, 4.4), layout="constrained")
     for h, sv in enumerate(spectra):
         name = f"L0H{h}" + (" (previous-token)" if h == highlight else "")
         ax.semilogy(
@@ -837,10 +837,10 @@ def plot_ov_spectra(model, highlight: int, floor: float = 1e-12):
     ax.set_xlabel("singular value index k")
     ax.set_ylabel("singular value σ_k of W_OV")
     ax.set_title(
-        f"Each layer-0 W_OV has at most d_head = {d_head} nonzero singular "
-        "values"
+        f"Each layer-0 W_OV has at most d_head = {d_head}\n"
+        "nonzero singular values"
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return fig
 
 

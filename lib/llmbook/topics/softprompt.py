@@ -138,7 +138,7 @@ def plot_loss_mask(
     ax.set_xticks([1, prompt_len, int(on[0]), int(on[-1]), S])
     starts = np.concatenate([[0], ends]) + 1
     ax.set_xticks(starts[1:].tolist() + [int(ends[-1])], minor=True)
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=10)
     ax.grid(False)
     names = ["prompt", "question", "targets", "padding"]
     for a, b, name in zip(starts, np.append(ends, S), names):
@@ -148,7 +148,8 @@ def plot_loss_mask(
                 if name == "prompt"
                 else ((a + b) / 2, "center")
             )
-            ax.text(x, -0.6, name, ha=ha, va="bottom", fontsize=8)
+            ax.text(x, -0.6, name, ha=ha, va="bottom", fontsize=10)
+    ax.set_title(ax.get_title(), pad=18)  # above the spans' names
 
 
 def masked_next_token_loss(
