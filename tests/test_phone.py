@@ -1,7 +1,7 @@
 """The built site on a 390 px phone (viewport 390 x 844), in headless
-Chromium: no page scrolls sideways, inline maths is never clipped, every
-figure is a link to its own image (tap to open it full-screen and zoom), and
-the smallest text of each figure, measured at 1280 px and at 390 px, is
+Chromium: no page scrolls sideways, inline maths and figures are never
+clipped, every figure is a link to its own image (tap to open it full-screen
+and zoom), and the smallest text of each figure, measured at 1280 px and at 390 px, is
 written to ``_build/figure_text.json`` and is at least :data:`MIN_TEXT_PX`
 (issue 20).
 
@@ -70,6 +70,29 @@ CLIPPED_MATH = """() => [...document.querySelectorAll('main span.math')]
     })
     .map(el => el.textContent.slice(0, 60))"""
 
+# Images cut off by a box that clips its overflow (a solution or admonition
+# box with overflow: hidden): the part of the image outside that box, in px.
+CLIPPED_IMAGES = """() => {
+    const out = [];
+    for (const img of document.querySelectorAll('article.bd-article img')) {
+        const r = img.getBoundingClientRect();
+        if (r.width === 0) continue;
+        for (let a = img.parentElement; a && a !== document.body;
+             a = a.parentElement) {
+            if (getComputedStyle(a).overflowX === 'visible') continue;
+            const b = a.getBoundingClientRect();
+            const cut = Math.max(b.left - r.left, 0)
+                + Math.max(r.right - b.right, 0);
+            if (cut > 0.5)
+                out.push(`${img.src.split('/').pop().slice(0, 16)}: `
+                         + `${Math.round(cut)} px cut by `
+                         + `${a.tagName.toLowerCase()}.${a.className}`);
+            break;
+        }
+    }
+    return out;
+}"""
+
 # Every image of the article with the link around it.
 IMAGE_LINKS = """() => [...document.querySelectorAll('article.bd-article img')]
     .map(img => ({src: img.src, href: img.closest('a') ?
@@ -137,12 +160,14 @@ def test_phone_fits_and_figures_are_links(server, browser, doc):  # noqa: F811
     width = page.evaluate("document.documentElement.scrollWidth")
     widest = page.evaluate(WIDEST) if width > PHONE["width"] else []
     clipped = page.evaluate(CLIPPED_MATH)
+    cut = page.evaluate(CLIPPED_IMAGES)
     images = page.evaluate(IMAGE_LINKS)
     page.close()
     assert width <= PHONE["width"], (
         f"{doc} is {width} px wide at 390 px; widest: {widest}"
     )
     assert clipped == [], f"inline maths clipped at 390 px: {clipped}"
+    assert cut == [], f"figures cut off at 390 px: {cut}"
     unlinked = [i["src"] for i in images if i["href"] != i["src"]]
     assert unlinked == [], (
         f"figures that are not a link to their image: {unlinked}"
