@@ -38,7 +38,7 @@ def test_plain_text_writes_mathtext_as_characters():
 
 def test_describe_one_panel(line_figure):
     assert describe(line_figure) == (
-        "η^* against B: 2 lines of optimal η^* against batch size B "
+        "η^* against B: lines of optimal η^* against batch size B "
         "(examples), x on a log scale. Legend: SGD; Adam, β_2 = 0.95."
     )
     assert short_caption(line_figure) == "η^* against B"
@@ -66,6 +66,25 @@ def test_describe_panels_image_bars_and_colour_bar():
         assert short_caption(fig) == "weights"
         left.set_title("")
         assert short_caption(fig) == "tokens against expert"
+    finally:
+        plt.close(fig)
+
+
+def test_describe_names_categories_steps_and_skips_blank_cells():
+    fig, axes = plt.subplots(2, 2)
+    axes[0, 0].bar(["H200", "Landauer minimum"], [700, 1.8e-4])
+    axes[0, 0].set_ylabel("power (W)")
+    axes[0, 1].stairs([3, 1, 2], [0, 1, 2, 3])
+    axes[0, 1].set_xlabel("weight")
+    axes[1, 0].barh([0, 1], [2, 3])
+    axes[1, 0].set_yticks([0, 1], ["backbone.17", "fc"])
+    axes[1, 1].axis("off")  # the spare cell of the grid
+    try:
+        assert describe(fig) == (
+            "Figure of 3 panels. Panel 1, bar chart (H200, Landauer minimum)"
+            " of power (W). Panel 2, histogram against weight. Panel 3, bar"
+            " chart (backbone.17, fc)."
+        )
     finally:
         plt.close(fig)
 

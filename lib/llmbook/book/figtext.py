@@ -115,7 +115,9 @@ def _panels(fig) -> list:
     axes = [
         ax
         for ax in fig.axes
-        if ax.get_label() != "<colorbar>" and ax.get_visible()
+        if ax.get_label() != "<colorbar>"
+        and ax.get_visible()
+        and not _blank(ax)
     ]
     panels, places = [], []
     for ax in axes:
@@ -124,6 +126,32 @@ def _panels(fig) -> list:
             places.append(place)
             panels.append(ax)
     return panels
+
+
+def _blank(ax) -> bool:
+    # an axes switched off with nothing drawn in it (the spare cell of a
+    # grid of panels): not a panel
+    return not ax.axison and not (
+        ax.images or ax.lines or ax.collections or ax.patches or ax.texts
+    )
+
+
+def _categories(ax, container) -> list[str]:
+    # the named categories along a bar chart's bars (strings given as x, or
+    # tick labels set as text), in order; [] for a numeric axis
+    from matplotlib.ticker import FixedFormatter, FuncFormatter
+
+    horizontal = getattr(container, "orientation", None) == "horizontal"
+    axis = ax.yaxis if horizontal else ax.xaxis
+    mapping = getattr(axis.get_units(), "_mapping", None)
+    if mapping:
+        return [plain_text(str(k)) for k in mapping]
+    formatter = axis.get_major_formatter()
+    if isinstance(formatter, (FixedFormatter, FuncFormatter)):  # set as text
+        locs = axis.get_ticklocs()
+        names = [plain_text(str(formatter(v, i))) for i, v in enumerate(locs)]
+        return [t for t in names if t]
+    return []
 
 
 def _twins(ax) -> list:
@@ -141,6 +169,7 @@ def _twins(ax) -> list:
 def _kind(ax) -> str:
     from matplotlib.collections import PathCollection, PolyCollection
     from matplotlib.container import BarContainer, ErrorbarContainer
+    from matplotlib.patches import StepPatch
 
     kinds = []
     if ax.images:
@@ -148,15 +177,22 @@ def _kind(ax) -> str:
         kinds.append(
             f"{shape[0]} by {shape[1]} image" if len(shape) >= 2 else "image"
         )
-    if any(isinstance(c, BarContainer) for c in ax.containers):
-        kinds.append("bar chart")
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    if bars:
+        names = _categories(ax, bars[0])
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        kinds.append(f"bar chart ({shown})" if names else "bar chart")
+    steps = [p for p in ax.patches if isinstance(p, StepPatch)]
+    if steps:
+        kinds.append("histogram" if len(steps) == 1 else "step histograms")
     drawn = [
         line
         for line in ax.get_lines()
         if len(line.get_xdata()) > 2 and line.get_linestyle() != "None"
     ]
     if drawn:
-        kinds.append("line plot" if len(drawn) == 1 else f"{len(drawn)} lines")
+        # no count: reference lines and error bars are lines too
+        kinds.append("line plot" if len(drawn) == 1 else "lines")
     marked = any(
         line.get_linestyle() == "None" for line in ax.get_lines()
     ) or any(isinstance(c, PathCollection) for c in ax.collections)
@@ -174,7 +210,15 @@ def _panel(ax) -> str:
     title = plain_text(ax.get_title())
     kind = _kind(ax)
     y, x = plain_text(ax.get_ylabel()), plain_text(ax.get_xlabel())
-    words = f"{kind} of {y} against {x}" if x and y else kind
+    words = (
+        f"{kind} of {y} against {x}"
+        if x and y
+        else f"{kind} of {y}"
+        if y
+        else f"{kind} against {x}"
+        if x
+        else kind
+    )
     if title:
         words = f"{title}: {words}"
     logs = [
@@ -238,7 +282,8 @@ def describe(fig) -> str:
         return f"Figure: {head}." if head else "An empty figure."
     if len(panels) == 1:
         text = _panel(panels[0])
-        if text[0].isascii():  # η stays η, not Η
+        if text.split()[0].isalpha() and text[0].isascii():
+            # "loss ..." -> "Loss ..."; η stays η, backbone.17 stays
             text = text[0].upper() + text[1:]
         text += "."
         return f"{head}. {text}" if head else text
