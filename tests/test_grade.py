@@ -259,6 +259,17 @@ def adam_eps_inside_sqrt(
     return p - lr * m_hat / (v_hat + eps).sqrt(), m, v
 
 
+def adam_in_place(
+    p, g, m, v, lr, t, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8
+):
+    b1, b2 = betas  # right arithmetic, but the caller's m and v change
+    g = g + weight_decay * p
+    m.mul_(b1).add_((1 - b1) * g)
+    v.mul_(b2).add_((1 - b2) * g * g)
+    m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+    return p - lr * m_hat / (v_hat.sqrt() + eps), m.clone(), v.clone()
+
+
 def days_with_2nd(n_params, n_tokens, flop_per_s, n_gpus, utilization=1.0):
     flop = 2 * n_params * n_tokens  # wrong: the forward pass alone
     return flop / (flop_per_s * utilization * n_gpus) / 86_400
@@ -369,6 +380,7 @@ WRONG = {
         (adam_without_bias_correction, "bias correction"),
         (adam_decoupled_decay, "L2, not AdamW"),
         (adam_eps_inside_sqrt, "eps added after the square root"),
+        (adam_in_place, "changed its input m in place"),
     ],
     "training_days": [
         (days_with_2nd, "2 forward + 4 backward"),

@@ -1988,6 +1988,35 @@ def _run(ex: _Exercise, fn) -> tuple[bool, str]:
     return ok, message
 
 
+def _same(a, b) -> bool:
+    # equal values, element by element for arrays and tensors
+    import numpy as np
+
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.shape == b.shape and bool(
+            np.array_equal(a, b, equal_nan=True)
+        )
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 (values that do not compare)
+        return True
+
+
+def _changed_in_place(original, by_reference, by_student) -> str:
+    """The first positional input (``"1"``, ``"2"``, ...) the student's
+    function changed although the reference leaves it as it was; ``""``
+    when none. Catches an update in place (``m.mul_(beta)``) that also
+    changes an input the caller still uses."""
+    for i, (a, r, s) in enumerate(zip(original, by_reference, by_student), 1):
+        if _same(a, r) and not _same(a, s):
+            return str(i)
+    return ""
+
+
 def _run_cases(ex: _Exercise, fn) -> tuple[bool, str]:
     if not callable(fn):
         return False, f"expected a function, got {_kind(fn)}"
@@ -1995,9 +2024,11 @@ def _run_cases(ex: _Exercise, fn) -> tuple[bool, str]:
     for case in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the reference's own, if any
-            want = ex.reference(*copy.deepcopy(case.args), **case.kwargs)
+            kept = copy.deepcopy(case.args)
+            want = ex.reference(*kept, **case.kwargs)
+        args = copy.deepcopy(case.args)
         try:
-            got = fn(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
+            got = fn(*args, **copy.deepcopy(case.kwargs))
         except NotImplementedError:
             return False, (
                 "not implemented yet (the function still raises "
@@ -2007,6 +2038,16 @@ def _run_cases(ex: _Exercise, fn) -> tuple[bool, str]:
             return False, (
                 f"case '{case.label}' raised {type(exc).__name__}: "
                 f"{_short(exc)}\n  inputs: {_inputs(ex, case)}"
+            )
+        changed = _changed_in_place(case.args, kept, args)
+        if changed:
+            names = list(inspect.signature(ex.reference).parameters)
+            i = int(changed) - 1
+            changed = names[i] if i < len(names) else changed
+            return False, (
+                f"case '{case.label}': your function changed its input "
+                f"{changed} in place; leave the inputs as they are (work on "
+                f"a copy)\n  inputs: {_inputs(ex, case)}"
             )
         problem = _compare("output", want, got, ex.rtol, ex.atol, ex.outputs)
         if problem:

@@ -892,6 +892,7 @@ def plot_forgetting(ax, labels, before, after) -> None:
     ax.legend(
         loc="lower left", bbox_to_anchor=(0, 1.02), ncol=2, frameon=False
     )
+    ax.set_title(ax.get_title(), pad=36)  # above the legend, not under it
 
 
 def plot_curves(ax, steps, curves: dict) -> None:
