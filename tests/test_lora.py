@@ -668,3 +668,25 @@ def test_evaluate_equals_the_two_scores_each_from_its_own_pass():
     assert st.logits_exact_match(logits, seq) == 1.0
     logits[0, n + 1] = logits[0, n + 1].roll(1)  # first answer digit wrong
     assert st.logits_exact_match(logits, seq) == pytest.approx(39 / 40)
+
+
+def test_finetune_tasks_equals_one_finetune_runs_per_task():
+    # both tasks' runs in one stack: every result bit-equal to its own call
+    torch.manual_seed(0)
+    base = st.TinyLM(16, 1, 2, 32, 10)
+    g = torch.Generator().manual_seed(1)
+    pool, test = lora.prompt_split(4, 50, g)
+    held = {t: lora.task_sequences(t, test) for t in ("copy", "rotate")}
+    runs = [(0, 0), (0, 1)]
+    args = (["q", "v"], 2, 4.0, 1e-2)
+    got = lora.finetune_tasks(
+        [base], runs, *args, list(held), pool, held, 8, 6
+    )
+    assert list(got) == list(held)
+    for t in held:
+        want = lora.finetune_runs([base], runs, *args, t, pool, held[t], 8, 6)
+        for k in ("losses", "final", "correct", "loss"):
+            assert torch.equal(got[t][k], want[k]), (t, k)
+        for a, b in zip(got[t]["state"][1:], want["state"][1:]):
+            assert all(torch.equal(a[k], b[k]) for k in b)
+    assert not torch.equal(got["copy"]["losses"], got["rotate"]["losses"])
