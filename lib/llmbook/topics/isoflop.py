@@ -67,9 +67,10 @@ class MLPLanguageModel(nn.Module):
         x = table.reshape(n * v, e)[idx].flatten(2)  # (n, B, context*embed)
         for name in ("hidden", "out"):
             w, b = params[f"{name}.weight"], params[f"{name}.bias"]
-            x = torch.matmul(x, w.transpose(1, 2)) + b[:, None]
+            # in place: the same values, no new (n, B, width) buffers
+            x = torch.matmul(x, w.transpose(1, 2)).add_(b[:, None])
             if name == "hidden":
-                x = torch.tanh(x)
+                x = x.tanh_()
         return x
 
 
