@@ -19,6 +19,9 @@ Two shortcuts save vmap's overhead where it dominates small models: an
 ``nn.Sequential`` of ``nn.Linear`` and elementwise activations runs as one
 batched matmul per layer, and ``F.cross_entropy`` / ``F.mse_loss`` are
 computed for all runs at once; the tests check both against plain vmap.
+A model may also bring its own ``stacked_forward(params, x, shared)``
+(all runs at once, bit-equal to vmap, e.g. the iso-FLOP student), which
+then replaces vmap.
 Speed: ``tools/bench_trainer.py``.
 
 Typical use::
