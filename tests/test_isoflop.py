@@ -167,3 +167,41 @@ def test_stored_seeds_are_the_notebook_defaults():
     for r in got["rows"]:
         assert r["a_lo"] <= r["a"] <= r["a_hi"]
         assert len(r["N_opt"]) == len(d["budgets"])
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_stacked_forward_is_bit_equal_to_vmap(shared):
+    # the trainer's fast path for the student: outputs and every gradient
+    # equal torch.vmap over the module bit for bit (repeated tokens make
+    # the embedding's backward add several rows in one place)
+    from torch.nn import functional as F
+
+    from llmbook.core import trainer
+
+    def make():
+        return isoflop.MLPLanguageModel(vocab=11, context=3, embed=5, width=7)
+
+    params, buffers, base = trainer.init_runs(make, [0, 1, 2])
+    g = torch.Generator().manual_seed(3)
+    lead = () if shared else (3,)
+    x = torch.randint(0, 11, (*lead, 200, 3), generator=g)
+    y = torch.randint(0, 11, (*lead, 200), generator=g)
+    ps = {k: v.clone().requires_grad_() for k, v in params.items()}
+    loss = trainer._losses(F.cross_entropy, shared)  # the same for both
+    got, want = (
+        loss(trainer._outputs(base, shared, fast)(ps, buffers, x), y)
+        for fast in (True, False)  # stacked_forward, vmap
+    )
+    assert torch.equal(got, want)
+    grads = [
+        torch.autograd.grad(loss.sum(), list(ps.values()))
+        for loss in (got, want)
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    out = trainer.run_outputs(base, params, x, buffers, shared)
+    with torch.no_grad():
+        ref = torch.vmap(
+            lambda p, xi: torch.func.functional_call(base, p, (xi,)),
+            in_dims=(0, None if shared else 0),
+        )(params, x)
+    assert torch.equal(out, ref)

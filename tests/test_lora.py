@@ -647,3 +647,46 @@ def test_lr_sweep_full_at_lr_zero_like_is_the_starting_loss():
 
 def test_interval_text():
     assert lora.interval_text({"lo": -0.5, "hi": 2}, str) == "[-0.5, 2]"
+
+
+def test_evaluate_equals_the_two_scores_each_from_its_own_pass():
+    # one forward pass per task serves exact match and loss, unchanged
+    from llmbook.topics import seqtasks as st
+
+    torch.manual_seed(0)
+    model = st.TinyLM(16, 1, 2, 32, 10)
+    x = torch.randint(0, 10, (40, 4), generator=torch.Generator())
+    held = {t: lora.task_sequences(t, x) for t in ("copy", "rotate")}
+    got = lora.evaluate(model, held, list(held))
+    for t, seq in held.items():
+        want = (st.exact_match(model, seq), st.lm_loss(model, seq).item())
+        assert got[t] == want
+    # the exact match from logits by hand: targets one-hot, one row broken
+    seq = held["copy"]
+    n = (seq.shape[1] - 2) // 2
+    logits = torch.nn.functional.one_hot(seq[:, 1:], st.VOCAB_SIZE).float()
+    assert st.logits_exact_match(logits, seq) == 1.0
+    logits[0, n + 1] = logits[0, n + 1].roll(1)  # first answer digit wrong
+    assert st.logits_exact_match(logits, seq) == pytest.approx(39 / 40)
+
+
+def test_finetune_tasks_equals_one_finetune_runs_per_task():
+    # both tasks' runs in one stack: every result bit-equal to its own call
+    torch.manual_seed(0)
+    base = st.TinyLM(16, 1, 2, 32, 10)
+    g = torch.Generator().manual_seed(1)
+    pool, test = lora.prompt_split(4, 50, g)
+    held = {t: lora.task_sequences(t, test) for t in ("copy", "rotate")}
+    runs = [(0, 0), (0, 1)]
+    args = (["q", "v"], 2, 4.0, 1e-2)
+    got = lora.finetune_tasks(
+        [base], runs, *args, list(held), pool, held, 8, 6
+    )
+    assert list(got) == list(held)
+    for t in held:
+        want = lora.finetune_runs([base], runs, *args, t, pool, held[t], 8, 6)
+        for k in ("losses", "final", "correct", "loss"):
+            assert torch.equal(got[t][k], want[k]), (t, k)
+        for a, b in zip(got[t]["state"][1:], want["state"][1:]):
+            assert all(torch.equal(a[k], b[k]) for k in b)
+    assert not torch.equal(got["copy"]["losses"], got["rotate"]["losses"])

@@ -19,6 +19,9 @@ Two shortcuts save vmap's overhead where it dominates small models: an
 ``nn.Sequential`` of ``nn.Linear`` and elementwise activations runs as one
 batched matmul per layer, and ``F.cross_entropy`` / ``F.mse_loss`` are
 computed for all runs at once; the tests check both against plain vmap.
+A model may also bring its own ``stacked_forward(params, x, shared)``
+(all runs at once, bit-equal to vmap, e.g. the iso-FLOP student), which
+then replaces vmap.
 Speed: ``tools/bench_trainer.py``.
 
 Typical use::
@@ -227,7 +230,16 @@ def _mlp_forward(base_model, params, x, shared: bool):
 
 
 def _outputs(base_model, shared: bool, fast: bool = True):
-    """``f(params, buffers, x) -> (n, ...)``: every run's output."""
+    """``f(params, buffers, x) -> (n, ...)``: every run's output. A model
+    with a method ``stacked_forward(params, x, shared)`` (all runs at once,
+    bit-equal to vmap; its tests check that) runs it instead of vmap."""
+    stacked = getattr(base_model, "stacked_forward", None)
+    if fast and callable(stacked):
+
+        def own(p, b, x):
+            return stacked(p, x, shared)
+
+        return own
     if fast and _is_plain_mlp(base_model):
 
         def mlp(p, b, x):
@@ -239,6 +251,29 @@ def _outputs(base_model, shared: bool, fast: bool = True):
         return functional_call(base_model, (p, b), (x,))
 
     return torch.vmap(one, in_dims=(0, 0, None if shared else 0))
+
+
+class _TokenCrossEntropy(torch.autograd.Function):
+    """``logsumexp(out) - out[y]``, ``out (n, B, C)``, ``y (n, B)`` -> ``(n,
+    B)``, with autograd's own gradient of that expression computed in one
+    buffer: ``g exp(out - lse)`` (logsumexp's backward), then ``-g`` added
+    at each target (what gather's backward scatters into zeros and
+    autograd adds). The same operations on the same numbers, so bit-equal
+    to the plain expression (tests/test_trainer.py), without its zero
+    tensor and extra passes over ``(n, B, C)``."""
+
+    @staticmethod
+    def forward(ctx, out, y):
+        lse = out.logsumexp(-1)
+        picked = out.gather(-1, y[..., None])[..., 0]
+        ctx.save_for_backward(out, y, lse)
+        return lse - picked
+
+    @staticmethod
+    def backward(ctx, g):
+        out, y, lse = ctx.saved_tensors
+        grad = (out - lse[..., None]).exp_().mul_(g[..., None])
+        return grad.scatter_add_(-1, y[..., None], -g[..., None]), None
 
 
 def _losses(loss_fn, shared: bool, fast: bool = True):
@@ -260,8 +295,7 @@ def _losses(loss_fn, shared: bool, fast: bool = True):
             and out.dim() == 3
             and (y.shape == out.shape[:2] and not y.is_floating_point())
         ):  # log-sum-exp minus the target's logit: F.cross_entropy's value
-            picked = out.gather(-1, y[..., None])[..., 0]
-            return (out.logsumexp(-1) - picked).mean(1)
+            return _TokenCrossEntropy.apply(out, y).mean(1)
         if fast and loss_fn is F.mse_loss and y.shape == out.shape:
             return F.mse_loss(out, y, reduction="none").reshape(n, -1).mean(1)
         return each(out, y)

@@ -155,7 +155,15 @@ def lm_loss(
     """Mean next-token cross-entropy (nats); ``masked`` scores only the
     response tokens.
     """
-    logits = model(seq[:, :-1])
+    return logits_loss(model(seq[:, :-1]), seq, masked)
+
+
+def logits_loss(
+    logits: torch.Tensor, seq: torch.Tensor, masked: bool = True
+) -> torch.Tensor:
+    """:func:`lm_loss` from the logits ``(b, 2n+1, vocab)`` of
+    ``model(seq[:, :-1])`` (one forward pass can serve this and
+    :func:`logits_exact_match`)."""
     losses = F.cross_entropy(
         logits.transpose(1, 2), seq[:, 1:], reduction="none"
     )  # (b, 2n+1)
@@ -174,8 +182,14 @@ def exact_match(model: nn.Module, seq: torch.Tensor) -> float:
     exactly when greedy decoding reproduces the whole response, so one forward
     pass decides it.
     """
+    return logits_exact_match(model(seq[:, :-1]), seq)
+
+
+@torch.no_grad()
+def logits_exact_match(logits: torch.Tensor, seq: torch.Tensor) -> float:
+    """:func:`exact_match` from the logits of ``model(seq[:, :-1])``."""
     n = (seq.shape[1] - 2) // 2
-    pred = model(seq[:, :-1]).argmax(-1)[:, response_mask(n)]
+    pred = logits.argmax(-1)[:, response_mask(n)]
     return (pred == seq[:, n + 2 :]).all(dim=1).float().mean().item()
 
 
