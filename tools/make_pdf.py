@@ -13,7 +13,7 @@ titles with a note, and the instructors print the questions.
 
     python tools/make_pdf.py                  # both PDFs
     python tools/make_pdf.py --only book      # one of them
-    python tools/make_pdf.py --pages intro chapters/fermi --out /tmp/x.pdf
+    python tools/make_pdf.py --pages intro chapters/fermi --out part.pdf
 """
 
 from __future__ import annotations
